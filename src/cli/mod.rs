@@ -1,0 +1,154 @@
+//! Argument parsing (clap derive), dispatch, and the error → exit-code edge.
+//!
+//! Each command group lives in its own file with its `Args` and its `run`; this file only
+//! lists them. Exit codes follow Docker: the container's own, 125 for xrun's errors,
+//! 126 not executable, 127 not found; `xrun check` uses 1 for a failed gate.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod binfmt;
+mod check;
+mod containers;
+mod host;
+mod images;
+mod pull;
+mod run;
+
+/// Exit code for xrun's own failures, as Docker's 125.
+pub const EXIT_XRUN_ERROR: u8 = 125;
+
+/// Options every command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// Store root (images, containers, state).
+    #[arg(long, global = true, env = "XRUN_ROOT", default_value = xrun::config::DEFAULT_ROOT)]
+    pub root: PathBuf,
+    /// Log level for diagnostics on stderr (error, warn, info, debug, trace).
+    #[arg(long, global = true, env = "XRUN_LOG", default_value = "warn")]
+    pub log_level: String,
+}
+
+/// A container runner that knows about architectures and kernels.
+#[derive(Debug, Parser)]
+#[command(name = "xrun", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Pull an image from a registry.
+    Pull(pull::PullArgs),
+    /// Log in to a registry (writes ~/.docker/config.json).
+    Login(pull::LoginArgs),
+    /// Log out from a registry.
+    Logout(pull::LogoutArgs),
+    /// Remote manifests.
+    #[command(subcommand)]
+    Manifest(pull::ManifestCommand),
+    /// List images.
+    Images(images::ImagesArgs),
+    /// Remove images.
+    Rmi(images::RmiArgs),
+    /// Image housekeeping.
+    #[command(subcommand)]
+    Image(images::ImageCommand),
+    /// Show an image's manifest and config as JSON.
+    Inspect(images::InspectArgs),
+    /// Load an OCI image layout (directory or tar) into the store.
+    Load(images::LoadArgs),
+    /// Save an image as an OCI image layout tar.
+    Save(images::SaveArgs),
+    /// Show this host's profile.
+    Host(host::HostArgs),
+    /// Pre-flight: how would an image run here (and on other hosts), and why.
+    Check(check::CheckArgs),
+    /// Run a command in a new container.
+    Run(run::RunArgs),
+    /// Create a container without starting it.
+    Create(run::CreateArgs),
+    /// Start a created or stopped container.
+    Start(containers::StartArgs),
+    /// List containers.
+    Ps(containers::PsArgs),
+    /// Show a container's logs.
+    Logs(containers::LogsArgs),
+    /// Stop containers (SIGTERM, then SIGKILL).
+    Stop(containers::StopArgs),
+    /// Send a signal to containers.
+    Kill(containers::KillArgs),
+    /// Remove containers.
+    Rm(containers::RmArgs),
+    /// Run a command in a running container.
+    Exec(containers::ExecArgs),
+    /// binfmt_misc handlers for the emulated route.
+    #[command(subcommand)]
+    Binfmt(binfmt::BinfmtCommand),
+    /// Internal: the per-container monitor and the container init.
+    #[command(hide = true, subcommand)]
+    Internal(containers::InternalCommand),
+}
+
+/// Parses the command line, runs the command, and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global.log_level);
+    let result = match cli.command {
+        Command::Pull(a) => pull::pull(&cli.global, a),
+        Command::Login(a) => pull::login(&cli.global, a),
+        Command::Logout(a) => pull::logout(&cli.global, a),
+        Command::Manifest(a) => pull::manifest(&cli.global, a),
+        Command::Images(a) => images::images(&cli.global, a),
+        Command::Rmi(a) => images::rmi(&cli.global, a),
+        Command::Image(a) => images::image(&cli.global, a),
+        Command::Inspect(a) => images::inspect(&cli.global, a),
+        Command::Load(a) => images::load(&cli.global, a),
+        Command::Save(a) => images::save(&cli.global, a),
+        Command::Host(a) => host::host(&cli.global, a),
+        Command::Check(a) => check::check(&cli.global, a),
+        Command::Run(a) => run::run(&cli.global, a),
+        Command::Create(a) => run::create(&cli.global, a),
+        Command::Start(a) => containers::start(&cli.global, a),
+        Command::Ps(a) => containers::ps(&cli.global, a),
+        Command::Logs(a) => containers::logs(&cli.global, a),
+        Command::Stop(a) => containers::stop(&cli.global, a),
+        Command::Kill(a) => containers::kill(&cli.global, a),
+        Command::Rm(a) => containers::rm(&cli.global, a),
+        Command::Exec(a) => containers::exec(&cli.global, a),
+        Command::Binfmt(a) => binfmt::binfmt(&cli.global, a),
+        Command::Internal(a) => containers::internal(&cli.global, a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("xrun: {}", one_line(&e));
+            ExitCode::from(EXIT_XRUN_ERROR)
+        }
+    }
+}
+
+/// An error and its causes on one line, as `docker` prints them.
+pub fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("xrun={level}"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("xrun=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// The error for a command whose stage has not landed yet.
+pub fn not_yet(what: &str) -> anyhow::Result<u8> {
+    anyhow::bail!("{what} is not implemented yet")
+}

@@ -1,0 +1,22 @@
+//! xrun: a container runner that knows about architectures and kernels.
+//!
+//! The library is one pipeline, one module per stage, data flowing one way:
+//!
+//! ```text
+//! reference ─► platform ─► registry ─► store ─► kernelcheck ─► plan ─► runtime | emulation | vm
+//! ```
+//!
+//! Lower stages never import higher ones: [`platform`] and [`digest`] are at the bottom, the
+//! CLI (in `src/cli/`, part of the binary) is at the top and stays thin.
+
+pub mod config;
+pub mod digest;
+pub mod emulation;
+pub mod kernelcheck;
+pub mod plan;
+pub mod platform;
+pub mod reference;
+pub mod registry;
+pub mod runtime;
+pub mod store;
+pub mod vm;

@@ -1,0 +1,234 @@
+//! The local content-addressed store: blobs, references, and layer snapshots.
+//!
+//! The store knows nothing of registries: a pull writes the registry's verified streams in
+//! through [`Store::begin_blob`] and [`Store::record_image`], and `xrun load` of an OCI layout
+//! goes in through the same door.
+//!
+//! Layout under the root (default `/var/lib/xrun`, `--root`/`XRUN_ROOT` to move it):
+//! `blobs/sha256/<hex>`, `ingest/` (temp files, renamed into place once verified),
+//! `refs.json` (image records), `snapshots/<diff_id hex>/` (each layer unpacked once),
+//! `containers/` (owned by the runtime), `locks/`.
+//!
+//! CONTRACT: the signatures below are what the registry, kernelcheck and runtime stages call.
+//! The store stage may add to them but should not change them without telling the others.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::platform::Platform;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A blob's content does not match the digest it was announced with.
+    #[error("digest mismatch for blob: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// The announced digest.
+        expected: Digest,
+        /// What the bytes hash to.
+        actual: Digest,
+    },
+    /// A blob's length does not match its descriptor.
+    #[error("size mismatch for blob {digest}: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        /// The blob.
+        digest: Digest,
+        /// The announced size.
+        expected: u64,
+        /// The bytes received.
+        actual: u64,
+    },
+    /// No such image in the store.
+    #[error("no such image: {0}")]
+    ImageNotFound(String),
+    /// No such blob in the store.
+    #[error("blob {0} is not in the store")]
+    BlobNotFound(Digest),
+    /// A layer entry would land outside its snapshot.
+    #[error("layer {layer}: entry {entry:?} escapes the root ({why})")]
+    PathEscape {
+        /// The layer's digest.
+        layer: Digest,
+        /// The offending path inside the tar.
+        entry: String,
+        /// What makes it escape.
+        why: String,
+    },
+    /// A layer could not be decompressed or read as tar.
+    #[error("layer {layer}: {message}")]
+    BadLayer {
+        /// The layer's digest.
+        layer: Digest,
+        /// What went wrong.
+        message: String,
+    },
+    /// A file-system error, with the path it happened on.
+    #[error("{path}: {source}")]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// What.
+        source: std::io::Error,
+    },
+    /// A record or manifest in the store is not valid JSON.
+    #[error("{path}: {message}")]
+    Corrupt {
+        /// Where.
+        path: PathBuf,
+        /// What.
+        message: String,
+    },
+}
+
+/// One layer of an image, as its manifest and config describe it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRef {
+    /// Digest of the (possibly compressed) blob.
+    pub digest: Digest,
+    /// Digest of the uncompressed tar (`rootfs.diff_ids` in the config).
+    pub diff_id: Digest,
+    /// The layer's media type (gzip, zstd, or plain tar).
+    pub media_type: String,
+    /// Size of the blob in bytes.
+    pub size: u64,
+}
+
+/// An image in the store: one reference on one platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// Normalized repository name, e.g. `docker.io/library/busybox` or `127.0.0.1:5000/busybox`.
+    pub name: String,
+    /// The tag, when the image was named by one.
+    pub tag: Option<String>,
+    /// The index or manifest list the manifest was selected from, if any.
+    pub index_digest: Option<Digest>,
+    /// The image manifest.
+    pub manifest_digest: Digest,
+    /// The image config.
+    pub config_digest: Digest,
+    /// The platform the manifest is for.
+    pub platform: Platform,
+    /// Layers, lowest first.
+    pub layers: Vec<LayerRef>,
+    /// Manifest + config + layer blob sizes.
+    pub size: u64,
+    /// When it entered the store (RFC 3339).
+    pub created: String,
+}
+
+/// An image ready for the later stages: its config, and its layers unpacked.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The record.
+    pub record: ImageRecord,
+    /// The parsed image config.
+    pub config: oci_spec::image::ImageConfiguration,
+    /// The unpacked snapshot directory of each layer, lowest first (overlay `lowerdir`s in
+    /// reverse order).
+    pub layer_dirs: Vec<PathBuf>,
+}
+
+/// A blob being written: hashes and counts while written, lands under its digest only on a
+/// successful [`BlobWriter::commit`]; dropped uncommitted, it leaves nothing behind.
+pub struct BlobWriter {
+    _private: (),
+}
+
+impl std::io::Write for BlobWriter {
+    fn write(&mut self, _buf: &[u8]) -> std::io::Result<usize> {
+        todo!("store stage")
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        todo!("store stage")
+    }
+}
+
+impl BlobWriter {
+    /// Verifies digest (and size, when announced), fsyncs and renames into place.
+    pub fn commit(self) -> Result<(), StoreError> {
+        todo!("store stage")
+    }
+}
+
+/// The store at one root directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether a verified blob is present.
+    pub fn has_blob(&self, _digest: &Digest) -> bool {
+        todo!("store stage")
+    }
+
+    /// Where a present blob lives.
+    pub fn blob_path(&self, _digest: &Digest) -> PathBuf {
+        todo!("store stage")
+    }
+
+    /// Starts writing a blob expected to hash to `expected` (and be `size` bytes when known).
+    pub fn begin_blob(
+        &self,
+        _expected: &Digest,
+        _size: Option<u64>,
+    ) -> Result<BlobWriter, StoreError> {
+        todo!("store stage")
+    }
+
+    /// Writes a whole blob from memory (manifests, configs), verifying it.
+    pub fn put_blob(&self, _expected: &Digest, _bytes: &[u8]) -> Result<(), StoreError> {
+        todo!("store stage")
+    }
+
+    /// Reads a whole blob (manifests, configs).
+    pub fn read_blob(&self, _digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        todo!("store stage")
+    }
+
+    /// Records an image under its name/tag and platform (replacing the same name:tag+platform).
+    pub fn record_image(&self, _record: &ImageRecord) -> Result<(), StoreError> {
+        todo!("store stage")
+    }
+
+    /// Finds an image by normalized `name`, `tag` or manifest/index digest, and platform
+    /// (`None`: the only one, or the host's when there are several).
+    pub fn find_image(
+        &self,
+        _name: &str,
+        _tag_or_digest: &str,
+        _platform: Option<&Platform>,
+    ) -> Result<Option<ImageRecord>, StoreError> {
+        todo!("store stage")
+    }
+
+    /// Every image record, sorted by name, tag, platform.
+    pub fn list_images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        todo!("store stage")
+    }
+
+    /// Unpacks each layer once (by diff_id; shared between images) and returns the
+    /// snapshot directories, lowest first.
+    pub fn unpack(&self, _record: &ImageRecord) -> Result<Vec<PathBuf>, StoreError> {
+        todo!("store stage")
+    }
+
+    /// The image with its config parsed and its layers unpacked.
+    pub fn image(&self, _record: &ImageRecord) -> Result<Image, StoreError> {
+        todo!("store stage")
+    }
+}

@@ -1,0 +1,1 @@
+//! The VM route: guest kernels as OCI images, the rootfs disk image, qemu, and serial I/O.
