@@ -225,6 +225,8 @@ impl BinfmtState {
 /// Whether binfmt_misc is mounted at `dir` (by its file system magic).
 pub fn is_mounted(dir: &Path) -> bool {
     match nix::sys::statfs::statfs(dir) {
+        // `f_type`'s width differs between architectures: the cast is needed elsewhere.
+        #[allow(clippy::unnecessary_cast)]
         Ok(fs) => fs.filesystem_type().0 as i64 == BINFMTFS_MAGIC,
         Err(_) => false,
     }

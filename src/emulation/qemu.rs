@@ -62,13 +62,70 @@ pub fn check(path: &Path) -> Result<(), EmulationError> {
     Ok(())
 }
 
-/// Whether the ELF file at `path` is statically linked (has no program interpreter).
+/// Whether the ELF file at `path` is statically linked (has no `PT_INTERP` program header).
+/// Reads only the ELF header and the program header table.
 pub fn is_static(path: &Path) -> Result<bool, EmulationError> {
-    let bytes = std::fs::read(path).map_err(|e| EmulationError::io(path, e))?;
-    let elf = goblin::elf::Elf::parse(&bytes).map_err(|e| {
-        EmulationError::io(path, std::io::Error::other(format!("not an ELF file: {e}")))
-    })?;
-    Ok(elf.interpreter.is_none())
+    use std::io::{Read, Seek, SeekFrom};
+    const PT_INTERP: u32 = 3;
+    let not_elf = |why: &str| {
+        EmulationError::io(
+            path,
+            std::io::Error::other(format!("not an ELF file: {why}")),
+        )
+    };
+    let mut f = std::fs::File::open(path).map_err(|e| EmulationError::io(path, e))?;
+    let mut h = [0u8; 64];
+    let n = f.read(&mut h).map_err(|e| EmulationError::io(path, e))?;
+    if n < 52 || &h[..4] != b"\x7fELF" {
+        return Err(not_elf("bad magic"));
+    }
+    let le = match h[5] {
+        1 => true,
+        2 => false,
+        _ => return Err(not_elf("bad data encoding")),
+    };
+    let u16_at = |o: usize| {
+        let b = [h[o], h[o + 1]];
+        if le {
+            u16::from_le_bytes(b)
+        } else {
+            u16::from_be_bytes(b)
+        }
+    };
+    let u32_of = |b: [u8; 4]| {
+        if le {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        }
+    };
+    let (phoff, phentsize, phnum) = match h[4] {
+        1 => (
+            u32_of([h[28], h[29], h[30], h[31]]) as u64,
+            u16_at(42),
+            u16_at(44),
+        ),
+        2 if n >= 64 => {
+            let b: [u8; 8] = h[32..40].try_into().expect("8 bytes");
+            let off = if le {
+                u64::from_le_bytes(b)
+            } else {
+                u64::from_be_bytes(b)
+            };
+            (off, u16_at(54), u16_at(56))
+        }
+        _ => return Err(not_elf("bad class")),
+    };
+    if phentsize < 8 {
+        return Err(not_elf("bad program header size"));
+    }
+    let mut table = vec![0u8; phentsize as usize * phnum as usize];
+    f.seek(SeekFrom::Start(phoff))
+        .and_then(|_| f.read_exact(&mut table))
+        .map_err(|e| EmulationError::io(path, e))?;
+    Ok(!table
+        .chunks_exact(phentsize as usize)
+        .any(|ph| u32_of([ph[0], ph[1], ph[2], ph[3]]) == PT_INTERP))
 }
 
 /// The first line of `qemu-… --version` (`qemu-aarch64 version 10.0.2 (…)`), if it runs.
@@ -95,6 +152,15 @@ mod tests {
             c[1],
             PathBuf::from("/usr/libexec/qemu-binfmt/aarch64-binfmt-P")
         );
+    }
+
+    #[test]
+    fn static_qemu_is_static() {
+        let p = Path::new("/usr/bin/qemu-aarch64-static");
+        if p.exists() {
+            assert!(is_static(p).unwrap());
+        }
+        assert!(is_static(Path::new("/etc/hostname")).is_err());
     }
 
     #[test]
