@@ -674,11 +674,11 @@ fn try_launch(dir: &Path, auth: &str) -> Result<(String, Child, (Child, ChildStd
         if let Ok(Some(status)) = registry.try_wait() {
             break Err(format!("registry exited ({status})"));
         }
-        if let Ok(r) = http_get(&addr, "/v2/", None, &[]) {
-            // 200 when anonymous, 401 when auth is on: both mean it is serving.
-            if r.status == 200 || r.status == 401 {
-                break Ok(());
-            }
+        // 200 when anonymous, 401 when auth is on: both mean it is serving.
+        if let Ok(r) = http_get(&addr, "/v2/", None, &[])
+            && (r.status == 200 || r.status == 401)
+        {
+            break Ok(());
         }
         if Instant::now() > deadline {
             break Err("no answer on /v2/ within 15 s".to_string());
