@@ -136,3 +136,20 @@ pub fn prepare(platform: &Platform) -> Result<EmulatedRoute, EmulationError> {
 pub fn available(platform: &Platform) -> bool {
     prepare(platform).is_ok()
 }
+
+/// Corrects a host profile's handler list with what the kernel will really use: a handler that
+/// is usable in itself but shadowed (a newer handler for the same architecture matches first) is
+/// marked unusable, so the plan does not count on it.
+pub fn refine_profile_handlers(
+    handlers: &mut [crate::kernelcheck::profile::BinfmtHandler],
+    state: &BinfmtState,
+) {
+    for h in handlers.iter_mut().filter(|h| h.usable_in_containers) {
+        let Some(spec) = h.arch.as_deref().and_then(arch::by_arch) else {
+            continue;
+        };
+        if state.effective(spec).is_some_and(|e| e.name != h.name) {
+            h.usable_in_containers = false;
+        }
+    }
+}
