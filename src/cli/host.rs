@@ -183,6 +183,9 @@ fn table(p: &HostProfile, all: bool) -> String {
     if !unbound.is_empty() {
         line("Not mounted", unbound.join(" "));
     }
+    if !cg.disabled_controllers.is_empty() {
+        line("Disabled", cg.disabled_controllers.join(" "));
+    }
 
     let _ = writeln!(s, "\nIsolation:");
     let mut line = |k: &str, v: String| {

@@ -88,7 +88,10 @@ pub fn gather(src: &HostSource, mounts: &[Mount], unknowns: &mut Vec<UnknownFact
     }
 
     match src.read("/proc/cgroups") {
-        Ok(text) => info.kernel_controllers = parse_proc_cgroups(&text),
+        Ok(text) => {
+            info.kernel_controllers = parse_proc_cgroups(&text, true);
+            info.disabled_controllers = parse_proc_cgroups(&text, false);
+        }
         Err(reason) => unknowns.push(UnknownFact {
             fact: "cgroups.kernel_controllers".into(),
             reason,
@@ -120,14 +123,15 @@ fn is_mount_option(o: &str) -> bool {
     ) || o.starts_with("release_agent=")
 }
 
-/// Enabled controllers in `/proc/cgroups` (`name hierarchy num_cgroups enabled`).
-pub fn parse_proc_cgroups(text: &str) -> Vec<String> {
+/// Enabled (or disabled) controllers in `/proc/cgroups` (`name hierarchy num_cgroups enabled`).
+pub fn parse_proc_cgroups(text: &str, enabled: bool) -> Vec<String> {
+    let want = if enabled { "1" } else { "0" };
     let mut v: Vec<String> = text
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 4 && f[3] == "1").then(|| f[0].to_string())
+            (f.len() >= 4 && f[3] == want).then(|| f[0].to_string())
         })
         .collect();
     v.sort();

@@ -99,6 +99,40 @@ fn arm_variant(cpuinfo: &str, machine: &str) -> Option<String> {
     Some(v.to_string())
 }
 
+/// An ARM `CPU implementer` code as a name (`0x41` → `ARM`), or the code.
+fn arm_implementer(code: &str) -> String {
+    match code {
+        "0x41" => "ARM",
+        "0x42" => "Broadcom",
+        "0x43" => "Cavium",
+        "0x46" => "Fujitsu",
+        "0x48" => "HiSilicon",
+        "0x4e" => "NVIDIA",
+        "0x50" => "APM",
+        "0x51" => "Qualcomm",
+        "0x61" => "Apple",
+        "0xc0" => "Ampere",
+        other => return format!("implementer {other}"),
+    }
+    .to_string()
+}
+
+/// An ARM Ltd `CPU part` code as a core name (`0xd0c` → `Neoverse-N1`), or the code.
+fn arm_part(implementer: Option<&str>, part: &str) -> String {
+    let name = match (implementer, part) {
+        (Some("0x41"), "0xd03") => "Cortex-A53",
+        (Some("0x41"), "0xd07") => "Cortex-A57",
+        (Some("0x41"), "0xd08") => "Cortex-A72",
+        (Some("0x41"), "0xd0b") => "Cortex-A76",
+        (Some("0x41"), "0xd0c") => "Neoverse-N1",
+        (Some("0x41"), "0xd40") => "Neoverse-V1",
+        (Some("0x41"), "0xd49") => "Neoverse-N2",
+        (Some("0x41"), "0xd4f") => "Neoverse-V2",
+        _ => return format!("part {part}"),
+    };
+    name.to_string()
+}
+
 /// Online CPUs from a range list (`0-3,8-11` → 8).
 pub fn count_cpu_list(list: &str) -> Option<u32> {
     let mut n = 0u32;
@@ -169,12 +203,12 @@ pub fn gather(src: &HostSource, unknowns: &mut Vec<UnknownFact>) -> (CpuInfo, Pl
     }
     let vendor = field(&cpuinfo, "vendor_id")
         .map(str::to_string)
-        .or_else(|| field(&cpuinfo, "CPU implementer").map(|i| format!("implementer {i}")))
+        .or_else(|| field(&cpuinfo, "CPU implementer").map(arm_implementer))
         .or_else(|| field(&cpuinfo, "mvendorid").map(|i| format!("mvendorid {i}")))
         .unwrap_or_default();
     let model = field(&cpuinfo, "model name")
         .map(str::to_string)
-        .or_else(|| field(&cpuinfo, "CPU part").map(|p| format!("part {p}")))
+        .or_else(|| field(&cpuinfo, "CPU part").map(|p| arm_part(field(&cpuinfo, "CPU implementer"), p)))
         .or_else(|| field(&cpuinfo, "uarch").map(str::to_string))
         .or_else(|| field(&cpuinfo, "cpu").map(str::to_string))
         .unwrap_or_default();

@@ -242,6 +242,10 @@ pub struct CgroupInfo {
     /// Controllers the kernel has and enables (`/proc/cgroups`).
     #[serde(default)]
     pub kernel_controllers: Vec<String>,
+    /// Controllers the kernel has but disabled (`enabled` 0 in `/proc/cgroups`, e.g. by
+    /// `cgroup_disable=memory` on the kernel command line).
+    #[serde(default)]
+    pub disabled_controllers: Vec<String>,
     /// This process's cgroup per hierarchy (`/proc/self/cgroup`): key is the controller list
     /// (`memory`, `cpu,cpuacct`, `name=systemd`) or `unified` for the v2 entry.
     #[serde(default)]
