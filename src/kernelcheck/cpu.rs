@@ -208,7 +208,9 @@ pub fn gather(src: &HostSource, unknowns: &mut Vec<UnknownFact>) -> (CpuInfo, Pl
         .unwrap_or_default();
     let model = field(&cpuinfo, "model name")
         .map(str::to_string)
-        .or_else(|| field(&cpuinfo, "CPU part").map(|p| arm_part(field(&cpuinfo, "CPU implementer"), p)))
+        .or_else(|| {
+            field(&cpuinfo, "CPU part").map(|p| arm_part(field(&cpuinfo, "CPU implementer"), p))
+        })
         .or_else(|| field(&cpuinfo, "uarch").map(str::to_string))
         .or_else(|| field(&cpuinfo, "cpu").map(str::to_string))
         .unwrap_or_default();
