@@ -134,14 +134,14 @@ pub fn parse_handler(name: &str, text: &str) -> BinfmtHandler {
             h.extension = Some(v.trim().trim_start_matches('.').to_string());
         }
     }
-    if let (Ok(magic), Ok(mask)) = (hex::decode(&h.magic), hex::decode(&h.mask)) {
-        if let Some((target, n32)) = elf_target(h.offset, &magic, &mask) {
-            if !n32 {
-                h.arch = oci_arch(target.machine, target.class, target.endianness == "big")
-                    .map(str::to_string);
-            }
-            h.elf = Some(target);
+    if let (Ok(magic), Ok(mask)) = (hex::decode(&h.magic), hex::decode(&h.mask))
+        && let Some((target, n32)) = elf_target(h.offset, &magic, &mask)
+    {
+        if !n32 {
+            h.arch = oci_arch(target.machine, target.class, target.endianness == "big")
+                .map(str::to_string);
         }
+        h.elf = Some(target);
     }
     h
 }

@@ -1,7 +1,8 @@
 //! CPU facts (`/proc/cpuinfo`, `/sys/devices/system/cpu/online`, uname machine, page size,
-//! endianness) and the host platform in OCI terms.
+//! endianness) and the host platform in OCI terms (decided by `crate::platform::host`).
 
 use crate::platform::Platform;
+use crate::platform::host::{amd64_level, detect_from};
 
 use super::profile::{CpuInfo, UnknownFact};
 use super::source::HostSource;
@@ -26,50 +27,6 @@ pub fn parse_flags(cpuinfo: &str) -> Vec<String> {
     v
 }
 
-/// The amd64 micro-architecture level (1..=4) the flags support (x86-64 psABI levels).
-// TODO(platform): use `crate::platform::amd64_level` once the platform stage lands it.
-fn amd64_level(flags: &[String]) -> u8 {
-    let has = |f: &str| flags.iter().any(|x| x == f);
-    let v1 = [
-        "lm", "cmov", "cx8", "fpu", "fxsr", "mmx", "syscall", "sse", "sse2",
-    ];
-    let v2 = [
-        "cx16", "lahf_lm", "popcnt", "pni", "sse4_1", "sse4_2", "ssse3",
-    ];
-    let v3 = [
-        "avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave",
-    ];
-    let v4 = ["avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"];
-    let mut level = 0;
-    for (n, set) in [(1u8, &v1[..]), (2, &v2[..]), (3, &v3[..]), (4, &v4[..])] {
-        if set.iter().all(|f| has(f)) {
-            level = n;
-        } else {
-            break;
-        }
-    }
-    level
-}
-
-/// The OCI architecture for a `uname -m` machine (`x86_64` → `amd64`, `armv7l` → `arm`).
-pub fn oci_arch_of_machine(machine: &str) -> String {
-    match machine {
-        "x86_64" | "amd64" => "amd64",
-        "i386" | "i486" | "i586" | "i686" => "386",
-        "aarch64" | "arm64" => "arm64",
-        "ppc64le" => "ppc64le",
-        "ppc64" => "ppc64",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        "mips" => "mips",
-        "mips64" => "mips64",
-        "loongarch64" => "loong64",
-        m if m.starts_with("arm") => "arm",
-        m => m,
-    }
-    .to_string()
-}
-
 /// The endianness of a `uname -m` machine, `None` when the name does not say.
 pub fn endianness_of_machine(machine: &str) -> Option<&'static str> {
     match machine {
@@ -79,24 +36,6 @@ pub fn endianness_of_machine(machine: &str) -> Option<&'static str> {
         m if m.starts_with("arm") && !m.ends_with('b') => Some("little"),
         _ => None,
     }
-}
-
-/// The ARM variant (`v6`, `v7`, `v8`) from a 32-bit kernel's `CPU architecture` field, as
-/// containerd decides it (an ARMv8 CPU running a 32-bit kernel is used as `v7`).
-fn arm_variant(cpuinfo: &str, machine: &str) -> Option<String> {
-    let arch = field(cpuinfo, "CPU architecture")?;
-    let v = match arch {
-        "7" | "7M" => "v7",
-        "8" | "AArch64" => "v7",
-        a if a.starts_with('6') => "v6",
-        a if a.starts_with('5') => "v5",
-        _ => {
-            // Fall back to the machine name (armv7l → v7).
-            let d = machine.strip_prefix("armv")?.chars().next()?;
-            return Some(format!("v{d}"));
-        }
-    };
-    Some(v.to_string())
 }
 
 /// An ARM `CPU implementer` code as a name (`0x41` → `ARM`), or the code.
@@ -159,9 +98,10 @@ pub fn gather(src: &HostSource, unknowns: &mut Vec<UnknownFact>) -> (CpuInfo, Pl
         String::new()
     });
     let flags = parse_flags(&cpuinfo);
-    let arch = oci_arch_of_machine(&machine);
-    let amd64_level = if arch == "amd64" && !cpuinfo.is_empty() {
-        amd64_level(&flags)
+    let platform = detect_from(&cpuinfo, &machine);
+    let amd64_level = if platform.architecture == "amd64" && !cpuinfo.is_empty() {
+        let f: Vec<&str> = flags.iter().map(String::as_str).collect();
+        amd64_level(&f)
     } else {
         0
     };
@@ -214,18 +154,6 @@ pub fn gather(src: &HostSource, unknowns: &mut Vec<UnknownFact>) -> (CpuInfo, Pl
         .or_else(|| field(&cpuinfo, "uarch").map(str::to_string))
         .or_else(|| field(&cpuinfo, "cpu").map(str::to_string))
         .unwrap_or_default();
-    let variant = match arch.as_str() {
-        "amd64" if amd64_level > 0 => Some(format!("v{amd64_level}")),
-        "arm64" => Some("v8".to_string()),
-        "arm" => arm_variant(&cpuinfo, &machine),
-        _ => None,
-    };
-    let platform = Platform {
-        os: src.uname.sysname.to_ascii_lowercase(),
-        architecture: arch,
-        variant,
-        ..Default::default()
-    };
     let cpu = CpuInfo {
         machine,
         amd64_level,
@@ -243,41 +171,13 @@ pub fn gather(src: &HostSource, unknowns: &mut Vec<UnknownFact>) -> (CpuInfo, Pl
 mod tests {
     use super::*;
 
-    fn flags(s: &str) -> Vec<String> {
-        s.split_whitespace().map(str::to_string).collect()
-    }
-
-    #[test]
-    fn levels() {
-        let v1 = "fpu cx8 cmov mmx fxsr sse sse2 syscall lm";
-        let v2 = "cx16 lahf_lm popcnt pni sse4_1 sse4_2 ssse3";
-        let v3 = "avx avx2 bmi1 bmi2 f16c fma abm movbe xsave";
-        let v4 = "avx512f avx512bw avx512cd avx512dq avx512vl";
-        assert_eq!(amd64_level(&flags(v1)), 1);
-        assert_eq!(amd64_level(&flags(&format!("{v1} {v2}"))), 2);
-        assert_eq!(amd64_level(&flags(&format!("{v1} {v2} {v3}"))), 3);
-        assert_eq!(amd64_level(&flags(&format!("{v1} {v2} {v3} {v4}"))), 4);
-        // v4 flags without v3 do not make v4.
-        assert_eq!(amd64_level(&flags(&format!("{v1} {v2} {v4}"))), 2);
-    }
-
     #[test]
     fn cpu_lists_and_machines() {
         assert_eq!(count_cpu_list("0-1\n"), Some(2));
         assert_eq!(count_cpu_list("0-3,8-11"), Some(8));
         assert_eq!(count_cpu_list("0"), Some(1));
         assert_eq!(count_cpu_list(""), None);
-        assert_eq!(oci_arch_of_machine("armv7l"), "arm");
-        assert_eq!(oci_arch_of_machine("aarch64"), "arm64");
         assert_eq!(endianness_of_machine("s390x"), Some("big"));
         assert_eq!(endianness_of_machine("armv7l"), Some("little"));
-        assert_eq!(
-            arm_variant("CPU architecture: 7\n", "armv7l").as_deref(),
-            Some("v7")
-        );
-        assert_eq!(
-            arm_variant("CPU architecture: 6TEJ\n", "armv6l").as_deref(),
-            Some("v6")
-        );
     }
 }
