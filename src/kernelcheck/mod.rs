@@ -2,10 +2,26 @@
 //! with evidence.
 //!
 //! Owner: the kernelcheck stage. [`profile`] holds the host profile's schema (shared with the
-//! plan stage); gathering it from this machine lives beside it.
+//! plan stage); gathering it lives beside it, one module per kind of fact, all reading through
+//! a [`HostSource`] (this machine, or a recorded one under a root prefix):
+//! [`HostProfile::gather`] and [`HostProfile::gather_from`].
 
+pub mod binfmt;
+pub mod cgroups;
+pub mod checks;
+pub mod cpu;
+pub mod gather;
+pub mod kconfig;
+pub mod kvm;
+pub mod modules;
+pub mod mountinfo;
+pub mod namespaces;
 pub mod profile;
+pub mod qemu;
 pub mod requirements;
+pub mod security;
+pub mod source;
 
 pub use profile::HostProfile;
 pub use requirements::ImageRequirements;
+pub use source::HostSource;
