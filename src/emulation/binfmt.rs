@@ -40,7 +40,7 @@ pub struct Handler {
     /// Mask bytes (`None`: compare every bit).
     #[serde(serialize_with = "ser_hex")]
     pub mask: Option<Vec<u8>>,
-    /// File name extension (`E` handlers only).
+    /// File name extension without the dot (`E` handlers only).
     pub extension: Option<String>,
 }
 
@@ -96,53 +96,38 @@ impl Handler {
     }
 }
 
-/// Parses one handler file's text.
+/// Parses one handler file's text (the fields through the host profile's parser,
+/// `kernelcheck::binfmt::parse_handler`; the hex magic and mask decoded here).
 pub fn parse_handler(name: &str, text: &str) -> Result<Handler, EmulationError> {
     let bad = |message: String| EmulationError::Parse {
         name: name.to_string(),
         message,
     };
-    let mut h = Handler {
-        name: name.to_string(),
-        enabled: false,
-        interpreter: String::new(),
-        flags: String::new(),
-        offset: 0,
-        magic: None,
-        mask: None,
-        extension: None,
-    };
-    let mut saw_state = false;
-    for line in text.lines() {
-        let line = line.trim_end();
-        match line.split_once(' ').unwrap_or((line, "")) {
-            ("enabled", _) => {
-                h.enabled = true;
-                saw_state = true;
-            }
-            ("disabled", _) => saw_state = true,
-            ("interpreter", v) => h.interpreter = v.to_string(),
-            ("flags:", v) => h.flags = v.trim().to_string(),
-            ("offset", v) => {
-                h.offset = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| bad(format!("bad offset {v:?}")))?
-            }
-            ("magic", v) => {
-                h.magic = Some(hex::decode(v.trim()).map_err(|_| bad(format!("bad magic {v:?}")))?)
-            }
-            ("mask", v) => {
-                h.mask = Some(hex::decode(v.trim()).map_err(|_| bad(format!("bad mask {v:?}")))?)
-            }
-            ("extension", v) => h.extension = Some(v.trim().to_string()),
-            _ => {}
-        }
-    }
-    if !saw_state {
+    if !matches!(
+        text.lines().next().map(str::trim),
+        Some("enabled" | "disabled")
+    ) {
         return Err(bad("no enabled/disabled line".to_string()));
     }
-    Ok(h)
+    let k = crate::kernelcheck::binfmt::parse_handler(name, text);
+    let decode = |hex_text: &str, what: &str| -> Result<Option<Vec<u8>>, EmulationError> {
+        if hex_text.is_empty() {
+            return Ok(None);
+        }
+        hex::decode(hex_text)
+            .map(Some)
+            .map_err(|_| bad(format!("bad {what} {hex_text:?}")))
+    };
+    Ok(Handler {
+        name: k.name.clone(),
+        enabled: k.enabled,
+        interpreter: k.interpreter.clone(),
+        flags: k.flags.clone(),
+        offset: k.offset as usize,
+        magic: decode(&k.magic, "magic")?,
+        mask: decode(&k.mask, "mask")?,
+        extension: k.extension.clone(),
+    })
 }
 
 /// binfmt_misc as found on this host.
@@ -321,7 +306,7 @@ mod tests {
     fn parses_extension_handler() {
         let text = "enabled\ninterpreter /usr/bin/wine\nflags: \nextension .exe\n";
         let h = parse_handler("wine", text).unwrap();
-        assert_eq!(h.extension.as_deref(), Some(".exe"));
+        assert_eq!(h.extension.as_deref(), Some("exe"));
         assert!(h.magic.is_none());
         assert!(h.arch().is_none());
     }
