@@ -121,10 +121,11 @@ fn classify(f: &File, head: &[u8]) -> Head {
     if head.starts_with(b"#!") {
         return parse_shebang(head);
     }
-    if head.len() >= 52 && head.starts_with(b"\x7fELF") {
-        if let Some(info) = parse_elf(f, head) {
-            return Head::Elf(Box::new(info));
-        }
+    if head.len() >= 52
+        && head.starts_with(b"\x7fELF")
+        && let Some(info) = parse_elf(f, head)
+    {
+        return Head::Elf(Box::new(info));
     }
     Head::Other
 }
@@ -247,15 +248,16 @@ fn read_notes(b: &[u8], little: bool, align: usize, bits: u8, info: &mut ElfInfo
         let desc = &b[desc_off..desc_off + descsz as usize];
         if name == b"GNU\0" {
             match ntype {
-                NT_GNU_ABI_TAG if desc.len() >= 16 => {
+                NT_GNU_ABI_TAG
+                    if desc.len() >= 16
                     // [os, major, minor, patch]; os 0 = Linux.
-                    if u32_at(desc, 0, little) == Some(0) {
-                        info.abi_tag = Some([
-                            u32_at(desc, 4, little).unwrap_or(0),
-                            u32_at(desc, 8, little).unwrap_or(0),
-                            u32_at(desc, 12, little).unwrap_or(0),
-                        ]);
-                    }
+                    && u32_at(desc, 0, little) == Some(0) =>
+                {
+                    info.abi_tag = Some([
+                        u32_at(desc, 4, little).unwrap_or(0),
+                        u32_at(desc, 8, little).unwrap_or(0),
+                        u32_at(desc, 12, little).unwrap_or(0),
+                    ]);
                 }
                 NT_GNU_PROPERTY_TYPE_0 => read_properties(desc, little, bits, info),
                 _ => {}

@@ -226,18 +226,17 @@ pub fn resolve(
                 // prog's absence as well (the container would fail the same way).
                 match fs.resolve(&interpreter, "") {
                     Ok(p) => {
-                        if interpreter.ends_with("/env") {
-                            if let Some(prog) = arg.as_deref().and_then(env_program) {
-                                if lookup_path(fs, prog, &path_var, &cwd).is_none() {
-                                    problems.push(Problem {
+                        if interpreter.ends_with("/env")
+                            && let Some(prog) = arg.as_deref().and_then(env_program)
+                            && lookup_path(fs, prog, &path_var, &cwd).is_none()
+                        {
+                            problems.push(Problem {
                                         code: ProblemCode::InterpreterMissing,
                                         message: format!(
                                             "/{path} runs {prog:?} through {interpreter}, but {prog} is not in the image's PATH"
                                         ),
                                         evidence: vec![format!("/{path}"), format!("PATH={path_var}")],
                                     });
-                                }
-                            }
                         }
                         name = interpreter;
                         path = p;
@@ -331,10 +330,10 @@ fn lookup_path(fs: &Rootfs, cmd: &str, path_var: &str, cwd: &str) -> Option<Stri
     for dir in path_var.split(':') {
         let dir = if dir.is_empty() { "." } else { dir };
         let candidate = format!("{}/{cmd}", dir.trim_end_matches('/'));
-        if let Ok(p) = fs.resolve(&candidate, cwd) {
-            if fs.entry(&p).map(|e| e.kind == Kind::File).unwrap_or(false) {
-                return Some(p);
-            }
+        if let Ok(p) = fs.resolve(&candidate, cwd)
+            && fs.entry(&p).map(|e| e.kind == Kind::File).unwrap_or(false)
+        {
+            return Some(p);
         }
     }
     None

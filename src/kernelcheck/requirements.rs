@@ -259,27 +259,26 @@ pub fn scan_elf(fs: &Rootfs) -> ElfFacts {
                 example: f.path.clone(),
             })
             .files += 1;
-        if let Some(tag) = i.abi_tag {
-            if facts.abi_tag_max.as_ref().is_none_or(|m| tag > m.value) {
-                facts.abi_tag_max = Some(Fact::new(
-                    tag,
-                    format!(
-                        "{}: NT_GNU_ABI_TAG Linux {}",
-                        f.path,
-                        labels::show_version(&tag)
-                    ),
-                ));
-            }
+        if let Some(tag) = i.abi_tag
+            && facts.abi_tag_max.as_ref().is_none_or(|m| tag > m.value)
+        {
+            facts.abi_tag_max = Some(Fact::new(
+                tag,
+                format!(
+                    "{}: NT_GNU_ABI_TAG Linux {}",
+                    f.path,
+                    labels::show_version(&tag)
+                ),
+            ));
         }
-        if let Some(level) = i.isa_level {
-            if !f.path.contains("/glibc-hwcaps/")
-                && facts.isa_level.as_ref().is_none_or(|m| level > m.value)
-            {
-                facts.isa_level = Some(Fact::new(
-                    level,
-                    format!("{}: GNU_PROPERTY_X86_ISA_1_NEEDED x86-64-v{level}", f.path),
-                ));
-            }
+        if let Some(level) = i.isa_level
+            && !f.path.contains("/glibc-hwcaps/")
+            && facts.isa_level.as_ref().is_none_or(|m| level > m.value)
+        {
+            facts.isa_level = Some(Fact::new(
+                level,
+                format!("{}: GNU_PROPERTY_X86_ISA_1_NEEDED x86-64-v{level}", f.path),
+            ));
         }
         if i.max_load_align > 0
             && facts

@@ -162,10 +162,10 @@ impl Rootfs {
             if kind != Kind::Dir {
                 // A non-directory replaces whatever was there, subtree included.
                 self.remove_below(&path, false);
-            } else if let Some(old) = self.entries.get(&path) {
-                if old.kind != Kind::Dir {
-                    self.remove_below(&path, false);
-                }
+            } else if let Some(old) = self.entries.get(&path)
+                && old.kind != Kind::Dir
+            {
+                self.remove_below(&path, false);
             }
             self.entries.insert(path.clone(), Entry { layer, kind });
             if kind == Kind::Dir {
