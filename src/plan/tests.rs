@@ -1,12 +1,10 @@
 //! Table tests: every rule, every reason code, forced routes, unknown facts. Profiles and
 //! requirements are built in code.
 
-use std::collections::BTreeMap;
-
 use super::*;
 use crate::kernelcheck::elf::ElfInfo;
 use crate::kernelcheck::entrypoint::{EntrypointFacts, ExecLink};
-use crate::kernelcheck::profile::{BinfmtHandler, CpuInfo, EmulationInfo, KernelInfo};
+use crate::kernelcheck::profile::BinfmtHandler;
 use crate::kernelcheck::requirements::{ArchCount, Fact, Problem};
 
 fn platform(s: &str) -> Platform {
@@ -14,82 +12,61 @@ fn platform(s: &str) -> Platform {
 }
 
 /// Like this machine: amd64 v4, 6.18, config known, no modules, binfmt with F handlers for
-/// arm64/arm/riscv64, qemu-system for amd64/arm64, KVM unusable.
+/// arm64/arm/riscv64, qemu-system for amd64/arm64, KVM unusable. Built from JSON with only the
+/// fields the plan reads, so fields added to the schema later (serde defaults) do not matter.
 fn host() -> HostProfile {
-    let mut config = BTreeMap::new();
-    for o in [
-        "CONFIG_BPF",
-        "CONFIG_USER_NS",
-        "CONFIG_OVERLAY_FS",
-        "CONFIG_IA32_EMULATION",
-    ] {
-        config.insert(o.to_string(), OptionState::Enabled);
-    }
-    let handler = |arch: &str, name: &str, flags: &str| BinfmtHandler {
-        name: name.into(),
-        enabled: true,
-        interpreter: format!("/usr/libexec/qemu-binfmt/{arch}-binfmt-P"),
-        flags: flags.into(),
-        arch: Some(arch.into()),
-        usable_in_containers: flags.contains('F'),
+    let handler = |arch: &str, name: &str, flags: &str| {
+        serde_json::json!({
+            "name": name,
+            "enabled": true,
+            "interpreter": format!("/usr/libexec/qemu-binfmt/{arch}-binfmt-P"),
+            "flags": flags,
+            "arch": arch,
+            "usable_in_containers": flags.contains('F'),
+        })
     };
-    HostProfile {
-        schema_version: 1,
-        name: "here".into(),
-        platform: platform("linux/amd64/v4"),
-        cpu: CpuInfo {
-            machine: "x86_64".into(),
-            amd64_level: 4,
-            flags: vec![],
-            count: 2,
-            page_size: 4096,
-            endianness: "little".into(),
-            compat_arches: vec![],
+    let v = serde_json::json!({
+        "schema_version": 1,
+        "name": "here",
+        "platform": {"os": "linux", "architecture": "amd64", "variant": "v4"},
+        "cpu": {"machine": "x86_64", "amd64_level": 4, "count": 2, "page_size": 4096,
+                "endianness": "little"},
+        "kernel": {
+            "release": "6.18.0-fc",
+            "version": [6, 18, 0],
+            "config_source": "/proc/config.gz",
+            "config": {"CONFIG_BPF": "enabled", "CONFIG_USER_NS": "enabled",
+                       "CONFIG_OVERLAY_FS": "enabled", "CONFIG_IA32_EMULATION": "enabled"},
+            "modules_supported": false,
+            "modules_builtin": ["kernel"]
         },
-        kernel: KernelInfo {
-            release: "6.18.0-fc".into(),
-            version: [6, 18, 0],
-            config_source: Some("/proc/config.gz".into()),
-            config,
-            modules_supported: false,
-            modules_loaded: vec![],
-            modules_builtin: vec!["kernel".into()],
-            modules_available: vec![],
-            modules_builtin_complete: false,
-        },
-        cgroups: Default::default(),
-        namespaces: vec![],
-        seccomp: true,
-        filesystems: vec![],
-        emulation: EmulationInfo {
-            binfmt_mounted: true,
-            binfmt_enabled: true,
-            handlers: vec![
-                handler("arm64", "qemu-aarch64", "PF"),
-                handler("arm", "qemu-arm", "PF"),
-                handler("riscv64", "qemu-riscv64", "P"),
-            ],
-            qemu_user: [(
-                "riscv64".to_string(),
-                "/usr/bin/qemu-riscv64-static".to_string(),
-            )]
-            .into(),
-            qemu_system: [
-                (
-                    "amd64".to_string(),
-                    "/usr/bin/qemu-system-x86_64".to_string(),
-                ),
-                (
-                    "arm64".to_string(),
-                    "/usr/bin/qemu-system-aarch64".to_string(),
-                ),
-            ]
-            .into(),
-            kvm_present: true,
-            kvm_usable: false,
-            kvm_note: "kvm_pvm".into(),
-        },
-    }
+        "seccomp": true,
+        "emulation": {
+            "binfmt_mounted": true,
+            "binfmt_enabled": true,
+            "handlers": [handler("arm64", "qemu-aarch64", "PF"), handler("arm", "qemu-arm", "PF"),
+                         handler("riscv64", "qemu-riscv64", "P")],
+            "qemu_user": {"riscv64": "/usr/bin/qemu-riscv64-static"},
+            "qemu_system": {"amd64": "/usr/bin/qemu-system-x86_64",
+                            "arm64": "/usr/bin/qemu-system-aarch64"},
+            "kvm_present": true,
+            "kvm_usable": false,
+            "kvm_note": "kvm_pvm"
+        }
+    });
+    serde_json::from_value(v).expect("profile JSON")
+}
+
+fn x86_handler() -> BinfmtHandler {
+    serde_json::from_value(serde_json::json!({
+        "name": "qemu-x86_64",
+        "enabled": true,
+        "interpreter": "/usr/bin/qemu-x86_64-static",
+        "flags": "POCF",
+        "arch": "amd64",
+        "usable_in_containers": true,
+    }))
+    .unwrap()
 }
 
 /// An arm64 server with 64K pages, an older kernel, module support with a full list.
@@ -542,14 +519,7 @@ fn cases() -> Vec<Case> {
     );
     let mut arm_host_amd64_img = arm64_64k();
     arm_host_amd64_img.cpu.page_size = 4096;
-    arm_host_amd64_img.emulation.handlers = vec![BinfmtHandler {
-        name: "qemu-x86_64".into(),
-        enabled: true,
-        interpreter: "/usr/bin/qemu-x86_64-static".into(),
-        flags: "POCF".into(),
-        arch: Some("amd64".into()),
-        usable_in_containers: true,
-    }];
+    arm_host_amd64_img.emulation.handlers = vec![x86_handler()];
     c(
         "amd64 baseline image emulated on arm64",
         arm_host_amd64_img.clone(),
