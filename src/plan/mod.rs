@@ -36,6 +36,7 @@
 //! stay in the verdict) but never a known failure.
 
 mod modules;
+pub mod report;
 
 use serde::{Deserialize, Serialize};
 
@@ -337,15 +338,9 @@ pub fn plan(host: &HostProfile, req: &ImageRequirements, opts: &PlanOptions) -> 
     }
 }
 
-/// Normalizes an architecture name to OCI terms.
+/// Normalizes an architecture name to OCI terms (the platform stage's rules).
 fn norm_arch(a: &str) -> String {
-    match a.to_ascii_lowercase().as_str() {
-        "x86_64" | "x86-64" | "amd64" => "amd64".into(),
-        "aarch64" | "arm64" => "arm64".into(),
-        "i386" | "i486" | "i586" | "i686" | "386" => "386".into(),
-        "armhf" | "armel" | "armv7l" | "armv6l" | "arm" => "arm".into(),
-        other => other.into(),
-    }
+    crate::platform::normalize::normalize_arch(a, None).0
 }
 
 fn arch_of(req: &ImageRequirements) -> String {
