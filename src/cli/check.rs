@@ -53,6 +53,9 @@ pub struct CheckArgs {
     /// the directory; `--platform` gives its declared platform, default the host's).
     #[arg(long)]
     pub rootfs: bool,
+    /// With `--rootfs`: the OCI image config (JSON) giving platform, labels and command.
+    #[arg(long, value_name = "FILE", requires = "rootfs")]
+    pub config: Option<PathBuf>,
     /// Image reference (or directory with `--rootfs`), then the command and its arguments.
     #[arg(
         required = true,
@@ -131,12 +134,22 @@ pub fn check(g: &Global, a: CheckArgs) -> anyhow::Result<u8> {
     let mut images: Vec<ImageEntry> = Vec::new();
     let mut entries = Vec::new();
     if a.rootfs {
-        let platform = wanted.clone().unwrap_or_else(Platform::host);
-        let input = ScanInput {
-            platform: platform.clone(),
-            layer_dirs: vec![PathBuf::from(&image)],
-            ..Default::default()
+        let mut input = match &a.config {
+            Some(f) => {
+                let cfg = oci_spec::image::ImageConfiguration::from_file(f)
+                    .with_context(|| format!("reading image config {}", f.display()))?;
+                ScanInput::from_config(&cfg, HashMap::new(), vec![PathBuf::from(&image)])
+            }
+            None => ScanInput {
+                platform: Platform::host(),
+                layer_dirs: vec![PathBuf::from(&image)],
+                ..Default::default()
+            },
         };
+        if let Some(p) = &wanted {
+            input.platform = p.clone();
+        }
+        let platform = input.platform.clone();
         if !input.layer_dirs[0].is_dir() {
             bail!("--rootfs {image}: not a directory");
         }
