@@ -1,7 +1,6 @@
 //! `xrun check` end to end on real images built by `ci/fixtures-check` (gcc, objcopy, umoci),
 //! unpacked with umoci and checked through `--rootfs --config` against host profiles (built
 //! here, plus the host helper's recorded ones under tests/data/profiles when present).
-#[allow(dead_code)]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -209,7 +208,7 @@ fn isa_levels_v3_v4() {
 fn kernel_min_label_and_abi_tag() {
     let host = amd64("here", 4, [6, 18, 0], false, false);
     let old = amd64("old", 4, [5, 15, 0], false, true);
-    let (code, v) = check(&fixture("kernel-min"), &[host.clone()], &[]);
+    let (code, v) = check(&fixture("kernel-min"), std::slice::from_ref(&host), &[]);
     assert_eq!(code, 1);
     assert_eq!(host_codes(&v, 0), ["kernel-too-old", "no-vm"]);
     let ev = v["hosts"][0]["verdict"]["reasons"][0]["evidence"].to_string();
@@ -264,15 +263,15 @@ fn arm64_4k_alignment_on_64k_pages() {
 #[test]
 fn missing_entrypoint_and_interpreter() {
     let host = amd64("here", 4, [6, 18, 0], false, false);
-    let (code, v) = check(&fixture("noentry"), &[host.clone()], &[]);
+    let (code, v) = check(&fixture("noentry"), std::slice::from_ref(&host), &[]);
     assert_eq!(code, 1);
     assert_eq!(host_codes(&v, 0), ["entrypoint-missing"]);
-    let (_, v) = check(&fixture("script"), &[host.clone()], &[]);
+    let (_, v) = check(&fixture("script"), std::slice::from_ref(&host), &[]);
     assert_eq!(host_codes(&v, 0), ["interpreter-missing"]);
     // A command override that exists fixes it (`xrun run IMAGE sh` semantics).
     let (code, v) = check(
         &fixture("noentry"),
-        &[host.clone()],
+        std::slice::from_ref(&host),
         &["--entrypoint", "/bin/sh"],
     );
     assert_eq!(code, 0, "{v:#}");

@@ -1,7 +1,6 @@
 //! `xrun check` on images in the store (`xrun load` of real OCI layouts from ci/fixtures and
 //! ci/fixtures-check): per-host platform selection over the pulled platforms, the matrix, and
 //! this host.
-#[allow(dead_code)]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -27,7 +26,11 @@ fn load(root: &Path, layout: &Path) -> bool {
         common::skip("xrun load is not implemented in this build (store stage)");
         return false;
     }
-    assert!(out.status.success(), "xrun load {}: {err}", layout.display());
+    assert!(
+        out.status.success(),
+        "xrun load {}: {err}",
+        layout.display()
+    );
     true
 }
 
@@ -35,8 +38,19 @@ fn fixtures_check(name: &str) -> PathBuf {
     let out = Command::new(common::repo_root().join("ci/fixtures-check"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim()).join(name)
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .trim(),
+    )
+    .join(name)
 }
 
 fn profile(dir: &Path, name: &str, platform: &str, level: u8, page: u64) -> PathBuf {
@@ -77,9 +91,14 @@ fn stored_image_against_profiles() {
     let out = xrun(
         &root,
         &[
-            "check", "--no-local", "--format", "json",
-            "--host-profile", v4.to_str().unwrap(),
-            "--host-profile", v2.to_str().unwrap(),
+            "check",
+            "--no-local",
+            "--format",
+            "json",
+            "--host-profile",
+            v4.to_str().unwrap(),
+            "--host-profile",
+            v2.to_str().unwrap(),
             "localhost/isa-v3:latest",
         ],
     );
@@ -87,9 +106,23 @@ fn stored_image_against_profiles() {
     let v = json_of(&out);
     assert_eq!(v["hosts"][0]["verdict"]["route"]["kind"], "native");
     assert_eq!(v["hosts"][1]["verdict"]["reasons"][0]["code"], "isa-level");
-    assert!(v["images"][0]["manifest_digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(
+        v["images"][0]["manifest_digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
     // Not in the store: 125 and a hint.
-    let out = xrun(&root, &["check", "--no-local", "--host-profile", v4.to_str().unwrap(), "nope:1"]);
+    let out = xrun(
+        &root,
+        &[
+            "check",
+            "--no-local",
+            "--host-profile",
+            v4.to_str().unwrap(),
+            "nope:1",
+        ],
+    );
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("xrun pull"));
 }
@@ -116,20 +149,36 @@ fn each_host_gets_its_platform_from_a_multi_platform_image() {
     let out = xrun(
         &root,
         &[
-            "check", "--no-local", "--format", "json", "--require", "any",
-            "--host-profile", amd.to_str().unwrap(),
-            "--host-profile", arm.to_str().unwrap(),
-            "--host-profile", rv.to_str().unwrap(),
+            "check",
+            "--no-local",
+            "--format",
+            "json",
+            "--require",
+            "any",
+            "--host-profile",
+            amd.to_str().unwrap(),
+            "--host-profile",
+            arm.to_str().unwrap(),
+            "--host-profile",
+            rv.to_str().unwrap(),
             &reference,
         ],
     );
     let v = json_of(&out);
     assert_eq!(v["hosts"][0]["platform"], "linux/amd64", "{listed}\n{v:#}");
     assert_eq!(v["hosts"][0]["verdict"]["route"]["kind"], "native");
-    assert!(v["hosts"][1]["platform"].as_str().unwrap().starts_with("linux/arm64"));
+    assert!(
+        v["hosts"][1]["platform"]
+            .as_str()
+            .unwrap()
+            .starts_with("linux/arm64")
+    );
     assert_eq!(v["hosts"][1]["verdict"]["route"]["kind"], "native");
     assert_eq!(v["hosts"][2]["platform"], Value::Null);
-    assert_eq!(v["hosts"][2]["verdict"]["reasons"][0]["code"], "no-matching-platform");
+    assert_eq!(
+        v["hosts"][2]["verdict"]["reasons"][0]["code"],
+        "no-matching-platform"
+    );
     assert_eq!(out.status.code(), Some(1));
 }
 
@@ -140,7 +189,17 @@ fn this_host() {
     if !load(&root, &fixtures_check("arm64-4k")) {
         return;
     }
-    let out = xrun(&root, &["check", "--format", "json", "--require", "any", "localhost/arm64-4k:latest"]);
+    let out = xrun(
+        &root,
+        &[
+            "check",
+            "--format",
+            "json",
+            "--require",
+            "any",
+            "localhost/arm64-4k:latest",
+        ],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     if err.contains("has not landed") {
         common::skip("HostProfile::gather has not landed in this build");
