@@ -11,7 +11,8 @@
 #   /xrun/writable      present: the disk with serial xrun-rw is ext4 and holds upper/ and work/
 # Disks are found by virtio serial (xrun-rootfs: erofs, xrun-rw: ext4); ports by name
 # (org.xrun.stdout, org.xrun.stderr, org.xrun.exit). The exit status is written to the exit port
-# as decimal text; 125 means the init itself failed (its reason goes to the stderr port and the
+# as decimal text, after a line "S" once the command starts (the host bounds the boot until
+# then); 125 means the init itself failed (its reason goes to the stderr port and the
 # console). Then the VM reboots; qemu runs with -no-reboot, so it exits.
 export PATH=/bin
 /bin/busybox --install -s /bin
@@ -41,31 +42,36 @@ for m in $(cat /etc/xrun/modules.base) $(cat /xrun/modules 2>/dev/null); do
 done
 
 # Named virtio ports and disks appear asynchronously: wait for them (bounded).
-port() { # NAME -> /dev/vportXpY
+# (Shell built-ins only in these loops: every fork is expensive under TCG.)
+port() { # NAME -> $r = /dev/vportXpY
+  r=
   for p in /sys/class/virtio-ports/*; do
-    [ "$(cat "$p/name" 2>/dev/null)" = "$1" ] && { echo "/dev/${p##*/}"; return 0; }
+    n=; { read -r n < "$p/name"; } 2>/dev/null
+    if [ "$n" = "$1" ]; then r="/dev/${p##*/}"; [ -e "$r" ]; return; fi
   done
   return 1
 }
-disk() { # SERIAL -> /dev/vdX
+disk() { # SERIAL -> $r = /dev/vdX
+  r=
   for b in /sys/block/vd*; do
-    [ "$(cat "$b/serial" 2>/dev/null)" = "$1" ] && { echo "/dev/${b##*/}"; return 0; }
+    n=; { read -r n < "$b/serial"; } 2>/dev/null
+    if [ "$n" = "$1" ]; then r="/dev/${b##*/}"; [ -e "$r" ]; return; fi
   done
   return 1
 }
 i=0
 while :; do
-  outport=$(port org.xrun.stdout) && errport=$(port org.xrun.stderr) && exitport=$(port org.xrun.exit) \
-    && [ -e "$outport" ] && [ -e "$errport" ] && [ -e "$exitport" ] && rootdev=$(disk xrun-rootfs) && [ -e "$rootdev" ] && break
+  port org.xrun.stdout && outport=$r && port org.xrun.stderr && errport=$r \
+    && port org.xrun.exit && exitport=$r && disk xrun-rootfs && rootdev=$r && break
   i=$((i + 1))
-  [ $i -gt 500 ] && fail "virtio ports or rootfs disk did not appear"
-  usleep 10000
+  [ $i -gt 1000 ] && fail "virtio ports or rootfs disk did not appear"
+  usleep 5000
 done
 
 mount -t erofs -o ro "$rootdev" /mnt/lower || fail "cannot mount the rootfs image"
 if [ -e /xrun/writable ]; then
   i=0
-  until rwdev=$(disk xrun-rw) && [ -e "$rwdev" ]; do
+  until disk xrun-rw && rwdev=$r; do
     i=$((i + 1)); [ $i -gt 300 ] && fail "writable disk did not appear"; usleep 10000
   done
   mount -t ext4 "$rwdev" /mnt/rw || fail "cannot mount the writable disk"
@@ -86,11 +92,11 @@ if [ -s /xrun/hostname ]; then readval /xrun/hostname; hostname "$v"; fi
 
 # Stage 2 runs inside the new root from a busybox on a private mount that it detaches before
 # executing the command, so the container sees its own files only.
-mkdir -p /newroot/.xrun
-mount -t tmpfs -o mode=0700 xrun /newroot/.xrun
-cp /bin/busybox /newroot/.xrun/busybox
-cp -a /xrun/. /newroot/.xrun/run/ 2>/dev/null || mkdir -p /newroot/.xrun/run
-cat > /newroot/.xrun/stage2 <<'STAGE2'
+mkdir -p /newroot/.xrun /helper
+ln /bin/busybox /helper/busybox
+if [ -d /xrun ]; then cp -a /xrun /helper/run; else mkdir /helper/run; fi
+mount --bind /helper /newroot/.xrun
+cat > /helper/stage2 <<'STAGE2'
 readval() { v="$(cat "$1"; echo x)"; v="${v%x}"; }
 wd=/; [ -s /.xrun/run/workdir ] && { readval /.xrun/run/workdir; wd=$v; }
 ug=; [ -s /.xrun/run/user ] && { readval /.xrun/run/user; ug=$v; }
@@ -131,6 +137,7 @@ exec "$@"
 STAGE2
 
 in=/dev/null
-if [ -e /xrun/stdin ]; then inport=$(port org.xrun.stdin) && in=$inport; fi
+if [ -e /xrun/stdin ]; then port org.xrun.stdin && in=$r; fi
+echo S > "$exitport"
 chroot /newroot /.xrun/busybox sh /.xrun/stage2 < "$in" > "$outport" 2> "$errport"
 finish $?
