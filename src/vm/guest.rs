@@ -127,10 +127,10 @@ impl Guest {
         unpack_cache: &Path,
     ) -> Result<Guest, VmError> {
         let mut looked = Vec::new();
-        for base in places.iter().cloned() {
+        for base in places {
             looked.push(base.display().to_string());
             if base.join("guest.json").is_file() {
-                let g = Guest::from_dir(&base)?;
+                let g = Guest::from_dir(base)?;
                 if g.arch == arch {
                     return Ok(g);
                 }
