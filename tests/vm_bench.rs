@@ -28,8 +28,7 @@ fn bench_vm_run_true() {
         &g,
         &PathBuf::from(env("XRUN_BENCH_ROOTFS")),
         &spec,
-        Box::new(std::io::stdout()),
-        Box::new(std::io::stderr()),
+        vm::VmIo::inherit(false),
     )
     .unwrap();
     assert_eq!(r.code, 0);

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use xrun::digest::Digest;
-use xrun::vm::{self, Guest, VmError, VmSpec};
+use xrun::vm::{self, Guest, VmError, VmIo, VmSpec};
 
 static BOOTS: Mutex<()> = Mutex::new(());
 
@@ -99,6 +99,16 @@ struct Out {
 }
 
 fn run(guest: &Guest, tmp: &Path, layer: &Path, spec: &VmSpec) -> Result<Out, VmError> {
+    run_in(guest, tmp, layer, spec, None)
+}
+
+fn run_in(
+    guest: &Guest,
+    tmp: &Path,
+    layer: &Path,
+    spec: &VmSpec,
+    stdin: Option<&'static [u8]>,
+) -> Result<Out, VmError> {
     let (o, e) = (Buf::default(), Buf::default());
     let key = Digest::of(layer.to_string_lossy().as_bytes());
     let r = vm::run_image(
@@ -107,8 +117,11 @@ fn run(guest: &Guest, tmp: &Path, layer: &Path, spec: &VmSpec) -> Result<Out, Vm
         &key,
         &[layer.to_path_buf()],
         spec,
-        Box::new(o.clone()),
-        Box::new(e.clone()),
+        VmIo {
+            stdin: stdin.map(|b| Box::new(b) as Box<dyn std::io::Read + Send>),
+            stdout: Box::new(o.clone()),
+            stderr: Box::new(e.clone()),
+        },
     )?;
     Ok(Out {
         code: r.code,
@@ -183,8 +196,22 @@ fn amd64_guest_runs_commands_with_exact_args_exit_codes_and_modules() {
         "[a b][it's \"quoted\" $HOME `x`][line1\nline2\n][][  lead]\n/tmp/work dir\nvmhost\n65534\n65534\n<x\ny z>"
     );
 
-    // Exit 1, a SIGKILLed command (137), a missing program (127).
-    assert_eq!(run(&g, tmp.path(), &layer, &sh("false")).unwrap().code, 1);
+    // stdin forwarded (-i) up to EOF, and exit 1; a SIGKILLed command (137), a missing
+    // program (127).
+    let o = run_in(
+        &g,
+        tmp.path(),
+        &layer,
+        &sh("cat; exit 1"),
+        Some(b"in 1\nin 2\n"),
+    )
+    .unwrap();
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (1, "in 1\nin 2\n"),
+        "{}",
+        o.stderr
+    );
     assert_eq!(
         run(&g, tmp.path(), &layer, &sh("kill -9 $$")).unwrap().code,
         137
@@ -298,14 +325,8 @@ fn missing_guest_or_qemu_is_one_clear_error() {
         qemu_path: Some(tmp.path().as_os_str().to_owned()),
         ..sh("true")
     };
-    let e = vm::run(
-        &g,
-        &img,
-        &spec,
-        Box::new(Buf::default()),
-        Box::new(Buf::default()),
-    )
-    .unwrap_err();
+    let io = VmIo::new(Box::new(Buf::default()), Box::new(Buf::default()));
+    let e = vm::run(&g, &img, &spec, io).unwrap_err();
     assert!(matches!(e, VmError::QemuMissing { .. }), "{e}");
     assert!(e.to_string().contains("qemu-system-x86_64"), "{e}");
 }

@@ -25,4 +25,4 @@ pub mod serial;
 pub use error::VmError;
 pub use guest::Guest;
 pub use qemu::{Accel, AccelChoice, choose_accel};
-pub use runner::{VmExit, VmSpec, run, run_image};
+pub use runner::{VmExit, VmIo, VmSpec, run, run_image};

@@ -81,16 +81,45 @@ pub struct VmExit {
     pub total_time: Duration,
 }
 
+/// Where the command's standard streams go.
+pub struct VmIo {
+    /// `-i`: forwarded to the command's stdin (EOF when the reader ends); `None`: /dev/null.
+    pub stdin: Option<Box<dyn Read + Send>>,
+    /// Receives the command's stdout, live.
+    pub stdout: Box<dyn Write + Send>,
+    /// Receives the command's stderr, live.
+    pub stderr: Box<dyn Write + Send>,
+}
+
+impl VmIo {
+    /// stdout and stderr into the sinks, no stdin.
+    pub fn new(stdout: Box<dyn Write + Send>, stderr: Box<dyn Write + Send>) -> VmIo {
+        VmIo {
+            stdin: None,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// This process's stdout and stderr (and its stdin when `interactive`).
+    pub fn inherit(interactive: bool) -> VmIo {
+        VmIo {
+            stdin: interactive.then(|| Box::new(std::io::stdin()) as Box<dyn Read + Send>),
+            stdout: Box::new(std::io::stdout()),
+            stderr: Box::new(std::io::stderr()),
+        }
+    }
+}
+
 /// Runs `spec` in a VM of `guest` over the erofs `rootfs` image, streaming the command's
-/// stdout and stderr live into the sinks. Returns when qemu is gone: nothing is left running,
-/// also on errors and timeouts (qemu also gets SIGKILL if the calling thread dies).
-pub fn run(
-    guest: &Guest,
-    rootfs: &Path,
-    spec: &VmSpec,
-    stdout: Box<dyn Write + Send>,
-    stderr: Box<dyn Write + Send>,
-) -> Result<VmExit, VmError> {
+/// stdout and stderr live into `io`'s sinks. Returns when qemu is gone: nothing is left
+/// running, also on errors and timeouts (qemu also gets SIGKILL if the calling thread dies).
+pub fn run(guest: &Guest, rootfs: &Path, spec: &VmSpec, io: VmIo) -> Result<VmExit, VmError> {
+    let VmIo {
+        stdin,
+        stdout,
+        stderr,
+    } = io;
     if spec.argv.is_empty() {
         return Err(VmError::BadSpec("no command given".into()));
     }
@@ -136,7 +165,7 @@ pub fn run(
             hostname: spec.hostname.clone(),
             modules,
             writable: spec.writable_disk.is_some(),
-            stdin: false,
+            stdin: stdin.is_some(),
         },
     )?;
     let socks = [d.join("out.sock"), d.join("err.sock"), d.join("exit.sock")];
@@ -145,6 +174,11 @@ pub fn run(
         serial::listen(&socks[1])?,
         serial::listen(&socks[2])?,
     ];
+    let in_sock = d.join("in.sock");
+    let in_listener = match stdin {
+        Some(_) => Some(serial::listen(&in_sock)?),
+        None => None,
+    };
     let console = d.join("console.log");
     let qemu_err = d.join("qemu.err");
     let args = qemu::args(&QemuPlan {
@@ -156,7 +190,7 @@ pub fn run(
         cpus: spec.cpus,
         accel: accel.accel,
         sockets: [&socks[0], &socks[1], &socks[2]],
-        stdin_socket: None,
+        stdin_socket: in_listener.as_ref().map(|_| in_sock.as_path()),
         console_log: &console,
     });
     tracing::debug!(?binary, ?args, reason = %accel.reason, "starting qemu");
@@ -169,6 +203,10 @@ pub fn run(
         serial::pump(l_err, stderr, stop.clone()),
         serial::pump(l_exit, Box::new(ExitSink(state.clone())), stop.clone()),
     ];
+    // The stdin pump is not joined: its reader may never end (a terminal).
+    if let (Some(l), Some(r)) = (in_listener, stdin) {
+        serial::feed(l, r, stop.clone());
+    }
     let errfile = fs::File::create(&qemu_err).map_err(VmError::io("qemu.err"))?;
     let mut cmd = Command::new(&binary);
     cmd.args(&args)
@@ -254,15 +292,14 @@ pub fn run_image(
     manifest: &Digest,
     layer_dirs: &[PathBuf],
     spec: &VmSpec,
-    stdout: Box<dyn Write + Send>,
-    stderr: Box<dyn Write + Send>,
+    io: VmIo,
 ) -> Result<VmExit, VmError> {
     let (image, _) = rootfs::image_for(cache_dir, manifest, layer_dirs)?;
     let mut spec = spec.clone();
     if let Some(u) = &spec.user {
         spec.user = Some(rootfs::resolve_user(layer_dirs, u)?);
     }
-    run(guest, &image, &spec, stdout, stderr)
+    run(guest, &image, &spec, io)
 }
 
 /// The base initrd, zero-padded to 4 bytes, then the per-run cpio.

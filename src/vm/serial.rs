@@ -61,6 +61,40 @@ pub fn pump(
     })
 }
 
+/// Accepts one connection on `listener` (giving up once `stop` is set) and copies `reader`
+/// into it; at the reader's end, shuts the socket's write side so the guest reads EOF.
+pub fn feed(
+    listener: UnixListener,
+    mut reader: Box<dyn Read + Send>,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut stream = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return,
+            }
+        };
+        let _ = stream.set_nonblocking(false);
+        let _ = std::io::copy(&mut reader, &mut stream);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        // Keep the connection open (qemu treats a closed socket as a gone host) until the VM ends.
+        let mut sink = [0u8; 64];
+        while !stop.load(Ordering::SeqCst) {
+            match stream.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+}
+
 /// What the exit port has said so far.
 #[derive(Debug, Default)]
 pub struct ExitState {
