@@ -163,6 +163,7 @@ pub fn gather(src: &HostSource, unknowns: &mut Vec<UnknownFact>) -> (CpuInfo, Pl
         endianness,
         vendor,
         model,
+        compat_arches: Vec::new(),
     };
     (cpu, platform)
 }

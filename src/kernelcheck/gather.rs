@@ -73,6 +73,7 @@ impl HostProfile {
             modules_loaded: mods.loaded,
             modules_builtin: mods.builtin,
             modules_available: mods.available,
+            modules_builtin_complete: mods.builtin_complete,
             checks: Vec::new(),
         };
         kernel.checks = checks::option_groups(&kernel);
@@ -87,7 +88,15 @@ impl HostProfile {
         };
         let mount_list = mounts.as_deref().unwrap_or(&[]);
 
-        let (cpu, platform) = cpu::gather(src, &mut unknowns);
+        let (mut cpu, platform) = cpu::gather(src, &mut unknowns);
+        // 32-bit x86 runs natively on amd64 only with IA32 emulation in the kernel. (arm on
+        // arm64 needs AArch32 EL0 in the CPU, which nothing here proves: never assumed.)
+        if platform.architecture == "amd64"
+            && kernel.option("CONFIG_IA32_EMULATION")
+                == Some(crate::kernelcheck::profile::OptionState::Enabled)
+        {
+            cpu.compat_arches.push("386".into());
+        }
         let cgroups = if mounts.is_some() {
             cgroups::gather(src, mount_list, &mut unknowns)
         } else {

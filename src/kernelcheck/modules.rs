@@ -18,6 +18,9 @@ pub struct Modules {
     pub builtin: Vec<String>,
     /// Installed and loadable.
     pub available: Vec<String>,
+    /// `builtin` came from `modules.builtin` (complete), not only from `/sys/module`
+    /// (positive-only).
+    pub builtin_complete: bool,
 }
 
 /// A module name from a path or name (`kernel/fs/overlayfs/overlay.ko.xz` → `overlay`,
@@ -73,8 +76,9 @@ pub fn gather(
         }
     }
     let dir = format!("/lib/modules/{release}");
-    let mut builtin: BTreeSet<String> = src
-        .read(&format!("{dir}/modules.builtin"))
+    let builtin_list = src.read(&format!("{dir}/modules.builtin")).ok();
+    m.builtin_complete = builtin_list.is_some();
+    let mut builtin: BTreeSet<String> = builtin_list
         .map(|t| parse_module_list(&t))
         .unwrap_or_default()
         .into_iter()

@@ -94,6 +94,10 @@ pub struct CpuInfo {
     /// CPU model (`model name`, or ARM `CPU part`), empty when unknown.
     #[serde(default)]
     pub model: String,
+    /// Other OCI architectures this CPU and kernel run natively (`386` on amd64 with
+    /// `CONFIG_IA32_EMULATION`, `arm` on arm64 with AArch32 EL0 and `CONFIG_COMPAT`).
+    #[serde(default)]
+    pub compat_arches: Vec<String>,
 }
 
 /// The state of one kernel option (`CONFIG_…`).
@@ -198,6 +202,10 @@ pub struct KernelInfo {
     /// Modules that could be loaded (`/lib/modules/$(uname -r)`).
     #[serde(default)]
     pub modules_available: Vec<String>,
+    /// Whether `modules_builtin` is the complete list (read from `modules.builtin`); when it
+    /// only comes from `/sys/module` it is positive-only, and a module's absence proves nothing.
+    #[serde(default)]
+    pub modules_builtin_complete: bool,
     /// The container-essential options, grouped like moby's `check-config.sh`.
     #[serde(default)]
     pub checks: Vec<OptionGroup>,
