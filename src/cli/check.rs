@@ -281,5 +281,8 @@ fn requirements(
 
 /// This machine's profile.
 fn this_host() -> anyhow::Result<HostProfile> {
-    Ok(HostProfile::gather())
+    let mut p = HostProfile::gather();
+    // Handlers in the kernel's order, shadowed ones unusable (as `xrun run` will find them).
+    xrun::emulation::route::refine_profile(&mut p);
+    Ok(p)
 }
