@@ -258,6 +258,28 @@ pub fn pick_foreign(state: &BinfmtState, platforms: &[Platform]) -> Option<usize
         .or(if platforms.is_empty() { None } else { Some(0) })
 }
 
+/// Makes a gathered host profile agree with what the kernel will really do: its handlers in the
+/// kernel's match order (newest first, so the one in use for an architecture comes first) and
+/// shadowed handlers marked unusable (see [`refine_profile_handlers`]). A profile of another
+/// host, or an unreadable binfmt_misc, is left as it is.
+pub fn refine_profile(profile: &mut crate::kernelcheck::HostProfile) {
+    let Some(dir) = profile.emulation.binfmt_path.clone() else {
+        return;
+    };
+    let Ok(state) = BinfmtState::read(std::path::Path::new(&dir)) else {
+        return;
+    };
+    let order = |name: &str| {
+        state
+            .handlers
+            .iter()
+            .position(|h| h.name == name)
+            .unwrap_or(usize::MAX)
+    };
+    profile.emulation.handlers.sort_by_key(|h| order(&h.name));
+    refine_profile_handlers(&mut profile.emulation.handlers, &state);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,26 +352,4 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
-}
-
-/// Makes a gathered host profile agree with what the kernel will really do: its handlers in the
-/// kernel's match order (newest first, so the one in use for an architecture comes first) and
-/// shadowed handlers marked unusable (see [`refine_profile_handlers`]). A profile of another
-/// host, or an unreadable binfmt_misc, is left as it is.
-pub fn refine_profile(profile: &mut crate::kernelcheck::HostProfile) {
-    let Some(dir) = profile.emulation.binfmt_path.clone() else {
-        return;
-    };
-    let Ok(state) = BinfmtState::read(std::path::Path::new(&dir)) else {
-        return;
-    };
-    let order = |name: &str| {
-        state
-            .handlers
-            .iter()
-            .position(|h| h.name == name)
-            .unwrap_or(usize::MAX)
-    };
-    profile.emulation.handlers.sort_by_key(|h| order(&h.name));
-    refine_profile_handlers(&mut profile.emulation.handlers, &state);
 }
