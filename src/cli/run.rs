@@ -80,11 +80,15 @@ pub struct ContainerFlags {
     /// then every positional argument is the command.
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
-    /// Image reference.
-    pub image: String,
-    /// Command and arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub command: Vec<String>,
+    /// The image, then the command and its arguments (everything after the image belongs
+    /// to the command).
+    #[arg(
+        value_name = "IMAGE [COMMAND]...",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub image_and_command: Vec<String>,
 }
 
 /// `xrun run` arguments.
@@ -114,14 +118,14 @@ fn resolve_image(g: &Global, f: &ContainerFlags) -> anyhow::Result<(ImageInput, 
     if let Some(dir) = &f.rootfs {
         let dir =
             std::fs::canonicalize(dir).with_context(|| format!("--rootfs {}", dir.display()))?;
-        let mut cmd = vec![f.image.clone()];
-        cmd.extend(f.command.iter().cloned());
-        return Ok((ImageInput::from_rootfs(dir), cmd));
+        return Ok((ImageInput::from_rootfs(dir), f.image_and_command.clone()));
     }
+    let image_name = &f.image_and_command[0];
+    let command = f.image_and_command[1..].to_vec();
     if !["missing", "always", "never"].contains(&f.pull.as_str()) {
         anyhow::bail!("invalid --pull {:?}: use missing, always or never", f.pull);
     }
-    let r = xrun::reference::ImageRef::parse(&f.image)?;
+    let r = xrun::reference::ImageRef::parse(image_name)?;
     let wanted: Option<xrun::platform::Platform> =
         f.platform.as_deref().map(str::parse).transpose()?;
     let store = xrun::store::Store::open(&g.root)?;
@@ -130,20 +134,20 @@ fn resolve_image(g: &Global, f: &ContainerFlags) -> anyhow::Result<(ImageInput, 
         .ok_or_else(|| match f.pull.as_str() {
             "never" => anyhow::anyhow!(
                 "no such image {} in the store (--pull never): run `xrun pull {}` first",
-                f.image,
-                f.image
+                image_name,
+                image_name
             ),
             _ => anyhow::anyhow!(
                 "no such image {} in the store: run `xrun pull {}` first",
-                f.image,
-                f.image
+                image_name,
+                image_name
             ),
         })?;
     let host = xrun::platform::Platform::host();
     if record.platform.architecture != host.architecture {
         anyhow::bail!(
             "image {} is for {}/{}, this host is {}/{}: the emulated route is not available yet; use --platform {}/{}",
-            f.image,
+            image_name,
             record.platform.os,
             record.platform.architecture,
             host.os,
@@ -153,7 +157,7 @@ fn resolve_image(g: &Global, f: &ContainerFlags) -> anyhow::Result<(ImageInput, 
         );
     }
     let image = store.image(&record)?;
-    Ok((ImageInput::from_store(&f.image, &image), f.command.clone()))
+    Ok((ImageInput::from_store(image_name, &image), command))
 }
 
 fn options(f: &ContainerFlags, command: Vec<String>) -> Result<RunOptions, RuntimeError> {

@@ -83,17 +83,21 @@ fn lc_err(what: &str, e: impl std::fmt::Display) -> RuntimeError {
 }
 
 /// Starts the bundle as container `id`, with the runtime's state under `state_root`.
+/// With `console`, the container's terminal is made inside it (its own devpts, bound to
+/// `/dev/console`) and its master side is sent over that unix socket (runc's console-socket
+/// protocol); `stdio` is then unused.
 pub fn start(
     bundle: &Bundle,
     state_root: &Path,
     id: &str,
     engine: &Engine,
     stdio: Stdio,
+    console: Option<&Path>,
 ) -> Result<Running, RuntimeError> {
     std::fs::create_dir_all(state_root)
         .map_err(|e| RuntimeError::io("creating runtime state dir", e))?;
     match engine {
-        Engine::Libcontainer => start_libcontainer(bundle, state_root, id, stdio),
+        Engine::Libcontainer => start_libcontainer(bundle, state_root, id, stdio, console),
         Engine::External(bin) => start_external(bin, bundle, state_root, id, stdio),
     }
 }
@@ -103,6 +107,7 @@ fn start_libcontainer(
     state_root: &Path,
     id: &str,
     stdio: Stdio,
+    console: Option<&Path>,
 ) -> Result<Running, RuntimeError> {
     let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let _ = std::io::stdout().flush();
@@ -114,11 +119,12 @@ fn start_libcontainer(
         .with_stdin(stdio.stdin)
         .with_stdout(stdio.stdout)
         .with_stderr(stdio.stderr)
+        .with_console_socket(console)
         .validate_id()
         .map_err(|e| lc_err("container id", e))?
         .as_init(&bundle.dir)
         .with_systemd(false)
-        .with_detach(false)
+        .with_detach(console.is_some())
         .build();
     let mut container = match built {
         Ok(c) => c,

@@ -46,11 +46,13 @@ pub fn init_mounts() -> Result<(Vec<ExtraMount>, Vec<String>), RuntimeError> {
     }];
     let mut loader = None;
     for l in &libs {
-        let name = l
+        let file = l
             .file_name()
             .expect("has a name")
             .to_string_lossy()
             .into_owned();
+        // The loader looks libraries up by their soname (libseccomp.so.2), not the file name.
+        let name = soname(l).unwrap_or(file);
         if name.starts_with("ld-") {
             loader = Some(name.clone());
         }
@@ -75,6 +77,12 @@ pub fn init_mounts() -> Result<(Vec<ExtraMount>, Vec<String>), RuntimeError> {
         "--".into(),
     ]);
     Ok((mounts, prefix))
+}
+
+fn soname(lib: &Path) -> Option<String> {
+    let bytes = std::fs::read(lib).ok()?;
+    let elf = goblin::elf::Elf::parse(&bytes).ok()?;
+    elf.soname.map(str::to_string)
 }
 
 fn all_signals() -> SigSet {

@@ -72,65 +72,102 @@ fn launch(
     bundle.prepare(id, &rec.image, opts, extras)?;
     let engine = Engine::from_option(opts.runtime.as_ref());
     let result = (|| {
+        let foreground = matches!(attach, Attach::Foreground);
+        let mut console = None;
+        let stdio = if opts.tty && engine == Engine::Libcontainer {
+            // A short path: socket addresses are limited to 108 bytes.
+            let dir = std::path::Path::new("/run/xrun");
+            std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io("creating /run/xrun", e))?;
+            let sock = dir.join(format!("console-{}-{}.sock", &id[..12], std::process::id()));
+            console = Some(tty::ConsoleSocket::listen(&sock)?);
+            Stdio {
+                stdin: dev_null()?,
+                stdout: dev_null()?,
+                stderr: dev_null()?,
+            }
+        } else if foreground {
+            // Without a terminal, or an external runtime that makes it from xrun's own.
+            Stdio {
+                stdin: if opts.interactive || opts.tty {
+                    dup_fd(0)?
+                } else {
+                    dev_null()?
+                },
+                stdout: dup_fd(1)?,
+                stderr: dup_fd(2)?,
+            }
+        } else {
+            if opts.tty {
+                // An external runtime would need a terminal of xrun's: log without one.
+                let mut spec: oci_spec::runtime::Spec = serde_json::from_slice(
+                    &std::fs::read(bundle.config_path())
+                        .map_err(|e| RuntimeError::io("reading config.json", e))?,
+                )
+                .map_err(|e| RuntimeError::Corrupt(e.to_string()))?;
+                if let Some(p) = spec.process_mut() {
+                    p.set_terminal(Some(false));
+                }
+                std::fs::write(
+                    bundle.config_path(),
+                    serde_json::to_vec_pretty(&spec).unwrap_or_default(),
+                )
+                .map_err(|e| RuntimeError::io("writing config.json", e))?;
+            }
+            let log: OwnedFd = open_log(c, id)?.into();
+            Stdio {
+                stdin: dev_null()?,
+                stdout: log.try_clone().map_err(|e| RuntimeError::io("log", e))?,
+                stderr: log,
+            }
+        };
+        let winch_master = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(-1));
+        let fwd = if foreground {
+            let m = winch_master.clone();
+            Some(signals::forward(Some(Box::new(move || {
+                let fd = m.load(Ordering::SeqCst);
+                if fd >= 0 {
+                    tty::copy_window_size(fd);
+                }
+            })))?)
+        } else {
+            None
+        };
+        let mut running = executor::start(
+            &bundle,
+            &c.runtime_root(id),
+            id,
+            &engine,
+            stdio,
+            console.as_ref().map(|s| s.path()),
+        )?;
         let mut pump = None;
         let mut raw = None;
-        let stdio = if opts.tty {
-            let pty = tty::open()?;
-            let slave = &pty.slave;
-            let stdio = Stdio {
-                stdin: slave.try_clone().map_err(|e| RuntimeError::io("pty", e))?,
-                stdout: slave.try_clone().map_err(|e| RuntimeError::io("pty", e))?,
-                stderr: slave.try_clone().map_err(|e| RuntimeError::io("pty", e))?,
+        if let Some(sock) = &console {
+            let master = match sock.master() {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = nix::sys::signal::kill(running.pid, Signal::SIGKILL);
+                    let _ = executor::wait(&mut running);
+                    executor::delete(&c.runtime_root(id), id, &engine);
+                    return Err(e);
+                }
             };
-            let out: Box<dyn Write + Send> = match attach {
-                Attach::Foreground => Box::new(std::io::stdout()),
-                Attach::Log => Box::new(open_log(c, id)?),
+            tty::copy_window_size(master.as_raw_fd());
+            winch_master.store(master.as_raw_fd(), Ordering::SeqCst);
+            let out: Box<dyn Write + Send> = if foreground {
+                Box::new(std::io::stdout())
+            } else {
+                Box::new(open_log(c, id)?)
             };
-            let interactive = opts.interactive && matches!(attach, Attach::Foreground);
+            let interactive = opts.interactive && foreground;
             if interactive {
                 raw = tty::RawMode::enter();
             }
-            let master_fd = pty.master.as_raw_fd();
-            pump = Some(tty::pump(&pty.master, out, interactive)?);
-            if matches!(attach, Attach::Foreground) {
-                let fwd =
-                    signals::forward(Some(Box::new(move || tty::copy_window_size(master_fd))))?;
-                std::mem::forget(pty.master);
-                (stdio, Some(fwd))
-            } else {
-                std::mem::forget(pty.master);
-                (stdio, None)
-            }
-        } else {
-            let stdio = match attach {
-                Attach::Foreground => Stdio {
-                    stdin: if opts.interactive {
-                        dup_fd(0)?
-                    } else {
-                        dev_null()?
-                    },
-                    stdout: dup_fd(1)?,
-                    stderr: dup_fd(2)?,
-                },
-                Attach::Log => {
-                    let log: OwnedFd = open_log(c, id)?.into();
-                    Stdio {
-                        stdin: dev_null()?,
-                        stdout: log.try_clone().map_err(|e| RuntimeError::io("log", e))?,
-                        stderr: log,
-                    }
-                }
-            };
-            let fwd = match attach {
-                Attach::Foreground => Some(signals::forward(None)?),
-                Attach::Log => None,
-            };
-            (stdio, fwd)
-        };
-        let (stdio, fwd) = stdio;
-        let running = executor::start(&bundle, &c.runtime_root(id), id, &engine, stdio)?;
+            pump = Some(tty::pump(&master, out, interactive)?);
+            std::mem::forget(master);
+        }
         if let Some(f) = fwd {
-            f.target.store(running.pid.as_raw(), Ordering::SeqCst);
+            f.set_target(running.pid.as_raw());
         }
         Ok(Session {
             running,
@@ -510,7 +547,7 @@ pub fn exec(
         stdio,
         use_tty,
     )?;
-    fwd.target.store(running.pid.as_raw(), Ordering::SeqCst);
+    fwd.set_target(running.pid.as_raw());
     let code = executor::wait(&mut running);
     if let Some(p) = pump {
         let (tx, rx) = std::sync::mpsc::channel();

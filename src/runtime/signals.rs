@@ -35,7 +35,22 @@ extern "C" fn on_signal(sig: libc::c_int) {
 /// SIGWINCH.
 pub struct Forwarder {
     /// The process to signal (0: none yet).
-    pub target: Arc<AtomicI32>,
+    target: Arc<AtomicI32>,
+    pending: Arc<std::sync::Mutex<Vec<Signal>>>,
+}
+
+impl Forwarder {
+    /// Sets the process to signal, and delivers what arrived before it ran.
+    pub fn set_target(&self, pid: i32) {
+        let pending = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            self.target.store(pid, Ordering::SeqCst);
+            std::mem::take(&mut *p)
+        };
+        for sig in pending {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        }
+    }
 }
 
 /// Installs the handlers for [`FORWARDED`] and starts the forwarding thread. `on_winch` is
@@ -62,6 +77,8 @@ pub fn forward(on_winch: Option<Box<dyn Fn() + Send>>) -> Result<Forwarder, Runt
     }
     let target = Arc::new(AtomicI32::new(0));
     let t = target.clone();
+    let pending = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let pend = pending.clone();
     std::thread::spawn(move || {
         let mut buf = [0u8; 16];
         loop {
@@ -81,14 +98,17 @@ pub fn forward(on_winch: Option<Box<dyn Fn() + Send>>) -> Result<Forwarder, Runt
                     f();
                     continue;
                 }
+                let mut p = pend.lock().unwrap_or_else(|e| e.into_inner());
                 let pid = t.load(Ordering::SeqCst);
                 if pid > 0 {
                     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+                } else {
+                    p.push(sig);
                 }
             }
         }
     });
-    Ok(Forwarder { target })
+    Ok(Forwarder { target, pending })
 }
 
 /// Parses a signal name or number (`TERM`, `SIGTERM`, `15`).

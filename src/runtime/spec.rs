@@ -282,7 +282,7 @@ pub fn build(
         ub = ub.additional_gids(user.additional_gids.clone());
     }
     let process = ProcessBuilder::default()
-        .terminal(false)
+        .terminal(opts.tty)
         .user(ub.build().map_err(spec_err)?)
         .args(args)
         .env(env)

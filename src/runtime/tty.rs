@@ -143,3 +143,70 @@ pub fn take_controlling_terminal(fd: BorrowedFd<'_>) {
         unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
     }
 }
+
+/// A listening unix socket on which the runtime sends the master side of the terminal it
+/// made inside the container (the console-socket protocol of runc and libcontainer).
+pub struct ConsoleSocket {
+    path: std::path::PathBuf,
+    rx: std::sync::mpsc::Receiver<Result<OwnedFd, String>>,
+}
+
+impl ConsoleSocket {
+    /// Listens at `path` and waits for the master in a thread.
+    pub fn listen(path: &std::path::Path) -> Result<ConsoleSocket, RuntimeError> {
+        let _ = std::fs::remove_file(path);
+        let listener = std::os::unix::net::UnixListener::bind(path)
+            .map_err(|e| RuntimeError::io("creating the console socket", e))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = (|| {
+                let (conn, _) = listener.accept().map_err(|e| e.to_string())?;
+                let mut buf = [0u8; 256];
+                let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+                let mut space = nix::cmsg_space!([RawFd; 1]);
+                let msg = nix::sys::socket::recvmsg::<()>(
+                    conn.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut space),
+                    nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+                )
+                .map_err(|e| e.to_string())?;
+                for c in msg.cmsgs().map_err(|e| e.to_string())? {
+                    if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c
+                        && let Some(fd) = fds.first()
+                    {
+                        return Ok(unsafe {
+                            <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(*fd)
+                        });
+                    }
+                }
+                Err("no terminal received on the console socket".to_string())
+            })();
+            let _ = tx.send(r);
+        });
+        Ok(ConsoleSocket {
+            path: path.to_path_buf(),
+            rx,
+        })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The master side, once the container has sent it.
+    pub fn master(&self) -> Result<OwnedFd, RuntimeError> {
+        let r = self
+            .rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .map_err(|_| RuntimeError::Runtime("no terminal from the container".into()))?;
+        r.map_err(RuntimeError::Runtime)
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
