@@ -80,6 +80,12 @@ pub struct Root {
     pub dir: tempfile::TempDir,
 }
 
+impl Default for Root {
+    fn default() -> Self {
+        Root::new()
+    }
+}
+
 impl Root {
     pub fn new() -> Root {
         Root {

@@ -111,7 +111,7 @@ pub fn resolve(rootfs: &Path, spec: &str) -> Result<ResolvedUser, RuntimeError> 
         && let Some(p) = entry
     {
         for g in &groups {
-            if g.members.iter().any(|m| *m == p.name) && g.gid != gid {
+            if g.members.contains(&p.name) && g.gid != gid {
                 additional_gids.push(g.gid);
             }
         }
