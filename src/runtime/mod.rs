@@ -24,6 +24,9 @@
 //!     runtime/             the OCI runtime's own state (libcontainer's or runc's `--root`)
 //! ```
 //!
+//! Outside the root: `/run/xrun/console-<short id>-<pid>.sock`, the console socket that
+//! receives the terminal a `-t` container makes inside itself (removed once received).
+//!
 //! The image's layer snapshot directories are only ever overlay lower dirs: they are shared
 //! between containers and never written. Cgroups go to `/xrun/<id>` in each hierarchy (v1) or
 //! in the unified tree (v2) and are removed when the container is deleted.
