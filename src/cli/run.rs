@@ -73,9 +73,15 @@ pub struct ContainerFlags {
     /// An external OCI runtime (runc, crun) instead of the built-in one.
     #[arg(long, value_name = "PATH")]
     pub runtime: Option<PathBuf>,
-    /// Quiet pull output.
+    /// Quiet pull output (and no emulation notice).
     #[arg(short, long)]
     pub quiet: bool,
+    /// Route: auto (native, else emulated, else vm), native, emulated or vm.
+    #[arg(long, default_value = "auto", value_name = "ROUTE")]
+    pub route: String,
+    /// Print the plan (image, platform, route, emulator) and exit without creating anything.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
     /// Use a directory as the root file system instead of an image (Podman's --rootfs);
     /// then every positional argument is the command.
     #[arg(long, value_name = "DIR")]
@@ -114,11 +120,18 @@ pub fn fail(e: RuntimeError) -> anyhow::Result<u8> {
     Ok(e.exit_code())
 }
 
-fn resolve_image(g: &Global, f: &ContainerFlags) -> anyhow::Result<(ImageInput, Vec<String>)> {
+fn resolve_image(
+    g: &Global,
+    f: &ContainerFlags,
+) -> anyhow::Result<(ImageInput, Vec<String>, Option<super::route::Routed>)> {
     if let Some(dir) = &f.rootfs {
         let dir =
             std::fs::canonicalize(dir).with_context(|| format!("--rootfs {}", dir.display()))?;
-        return Ok((ImageInput::from_rootfs(dir), f.image_and_command.clone()));
+        return Ok((
+            ImageInput::from_rootfs(dir),
+            f.image_and_command.clone(),
+            None,
+        ));
     }
     let image_name = &f.image_and_command[0];
     let command = f.image_and_command[1..].to_vec();
@@ -129,35 +142,31 @@ fn resolve_image(g: &Global, f: &ContainerFlags) -> anyhow::Result<(ImageInput, 
     let wanted: Option<xrun::platform::Platform> =
         f.platform.as_deref().map(str::parse).transpose()?;
     let store = xrun::store::Store::open(&g.root)?;
-    let record = store
-        .find_image(&r.name(), &r.tag_or_digest(), wanted.as_ref())?
-        .ok_or_else(|| match f.pull.as_str() {
-            "never" => anyhow::anyhow!(
-                "no such image {} in the store (--pull never): run `xrun pull {}` first",
-                image_name,
-                image_name
-            ),
-            _ => anyhow::anyhow!(
-                "no such image {} in the store: run `xrun pull {}` first",
-                image_name,
-                image_name
-            ),
-        })?;
-    let host = xrun::platform::Platform::host();
-    if record.platform.architecture != host.architecture {
-        anyhow::bail!(
-            "image {} is for {}/{}, this host is {}/{}: the emulated route is not available yet; use --platform {}/{}",
-            image_name,
-            record.platform.os,
-            record.platform.architecture,
-            host.os,
-            host.architecture,
-            host.os,
-            host.architecture
-        );
+    let mut found = store.find_image(&r.name(), &r.tag_or_digest(), wanted.as_ref())?;
+    if found.is_none() && wanted.is_none() {
+        // No variant for this host: one to emulate (the first with a usable handler).
+        found = super::route::pick_foreign(&store, &r.name(), &r.tag_or_digest())?;
     }
+    let record = found.ok_or_else(|| match f.pull.as_str() {
+        "never" => anyhow::anyhow!(
+            "no such image {} in the store (--pull never): run `xrun pull {}` first",
+            image_name,
+            image_name
+        ),
+        _ => anyhow::anyhow!(
+            "no such image {} in the store: run `xrun pull {}` first",
+            image_name,
+            image_name
+        ),
+    })?;
+    let routed =
+        super::route::route_for(&f.route, &record.platform, &record.manifest_digest, &g.root)?;
     let image = store.image(&record)?;
-    Ok((ImageInput::from_store(image_name, &image), command))
+    Ok((
+        ImageInput::from_store(image_name, &image),
+        command,
+        Some(routed),
+    ))
 }
 
 fn options(f: &ContainerFlags, command: Vec<String>) -> Result<RunOptions, RuntimeError> {
@@ -190,24 +199,69 @@ fn options(f: &ContainerFlags, command: Vec<String>) -> Result<RunOptions, Runti
         auto_remove: f.rm,
         runtime: f.runtime.clone(),
         no_seccomp: false,
+        route: Default::default(),
     })
 }
 
+/// What [`create_record`] did.
+enum Created {
+    /// A container record (to start).
+    Container(Containers, String),
+    /// Nothing to start: `--dry-run` printed the plan, or the vm route already ran (its code).
+    Done(u8),
+}
+
+/// Creates the container record (see [`Created`]).
 fn create_record(
     g: &Global,
     f: &ContainerFlags,
-) -> anyhow::Result<Result<(Containers, String), RuntimeError>> {
-    let (image, command) = resolve_image(g, f)?;
-    let opts = match options(f, command) {
+    foreground: bool,
+) -> anyhow::Result<Result<Created, RuntimeError>> {
+    let (image, command, routed) = resolve_image(g, f)?;
+    let mut opts = match options(f, command) {
         Ok(o) => o,
         Err(e) => return Ok(Err(e)),
     };
+    let emulated = routed.as_ref().and_then(|r| r.emulated.as_ref());
+    if emulated.is_some() {
+        opts.route = runtime::options::ExecRoute::Emulated;
+    }
+    if f.dry_run {
+        println!("image: {}", image.name);
+        if let Some(r) = &routed {
+            println!("platform: {}", r.platform);
+            println!("host: {}", xrun::platform::Platform::host());
+            for line in super::route::describe(r) {
+                println!("{line}");
+            }
+        }
+        println!(
+            "command: {}",
+            runtime::spec::command(&image, &opts).join(" ")
+        );
+        return Ok(Ok(Created::Done(0)));
+    }
+    if let Some(r) = &routed
+        && !f.quiet
+        && let Some(line) = super::route::notice(r)
+    {
+        eprintln!("{line}");
+    }
+    if let Some(vm) = routed.as_ref().and_then(|r| r.vm.as_ref()) {
+        if !foreground {
+            anyhow::bail!("the vm route runs in the foreground only: use xrun run without -d");
+        }
+        if let Err(e) = opts.validate() {
+            return Ok(Err(e));
+        }
+        return Ok(Ok(Created::Done(super::route::run_vm(vm, &image, &opts)?)));
+    }
     let c = match Containers::open(&g.root) {
         Ok(c) => c,
         Err(e) => return Ok(Err(e)),
     };
     lifecycle::cleanup_stale(&c);
-    Ok(lifecycle::create(&c, image, opts).map(|r| (c, r.id)))
+    Ok(lifecycle::create(&c, image, opts).map(|r| Created::Container(c, r.id)))
 }
 
 /// `xrun run`.
@@ -217,8 +271,9 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
     {
         return fail(e);
     }
-    let (c, id) = match create_record(g, &a.flags)? {
-        Ok(x) => x,
+    let (c, id) = match create_record(g, &a.flags, !a.detach)? {
+        Ok(Created::Container(c, id)) => (c, id),
+        Ok(Created::Done(code)) => return Ok(code),
         Err(e) => return fail(e),
     };
     if a.detach {
@@ -236,11 +291,12 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
 
 /// `xrun create`.
 pub fn create(g: &Global, a: CreateArgs) -> anyhow::Result<u8> {
-    match create_record(g, &a.flags)? {
-        Ok((_, id)) => {
+    match create_record(g, &a.flags, false)? {
+        Ok(Created::Container(_, id)) => {
             println!("{id}");
             Ok(0)
         }
+        Ok(Created::Done(code)) => Ok(code),
         Err(e) => fail(e),
     }
 }

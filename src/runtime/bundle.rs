@@ -152,7 +152,7 @@ impl Bundle {
         let mut mounts = self.etc_files(id, opts, &rootfs)?;
         mounts.extend(extras.mounts.iter().cloned());
         let mut prefix = Vec::new();
-        if opts.init || extras.force_init {
+        if opts.init || extras.force_init || opts.route == super::options::ExecRoute::Emulated {
             let (m, p) = init::init_mounts()?;
             mounts.extend(m);
             prefix = p;

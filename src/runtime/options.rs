@@ -35,6 +35,29 @@ impl std::str::FromStr for Network {
     }
 }
 
+/// How the container's processes run: natively, or (foreign-architecture binaries) through
+/// qemu-user via binfmt_misc. Recorded and shown by `ps`; the emulated route always runs xrun's
+/// native init as PID 1 (an emulated PID 1 hangs on SIGPIPE and ignores SIGTERM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecRoute {
+    /// Host-architecture binaries.
+    #[default]
+    Native,
+    /// Foreign-architecture binaries through a binfmt_misc handler (qemu-user).
+    Emulated,
+}
+
+impl ExecRoute {
+    /// `native` or `emulated`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ExecRoute::Native => "native",
+            ExecRoute::Emulated => "emulated",
+        }
+    }
+}
+
 /// A bind mount (`-v HOST:CTR[:ro]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Volume {
@@ -126,6 +149,8 @@ pub struct RunOptions {
     pub runtime: Option<PathBuf>,
     /// Docker's default seccomp profile (on unless turned off).
     pub no_seccomp: bool,
+    /// The route (the emulated one forces `--init`).
+    pub route: ExecRoute,
 }
 
 impl RunOptions {

@@ -360,13 +360,14 @@ impl Containers {
             }
             None => generate_name(&id, &existing),
         };
+        let route = options.route.as_str().to_string();
         let rec = ContainerRecord {
             id: id.clone(),
             name,
             image,
             options,
             command,
-            route: "native".into(),
+            route,
             created: now(),
             phase: Phase::Created,
             pid: None,
