@@ -370,3 +370,27 @@ fn unknown_architecture_is_one_line() {
         "{err}"
     );
 }
+
+#[test]
+fn every_arm_variant_goes_to_the_arm_handler() {
+    let _l = lock();
+    let state = BinfmtState::read(Path::new(DIR)).unwrap();
+    let spec = arch::by_arch("arm").unwrap();
+    let Some(h) = state.effective(spec).filter(|h| h.usable_in_containers()) else {
+        eprintln!("skip: no usable arm handler here");
+        return;
+    };
+    // qemu-arm's default CPU runs v5, v6 and v7 code: one handler serves every variant.
+    for v in ["linux/arm/v5", "linux/arm/v6", "linux/arm/v7", "linux/arm"] {
+        let r = route::select(&state, &v.parse().unwrap()).unwrap();
+        assert_eq!(r.handler, h.name, "{v}");
+        assert!(r.cpu.contains("arm/v6"), "{}", r.cpu);
+    }
+    let r = route::select(&state, &"linux/arm64/v8.2".parse().unwrap());
+    if let Some(a) = state
+        .effective(arch::by_arch("arm64").unwrap())
+        .filter(|a| a.usable_in_containers())
+    {
+        assert_eq!(r.unwrap().handler, a.name);
+    }
+}
