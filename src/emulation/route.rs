@@ -352,4 +352,29 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    #[test]
+    fn unmounted_or_disabled_binfmt_says_how_to_fix() {
+        let state = |mounted, enabled| BinfmtState {
+            dir: "/proc/sys/fs/binfmt_misc".into(),
+            mounted,
+            enabled,
+            handlers: vec![],
+        };
+        let e = select(&state(false, false), &p("linux/arm64"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not mounted") && e.contains("mount -t binfmt_misc"),
+            "{e}"
+        );
+        let e = select(&state(true, false), &p("linux/riscv64"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("disabled") && e.contains("echo 1 >"), "{e}");
+        let e = select(&state(true, true), &p("linux/sparc64"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no emulation for sparc64"), "{e}");
+    }
 }
