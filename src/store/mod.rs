@@ -25,6 +25,8 @@ mod record;
 mod refs;
 mod safepath;
 mod snapshots;
+#[cfg(test)]
+mod tests;
 
 pub use blobs::BlobWriter;
 pub use decompress::{Compression, sniff};
