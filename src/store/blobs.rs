@@ -43,16 +43,16 @@ impl std::fmt::Debug for BlobWriter {
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if let Some(size) = self.size {
-            if self.hasher.len() + buf.len() as u64 > size {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "blob {} is longer than its announced {size} bytes",
-                        self.expected
-                    ),
-                ));
-            }
+        if let Some(size) = self.size
+            && self.hasher.len() + buf.len() as u64 > size
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "blob {} is longer than its announced {size} bytes",
+                    self.expected
+                ),
+            ));
         }
         let file = self
             .file
@@ -104,14 +104,14 @@ impl BlobWriter {
             source: e.into_error(),
         })?;
         let actual_len = self.hasher.len();
-        if let Some(expected) = self.size {
-            if expected != actual_len {
-                return Err(StoreError::SizeMismatch {
-                    digest: self.expected.clone(),
-                    expected,
-                    actual: actual_len,
-                });
-            }
+        if let Some(expected) = self.size
+            && expected != actual_len
+        {
+            return Err(StoreError::SizeMismatch {
+                digest: self.expected.clone(),
+                expected,
+                actual: actual_len,
+            });
         }
         let actual = std::mem::take(&mut self.hasher).finish();
         if actual != self.expected {
@@ -246,10 +246,10 @@ impl Store {
             if young {
                 continue;
             }
-            if let Ok(f) = File::open(&path) {
-                if locks::try_lock_file(&f) {
-                    let _ = fs::remove_file(&path);
-                }
+            if let Ok(f) = File::open(&path)
+                && locks::try_lock_file(&f)
+            {
+                let _ = fs::remove_file(&path);
             }
         }
     }

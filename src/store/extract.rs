@@ -429,12 +429,11 @@ impl Extractor {
     /// mtime. `chmod` is false for symlinks.
     fn finish_node(&self, path: &Path, meta: &Meta, chmod: bool) {
         self.chown(path, meta);
-        if chmod {
-            if let Err(e) =
+        if chmod
+            && let Err(e) =
                 fs::set_permissions(path, fs::Permissions::from_mode(meta.mode & 0o7777))
-            {
-                tracing::warn!("{}: chmod: {e}", path.display());
-            }
+        {
+            tracing::warn!("{}: chmod: {e}", path.display());
         }
         self.set_xattrs(path, meta);
         set_mtime(path, meta.mtime);
