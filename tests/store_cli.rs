@@ -352,3 +352,121 @@ fn unknown_images_exit_125_with_one_line() {
     let out = xrun(&root, &["load", "-i", "/nonexistent/layout"]);
     assert_eq!(out.status.code(), Some(125));
 }
+
+/// Writes `bytes` as a blob of the layout at `dir`; returns a descriptor JSON.
+fn put_layout_blob(dir: &Path, media_type: &str, bytes: &[u8]) -> serde_json::Value {
+    let d = xrun::digest::Digest::of(bytes);
+    fs::write(dir.join("blobs/sha256").join(d.hex()), bytes).unwrap();
+    serde_json::json!({"mediaType": media_type, "digest": d.to_string(), "size": bytes.len()})
+}
+
+/// Turns the umoci layout at `dir` into a two-platform one: its image (amd64) plus an arm64/v8
+/// twin (same layers, config saying arm64), both under a nested index tagged `multi`.
+fn make_multi_platform(dir: &Path) -> (String, String) {
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let amd = index["manifests"][0].clone();
+    let hex = |d: &serde_json::Value| d["digest"].as_str().unwrap()[7..].to_string();
+    let blob = |h: &str| fs::read(dir.join("blobs/sha256").join(h)).unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&blob(&hex(&amd))).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&blob(&hex(&manifest["config"]))).unwrap();
+    config["architecture"] = "arm64".into();
+    config["variant"] = "v8".into();
+    let cfg = put_layout_blob(
+        dir,
+        "application/vnd.oci.image.config.v1+json",
+        &serde_json::to_vec(&config).unwrap(),
+    );
+    manifest["config"] = cfg;
+    let arm = put_layout_blob(
+        dir,
+        "application/vnd.oci.image.manifest.v1+json",
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
+    let mut amd_entry = amd.clone();
+    amd_entry.as_object_mut().unwrap().remove("annotations");
+    amd_entry["platform"] = serde_json::json!({"os": "linux", "architecture": "amd64"});
+    let mut arm_entry = arm.clone();
+    arm_entry["platform"] =
+        serde_json::json!({"os": "linux", "architecture": "arm64", "variant": "v8"});
+    let nested = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [amd_entry, arm_entry],
+    });
+    let mut nested_desc = put_layout_blob(
+        dir,
+        "application/vnd.oci.image.index.v1+json",
+        &serde_json::to_vec(&nested).unwrap(),
+    );
+    nested_desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "multi"});
+    let top = serde_json::json!({"schemaVersion": 2, "manifests": [nested_desc]});
+    fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    (
+        nested_desc["digest"].as_str().unwrap().to_string(),
+        arm["digest"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn an_index_in_a_layout_gives_one_record_per_platform() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = t.path().join("multi");
+    if umoci_layout(&layout).is_none() {
+        return;
+    }
+    let (index_digest, arm_digest) = make_multi_platform(&layout);
+    let root = t.path().join("root");
+    let out = ok(&xrun(&root, &["load", "-i", layout.to_str().unwrap()]));
+    assert!(out.contains("localhost/multi:multi (linux/amd64)"), "{out}");
+    assert!(
+        out.contains("localhost/multi:multi (linux/arm64/v8)"),
+        "{out}"
+    );
+    let table = ok(&xrun(&root, &["images", "localhost/multi"]));
+    assert_eq!(table.lines().count(), 3, "{table}");
+
+    let inspect = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&ok(&xrun(&root, args))).unwrap()
+    };
+    let arm = inspect(&[
+        "inspect",
+        "localhost/multi:multi",
+        "--platform",
+        "linux/arm64/v8",
+    ]);
+    assert_eq!(arm["record"]["manifest_digest"], arm_digest.as_str());
+    assert_eq!(arm["record"]["index_digest"], index_digest.as_str());
+    assert_eq!(arm["config"]["architecture"], "arm64");
+    // No platform: the host's (this suite runs on amd64 hosts).
+    if cfg!(target_arch = "x86_64") {
+        let host = inspect(&["inspect", &format!("localhost/multi@{index_digest}")]);
+        assert_eq!(host["record"]["platform"]["architecture"], "amd64");
+    }
+
+    // Untag one platform only.
+    ok(&xrun(
+        &root,
+        &["rmi", "--platform", "linux/arm64", "localhost/multi:multi"],
+    ));
+    let left: serde_json::Value =
+        serde_json::from_str(&ok(&xrun(&root, &["images", "--format", "json"]))).unwrap();
+    assert_eq!(left.as_array().unwrap().len(), 1);
+    assert_eq!(left[0]["platform"]["architecture"], "amd64");
+
+    // A platform selects one manifest of the index at load time.
+    let root2 = t.path().join("root2");
+    let out = ok(&xrun(
+        &root2,
+        &[
+            "load",
+            "-i",
+            layout.to_str().unwrap(),
+            "--platform",
+            "linux/arm64",
+        ],
+    ));
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("linux/arm64/v8"), "{out}");
+}
