@@ -29,7 +29,7 @@ use super::record::{
     Descriptor, Index, Manifest, OCI_INDEX, OCI_MANIFEST, is_index_media_type, parse_json,
 };
 use super::refs::select;
-use super::{ImageRecord, Store, StoreError};
+use super::{ImageRecord, Store, StoreError, locks};
 use crate::digest::{Digest, Hasher};
 use crate::platform::{Matcher, Platform};
 use crate::reference::ImageRef;
@@ -111,10 +111,16 @@ impl Store {
         if meta.is_dir() {
             return self.load_dir(input, &default_name(input), platform);
         }
-        let tmp = self.root.join("tmp").join(unique_name("load"));
+        let name = unique_name("load");
+        let tmp = self.root.join("tmp").join(&name);
+        // Held while the directory is in use: `Store::open` elsewhere leaves it alone.
+        let lock_path = self.tmp_lock(&name);
+        let guard = locks::exclusive(&lock_path)?;
         let result = unpack_layout_tar(input, &tmp)
             .and_then(|()| self.load_dir(&tmp, &default_name(input), platform));
         let _ = remove_any(&tmp);
+        let _ = fs::remove_file(&lock_path);
+        drop(guard);
         result.map_err(|e| match e {
             StoreError::BadLayout { message, .. } => bad(input, message),
             other => other,

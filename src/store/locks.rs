@@ -6,7 +6,8 @@
 //!
 //! Names in use: `refs.lock` (the references file), `gc.lock` (shared by writers holding a
 //! [`super::Lease`], exclusive for garbage collection), `snap-<diff_id hex>.lock` (one layer's
-//! snapshot being created or removed).
+//! snapshot being created or removed), `tmp-<name>.lock` (a live operation's `tmp/<name>`
+//! directory, e.g. a layout tar being imported; removed with the directory).
 
 use std::fs::{File, OpenOptions};
 use std::path::Path;

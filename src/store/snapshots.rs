@@ -89,6 +89,11 @@ impl Store {
         Ok(())
     }
 
+    /// The lock a live operation holds on its `tmp/<name>` entry.
+    pub(crate) fn tmp_lock(&self, name: &str) -> PathBuf {
+        self.root.join("locks").join(format!("tmp-{name}.lock"))
+    }
+
     pub(crate) fn snapshot_lock(&self, diff_id: &Digest) -> PathBuf {
         self.root
             .join("locks")
@@ -213,7 +218,8 @@ impl Store {
     }
 
     /// Removes `tmp/` entries no live process owns: snapshot builds whose layer lock is free,
-    /// garbage-collection leftovers, and temp files older than a minute.
+    /// layout imports whose `tmp-<name>.lock` is free, garbage-collection leftovers, and
+    /// other temp files older than a minute.
     pub(crate) fn clean_tmp(&self) {
         let dir = self.root.join("tmp");
         let Ok(rd) = fs::read_dir(&dir) else { return };
@@ -229,6 +235,12 @@ impl Store {
                 }
             } else if name.starts_with("gc-") {
                 let _ = remove_any(&path);
+            } else if name.starts_with("load-") {
+                let lock = self.tmp_lock(&name);
+                if let Ok(Some(_guard)) = locks::try_exclusive(&lock) {
+                    let _ = remove_any(&path);
+                    let _ = fs::remove_file(&lock);
+                }
             } else {
                 let old = e
                     .metadata()

@@ -74,3 +74,21 @@ fn lease_holder_names_are_checked() {
     s.lease_snapshots("abc-123", &[]).unwrap();
     assert_eq!(s.snapshot_leases().unwrap().len(), 1);
 }
+
+#[test]
+fn open_removes_what_killed_processes_left_in_tmp() {
+    let (_t, s) = store();
+    let tmp = s.root().join("tmp");
+    let hex = "ab".repeat(32);
+    // A snapshot build and a layout import whose processes died, and a live import.
+    std::fs::create_dir_all(tmp.join(format!("snap-{hex}-1-2/etc"))).unwrap();
+    std::fs::create_dir_all(tmp.join("load-1-dead/blobs")).unwrap();
+    std::fs::create_dir_all(tmp.join("load-2-live/blobs")).unwrap();
+    let live = crate::store::locks::exclusive(&s.tmp_lock("load-2-live")).unwrap();
+    let s2 = crate::store::Store::open(s.root()).unwrap();
+    assert_eq!(names_in(&s2.root().join("tmp")), vec!["load-2-live"]);
+    drop(live);
+    crate::store::Store::open(s.root()).unwrap();
+    assert!(names_in(&tmp).is_empty());
+    assert!(names_in(&s.root().join("snapshots")).is_empty());
+}
