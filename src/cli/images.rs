@@ -99,10 +99,12 @@ fn matching(
         found = store.find_by_id(input)?;
     }
     if let Some(p) = platform {
+        let p = p.normalize();
         found.retain(|r| {
-            r.platform.os == p.os
-                && r.platform.architecture == p.architecture
-                && (p.variant.is_none() || r.platform.variant == p.variant)
+            let have = r.platform.normalize();
+            have.os == p.os
+                && have.architecture == p.architecture
+                && (p.variant.is_none() || have.variant == p.variant)
         });
     }
     Ok(found)

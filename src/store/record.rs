@@ -107,7 +107,7 @@ pub(crate) fn now_rfc3339() -> String {
 impl Store {
     /// Builds the record of an image whose manifest, config and layer blobs are in the store:
     /// layers paired with the config's `rootfs.diff_ids`, platform from `platform` (an index
-    /// entry's, more precise) or else the config's, size = manifest + config + layers.
+    /// entry's, more precise) or else the config's (normalized either way), size = manifest + config + layers.
     /// Does not record it: pass the result to [`Store::record_image`].
     pub fn build_record(
         &self,
@@ -145,13 +145,14 @@ impl Store {
             })
             .collect();
         let platform = match platform {
-            Some(p) => p.clone(),
+            Some(p) => p.normalize(),
             None => Platform {
                 os: config.os.clone(),
                 architecture: config.architecture.clone(),
                 variant: config.variant.clone().filter(|v| !v.is_empty()),
                 ..Default::default()
-            },
+            }
+            .normalize(),
         };
         let size = manifest_bytes.len() as u64
             + config_bytes.len() as u64

@@ -21,8 +21,9 @@ struct RefsFile {
     images: Vec<ImageRecord>,
 }
 
-/// Whether two platforms name the same os/architecture/variant.
+/// Whether two platforms name the same os/architecture/variant (after normalization).
 pub(crate) fn same_platform(a: &Platform, b: &Platform) -> bool {
+    let (a, b) = (a.normalize(), b.normalize());
     a.os == b.os && a.architecture == b.architecture && a.variant == b.variant
 }
 

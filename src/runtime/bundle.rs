@@ -1,0 +1,256 @@
+//! An OCI bundle directory: the overlay root file system (the image's layers as read-only
+//! lower dirs, topmost first, and a per-container upper/work dir) and `config.json`.
+//! Any OCI runtime (libcontainer in-process, `runc run`, `crun run`) can run it.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use oci_spec::runtime::Spec;
+
+use super::spec::{self, ExtraMount, SpecInput};
+use super::{ImageInput, RunOptions, RuntimeError, init, resolve};
+
+/// What a caller adds to a bundle beyond the image and the options (the emulated route uses
+/// this to force the init and to bind its emulator in).
+#[derive(Debug, Clone, Default)]
+pub struct BundleExtras {
+    /// Run xrun's own init as PID 1 even without `--init`.
+    pub force_init: bool,
+    /// More bind mounts.
+    pub mounts: Vec<ExtraMount>,
+}
+
+/// A bundle directory (see the module doc of [`crate::runtime`] for its layout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    /// The directory (`--bundle` for runc/crun).
+    pub dir: PathBuf,
+}
+
+impl Bundle {
+    /// The bundle at `dir` (nothing is created).
+    pub fn at(dir: &Path) -> Bundle {
+        Bundle {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The overlay mount point.
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+
+    /// The writable container layer.
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+
+    fn work(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+
+    /// `config.json`.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+
+    /// Whether the root file system is mounted.
+    pub fn is_mounted(&self) -> bool {
+        is_mount_point(&self.rootfs())
+    }
+
+    /// Mounts the overlay: `layer_dirs` (lowest first) as lower dirs, `upper/` as the writable
+    /// layer. Already mounted: nothing to do.
+    pub fn mount_rootfs(&self, layer_dirs: &[PathBuf]) -> Result<(), RuntimeError> {
+        if self.is_mounted() {
+            return Ok(());
+        }
+        for d in [self.rootfs(), self.upper(), self.work()] {
+            std::fs::create_dir_all(&d)
+                .map_err(|e| RuntimeError::io(format!("creating {}", d.display()), e))?;
+        }
+        let mut lowers: Vec<PathBuf> = layer_dirs.iter().rev().cloned().collect();
+        if lowers.is_empty() {
+            let empty = self.dir.join("empty");
+            std::fs::create_dir_all(&empty)
+                .map_err(|e| RuntimeError::io("creating empty layer", e))?;
+            lowers.push(empty);
+        }
+        for l in &lowers {
+            let s = l.to_string_lossy();
+            if s.contains([':', ',']) || !l.is_dir() {
+                return Err(RuntimeError::BadInput(format!(
+                    "layer directory {s} is missing or its name cannot be used in an overlay mount"
+                )));
+            }
+        }
+        let lowerdir = lowers
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(":");
+        let data = format!(
+            "lowerdir={lowerdir},upperdir={},workdir={}",
+            self.upper().display(),
+            self.work().display()
+        );
+        nix::mount::mount(
+            Some("overlay"),
+            &self.rootfs(),
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .map_err(|e| {
+            RuntimeError::io(
+                format!(
+                    "mounting the overlay root file system ({} layers)",
+                    lowers.len()
+                ),
+                e.into(),
+            )
+        })
+    }
+
+    /// Unmounts the overlay (lazily, so a stray process cannot keep it busy). Not mounted:
+    /// nothing to do.
+    pub fn unmount_rootfs(&self) -> Result<(), RuntimeError> {
+        let rootfs = self.rootfs();
+        while is_mount_point(&rootfs) {
+            nix::mount::umount2(&rootfs, MntFlags::MNT_DETACH).map_err(|e| {
+                RuntimeError::io(format!("unmounting {}", rootfs.display()), e.into())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Mounts the root file system and writes `config.json` for `image` + `opts`. On error
+    /// nothing stays mounted.
+    pub fn prepare(
+        &self,
+        id: &str,
+        image: &ImageInput,
+        opts: &RunOptions,
+        extras: &BundleExtras,
+    ) -> Result<Spec, RuntimeError> {
+        self.mount_rootfs(&image.layer_dirs)?;
+        let r = self.write_config(id, image, opts, extras);
+        if r.is_err() {
+            let _ = self.unmount_rootfs();
+        }
+        r
+    }
+
+    fn write_config(
+        &self,
+        id: &str,
+        image: &ImageInput,
+        opts: &RunOptions,
+        extras: &BundleExtras,
+    ) -> Result<Spec, RuntimeError> {
+        let rootfs = self.rootfs();
+        let mut mounts = self.etc_files(id, opts, &rootfs)?;
+        mounts.extend(extras.mounts.iter().cloned());
+        let mut prefix = Vec::new();
+        if opts.init || extras.force_init {
+            let (m, p) = init::init_mounts()?;
+            mounts.extend(m);
+            prefix = p;
+        }
+        let wd = opts.workdir.clone().or_else(|| {
+            image
+                .config
+                .config()
+                .as_ref()
+                .and_then(|c| c.working_dir().clone())
+        });
+        if let Some(wd) = wd.filter(|w| w.starts_with('/') && w != "/")
+            && resolve::resolve_in_root(&rootfs, &wd).is_none()
+        {
+            // Docker creates a missing working directory (in the container layer).
+            let p = rootfs.join(wd.trim_start_matches('/'));
+            std::fs::create_dir_all(&p)
+                .map_err(|e| RuntimeError::io(format!("creating working directory {wd}"), e))?;
+        }
+        let spec = spec::build(
+            image,
+            opts,
+            &SpecInput {
+                id,
+                rootfs: &rootfs,
+                mounts: &mounts,
+                args_prefix: &prefix,
+            },
+        )?;
+        let tmp = self.dir.join("config.json.tmp");
+        let json =
+            serde_json::to_vec_pretty(&spec).map_err(|e| RuntimeError::Runtime(e.to_string()))?;
+        std::fs::write(&tmp, json).map_err(|e| RuntimeError::io("writing config.json", e))?;
+        std::fs::rename(&tmp, self.config_path())
+            .map_err(|e| RuntimeError::io("writing config.json", e))?;
+        Ok(spec)
+    }
+
+    /// `/etc/hostname`, `/etc/hosts`, `/etc/resolv.conf` as Docker provides them (when the
+    /// image has an `/etc`).
+    fn etc_files(
+        &self,
+        id: &str,
+        opts: &RunOptions,
+        rootfs: &Path,
+    ) -> Result<Vec<ExtraMount>, RuntimeError> {
+        let has_etc = resolve::resolve_in_root(rootfs, "/etc").is_some_and(|p| p.is_dir());
+        if !has_etc {
+            return Ok(vec![]);
+        }
+        let etc = self.dir.join("etc");
+        std::fs::create_dir_all(&etc).map_err(|e| RuntimeError::io("creating etc files", e))?;
+        let host = spec::hostname(id, opts);
+        let (hosts, resolv) = match opts.network {
+            super::Network::Host => (
+                std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+                std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            ),
+            super::Network::None => (
+                format!(
+                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{host}\n"
+                ),
+                String::new(),
+            ),
+        };
+        let files = [
+            ("hostname", format!("{host}\n")),
+            ("hosts", hosts),
+            ("resolv.conf", resolv),
+        ];
+        let mut out = Vec::new();
+        for (name, content) in files {
+            let p = etc.join(name);
+            std::fs::write(&p, content)
+                .map_err(|e| RuntimeError::io(format!("writing {}", p.display()), e))?;
+            out.push(ExtraMount {
+                source: p,
+                destination: format!("/etc/{name}"),
+                read_only: false,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Whether `path` is a mount point (per /proc/self/mountinfo).
+pub fn is_mount_point(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    info.lines()
+        .any(|l| l.split(' ').nth(4).is_some_and(|m| unescape(m) == want))
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}

@@ -1,0 +1,346 @@
+//! Runs a bundle: in-process through youki's `libcontainer` (default), or through an external
+//! OCI runtime binary (`--runtime PATH`: runc, crun) with its command line.
+//!
+//! libcontainer: build + start happen under one process-wide lock (they change the working
+//! directory of the whole process for a moment), stdio is flushed before (the cloned helpers
+//! would flush buffered output again), the container is a direct child of the caller, which
+//! reaps it with `waitpid` (xrun installs no global reaper), and every error path deletes
+//! what was created.
+
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio as PStdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::default::DefaultExecutor;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+
+use super::{Bundle, RuntimeError};
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+/// The standard streams handed to the container.
+pub struct Stdio {
+    /// stdin.
+    pub stdin: OwnedFd,
+    /// stdout.
+    pub stdout: OwnedFd,
+    /// stderr.
+    pub stderr: OwnedFd,
+}
+
+/// Which OCI runtime runs the bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Engine {
+    /// youki's libcontainer, in-process.
+    Libcontainer,
+    /// An external runtime binary speaking runc's command line.
+    External(PathBuf),
+}
+
+impl Engine {
+    /// From `--runtime`.
+    pub fn from_option(runtime: Option<&PathBuf>) -> Engine {
+        runtime
+            .map(|p| Engine::External(p.clone()))
+            .unwrap_or(Engine::Libcontainer)
+    }
+}
+
+/// A started container (or exec'd process).
+pub struct Running {
+    /// The container's process (PID 1 inside), as seen from the host.
+    pub pid: Pid,
+    /// The external runtime process, which exits with the container's status.
+    child: Option<Child>,
+}
+
+/// libcontainer's workload executor, with one addition: under `-t` the pty on stdin becomes
+/// the process's controlling terminal (libcontainer has already made it a session leader).
+#[derive(Clone)]
+struct XrunExecutor;
+
+impl Executor for XrunExecutor {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        super::tty::take_controlling_terminal(unsafe { std::os::fd::BorrowedFd::borrow_raw(0) });
+        DefaultExecutor {}.exec(spec)
+    }
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        DefaultExecutor {}.validate(spec)
+    }
+}
+
+fn lc_err(what: &str, e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Runtime(format!("{what}: {e}"))
+}
+
+/// Starts the bundle as container `id`, with the runtime's state under `state_root`.
+/// With `console`, the container's terminal is made inside it (its own devpts, bound to
+/// `/dev/console`) and its master side is sent over that unix socket (runc's console-socket
+/// protocol); `stdio` is then unused.
+pub fn start(
+    bundle: &Bundle,
+    state_root: &Path,
+    id: &str,
+    engine: &Engine,
+    stdio: Stdio,
+    console: Option<&Path>,
+) -> Result<Running, RuntimeError> {
+    std::fs::create_dir_all(state_root)
+        .map_err(|e| RuntimeError::io("creating runtime state dir", e))?;
+    match engine {
+        Engine::Libcontainer => start_libcontainer(bundle, state_root, id, stdio, console),
+        Engine::External(bin) => start_external(bin, bundle, state_root, id, stdio),
+    }
+}
+
+fn start_libcontainer(
+    bundle: &Bundle,
+    state_root: &Path,
+    id: &str,
+    stdio: Stdio,
+    console: Option<&Path>,
+) -> Result<Running, RuntimeError> {
+    let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_executor(XrunExecutor)
+        .with_root_path(state_root)
+        .map_err(|e| lc_err("runtime root", e))?
+        .with_stdin(stdio.stdin)
+        .with_stdout(stdio.stdout)
+        .with_stderr(stdio.stderr)
+        .with_console_socket(console)
+        .validate_id()
+        .map_err(|e| lc_err("container id", e))?
+        .as_init(&bundle.dir)
+        .with_systemd(false)
+        .with_detach(console.is_some())
+        .build();
+    let mut container = match built {
+        Ok(c) => c,
+        Err(e) => {
+            drop(guard);
+            delete(state_root, id, &Engine::Libcontainer);
+            return Err(lc_err("creating the container", e));
+        }
+    };
+    if let Err(e) = container.start() {
+        drop(guard);
+        delete(state_root, id, &Engine::Libcontainer);
+        return Err(lc_err("starting the container", e));
+    }
+    drop(guard);
+    let pid = container
+        .pid()
+        .ok_or_else(|| RuntimeError::Runtime("container has no pid".into()))?;
+    Ok(Running { pid, child: None })
+}
+
+fn start_external(
+    bin: &Path,
+    bundle: &Bundle,
+    state_root: &Path,
+    id: &str,
+    stdio: Stdio,
+) -> Result<Running, RuntimeError> {
+    let pid_file = bundle.dir.join("runtime.pid");
+    let _ = std::fs::remove_file(&pid_file);
+    let mut child = Command::new(bin)
+        .arg("--root")
+        .arg(state_root)
+        .args(["run", "--bundle"])
+        .arg(&bundle.dir)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg(id)
+        .stdin(PStdio::from(stdio.stdin))
+        .stdout(PStdio::from(stdio.stdout))
+        .stderr(PStdio::from(stdio.stderr))
+        .spawn()
+        .map_err(|e| RuntimeError::io(format!("running {}", bin.display()), e))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            return Ok(Running {
+                pid: Pid::from_raw(pid),
+                child: Some(child),
+            });
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            delete(state_root, id, &Engine::External(bin.to_path_buf()));
+            return Err(RuntimeError::Runtime(format!(
+                "{} failed to start the container ({status})",
+                bin.display()
+            )));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            delete(state_root, id, &Engine::External(bin.to_path_buf()));
+            return Err(RuntimeError::Runtime(format!(
+                "{} did not start the container in 30 s",
+                bin.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A wait status as a shell exit code (128+N for signal N).
+pub fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, c) => Some(c),
+        WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
+        _ => None,
+    }
+}
+
+/// Waits for the container to exit; returns its exit code.
+pub fn wait(running: &mut Running) -> Result<i32, RuntimeError> {
+    if let Some(child) = &mut running.child {
+        let st = child
+            .wait()
+            .map_err(|e| RuntimeError::io("waiting for the runtime", e))?;
+        use std::os::unix::process::ExitStatusExt;
+        return Ok(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)));
+    }
+    loop {
+        match waitpid(running.pid, None) {
+            Ok(st) => {
+                if let Some(c) = exit_code(st) {
+                    return Ok(c);
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(RuntimeError::io("waiting for the container", e.into())),
+        }
+    }
+}
+
+/// Deletes the runtime's record of container `id` (killing what is left, removing its
+/// cgroups); missing is fine.
+pub fn delete(state_root: &Path, id: &str, engine: &Engine) {
+    match engine {
+        Engine::Libcontainer => {
+            let dir = state_root.join(id);
+            if !dir.exists() {
+                return;
+            }
+            let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+            match Container::load(dir.clone()) {
+                Ok(mut c) => {
+                    if let Err(e) = c.delete(true) {
+                        tracing::warn!("deleting container {id}: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!("loading container {id}: {e}"),
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Engine::External(bin) => {
+            let _ = Command::new(bin)
+                .arg("--root")
+                .arg(state_root)
+                .args(["delete", "--force", id])
+                .stdout(PStdio::null())
+                .stderr(PStdio::null())
+                .status();
+        }
+    }
+    super::cgroups::remove_leftovers(id);
+}
+
+/// What `exec` runs in a running container.
+pub struct ExecRequest {
+    /// The command.
+    pub args: Vec<String>,
+    /// Extra `KEY=VALUE` (on top of the container's environment).
+    pub env: Vec<String>,
+    /// Working directory (default: the container's).
+    pub cwd: Option<String>,
+    /// User (uid, gid), default: the container's.
+    pub user: Option<(u32, u32)>,
+}
+
+/// Runs a process in the running container `id` (joining its namespaces and cgroup).
+pub fn exec(
+    state_root: &Path,
+    id: &str,
+    engine: &Engine,
+    req: &ExecRequest,
+    stdio: Stdio,
+    tty: bool,
+) -> Result<Running, RuntimeError> {
+    match engine {
+        Engine::Libcontainer => {
+            let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = std::io::stdout().flush();
+            let _ = std::io::stderr().flush();
+            let env = req
+                .env
+                .iter()
+                .filter_map(|e| {
+                    e.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                })
+                .collect();
+            let mut b = ContainerBuilder::new(id.to_string(), SyscallType::default())
+                .with_executor(XrunExecutor)
+                .with_root_path(state_root)
+                .map_err(|e| lc_err("runtime root", e))?
+                .with_stdin(stdio.stdin)
+                .with_stdout(stdio.stdout)
+                .with_stderr(stdio.stderr)
+                .as_tenant()
+                .with_container_args(req.args.clone())
+                .with_env(env)
+                .with_cwd(req.cwd.as_ref())
+                .with_detach(false);
+            if let Some((u, g)) = req.user {
+                b = b.with_user(Some(u)).with_group(Some(g));
+            }
+            let _ = tty;
+            let pid = b.build().map_err(|e| lc_err("exec", e))?;
+            drop(guard);
+            Ok(Running { pid, child: None })
+        }
+        Engine::External(bin) => {
+            let mut c = Command::new(bin);
+            c.arg("--root").arg(state_root).arg("exec");
+            for e in &req.env {
+                c.args(["--env", e]);
+            }
+            if let Some(cwd) = &req.cwd {
+                c.args(["--cwd", cwd]);
+            }
+            if let Some((u, g)) = req.user {
+                c.args(["--user", &format!("{u}:{g}")]);
+            }
+            c.arg(id).args(&req.args);
+            let child = c
+                .stdin(PStdio::from(stdio.stdin))
+                .stdout(PStdio::from(stdio.stdout))
+                .stderr(PStdio::from(stdio.stderr))
+                .spawn()
+                .map_err(|e| RuntimeError::io(format!("running {}", bin.display()), e))?;
+            let pid = Pid::from_raw(child.id() as i32);
+            Ok(Running {
+                pid,
+                child: Some(child),
+            })
+        }
+    }
+}

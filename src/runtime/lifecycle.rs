@@ -1,0 +1,562 @@
+//! The container operations behind the CLI: create, run attached, start detached (through
+//! the monitor), stop, kill, remove, exec, and the start-up cleanup of stale containers.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::executor::{self, Engine, ExecRequest, Running, Stdio};
+use super::state::{Phase, ProcRef};
+use super::{
+    BundleExtras, ContainerRecord, Containers, ImageInput, RunOptions, RuntimeError, signals, tty,
+};
+
+/// Where the container's standard streams go.
+pub enum Attach {
+    /// xrun's own terminal/streams (`run`, `start -a`).
+    Foreground,
+    /// The container's log file (detached; stdin is /dev/null).
+    Log,
+}
+
+/// Validates the options and records a new container (nothing is mounted yet).
+pub fn create(
+    c: &Containers,
+    image: ImageInput,
+    opts: RunOptions,
+) -> Result<ContainerRecord, RuntimeError> {
+    opts.validate()?;
+    let cmd = super::spec::command(&image, &opts);
+    if cmd.is_empty() {
+        return Err(RuntimeError::BadInput(
+            "no command specified: the image has no Entrypoint or Cmd; give one after the image"
+                .into(),
+        ));
+    }
+    c.create(image, opts, cmd)
+}
+
+fn dup_fd(fd: i32) -> Result<OwnedFd, RuntimeError> {
+    let n = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))?;
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+fn dev_null() -> Result<OwnedFd, RuntimeError> {
+    Ok(std::fs::File::open("/dev/null")
+        .map_err(|e| RuntimeError::io("opening /dev/null", e))?
+        .into())
+}
+
+/// Everything that must be undone or joined after the container exits.
+struct Session {
+    running: Running,
+    pump: Option<std::thread::JoinHandle<()>>,
+    _raw: Option<tty::RawMode>,
+}
+
+fn launch(
+    c: &Containers,
+    rec: &ContainerRecord,
+    attach: &Attach,
+    extras: &BundleExtras,
+) -> Result<Session, RuntimeError> {
+    let id = rec.id.as_str();
+    let opts = &rec.options;
+    let bundle = c.bundle(id);
+    bundle.prepare(id, &rec.image, opts, extras)?;
+    let engine = Engine::from_option(opts.runtime.as_ref());
+    let result = (|| {
+        let foreground = matches!(attach, Attach::Foreground);
+        let mut console = None;
+        let stdio = if opts.tty && engine == Engine::Libcontainer {
+            // A short path: socket addresses are limited to 108 bytes.
+            let dir = std::path::Path::new("/run/xrun");
+            std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io("creating /run/xrun", e))?;
+            let sock = dir.join(format!("console-{}-{}.sock", &id[..12], std::process::id()));
+            console = Some(tty::ConsoleSocket::listen(&sock)?);
+            Stdio {
+                stdin: dev_null()?,
+                stdout: dev_null()?,
+                stderr: dev_null()?,
+            }
+        } else if foreground {
+            // Without a terminal, or an external runtime that makes it from xrun's own.
+            Stdio {
+                stdin: if opts.interactive || opts.tty {
+                    dup_fd(0)?
+                } else {
+                    dev_null()?
+                },
+                stdout: dup_fd(1)?,
+                stderr: dup_fd(2)?,
+            }
+        } else {
+            if opts.tty {
+                // An external runtime would need a terminal of xrun's: log without one.
+                let mut spec: oci_spec::runtime::Spec = serde_json::from_slice(
+                    &std::fs::read(bundle.config_path())
+                        .map_err(|e| RuntimeError::io("reading config.json", e))?,
+                )
+                .map_err(|e| RuntimeError::Corrupt(e.to_string()))?;
+                if let Some(p) = spec.process_mut() {
+                    p.set_terminal(Some(false));
+                }
+                std::fs::write(
+                    bundle.config_path(),
+                    serde_json::to_vec_pretty(&spec).unwrap_or_default(),
+                )
+                .map_err(|e| RuntimeError::io("writing config.json", e))?;
+            }
+            let log: OwnedFd = open_log(c, id)?.into();
+            Stdio {
+                stdin: dev_null()?,
+                stdout: log.try_clone().map_err(|e| RuntimeError::io("log", e))?,
+                stderr: log,
+            }
+        };
+        let winch_master = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(-1));
+        let fwd = if foreground {
+            let m = winch_master.clone();
+            Some(signals::forward(Some(Box::new(move || {
+                let fd = m.load(Ordering::SeqCst);
+                if fd >= 0 {
+                    tty::copy_window_size(fd);
+                }
+            })))?)
+        } else {
+            None
+        };
+        let mut running = executor::start(
+            &bundle,
+            &c.runtime_root(id),
+            id,
+            &engine,
+            stdio,
+            console.as_ref().map(|s| s.path()),
+        )?;
+        let mut pump = None;
+        let mut raw = None;
+        if let Some(sock) = &console {
+            let master = match sock.master() {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = nix::sys::signal::kill(running.pid, Signal::SIGKILL);
+                    let _ = executor::wait(&mut running);
+                    executor::delete(&c.runtime_root(id), id, &engine);
+                    return Err(e);
+                }
+            };
+            tty::copy_window_size(master.as_raw_fd());
+            winch_master.store(master.as_raw_fd(), Ordering::SeqCst);
+            let out: Box<dyn Write + Send> = if foreground {
+                Box::new(std::io::stdout())
+            } else {
+                Box::new(open_log(c, id)?)
+            };
+            let interactive = opts.interactive && foreground;
+            if interactive {
+                raw = tty::RawMode::enter();
+            }
+            pump = Some(tty::pump(&master, out, interactive)?);
+            std::mem::forget(master);
+        }
+        if let Some(f) = fwd {
+            f.set_target(running.pid.as_raw());
+        }
+        Ok(Session {
+            running,
+            pump,
+            _raw: raw,
+        })
+    })();
+    match result {
+        Ok(s) => {
+            let pid = ProcRef::of(s.running.pid.as_raw());
+            c.update(id, |r| {
+                r.phase = Phase::Running;
+                r.pid = pid;
+                r.owner = Some(ProcRef::me());
+                r.started = Some(super::state::now());
+                r.finished = None;
+                r.exit_code = None;
+            })?;
+            Ok(s)
+        }
+        Err(e) => {
+            let _ = bundle.unmount_rootfs();
+            Err(e)
+        }
+    }
+}
+
+fn open_log(c: &Containers, id: &str) -> Result<std::fs::File, RuntimeError> {
+    std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(c.log_path(id))
+        .map_err(|e| RuntimeError::io("opening the container log", e))
+}
+
+fn finish(c: &Containers, id: &str, mut session: Session) -> Result<i32, RuntimeError> {
+    let code = executor::wait(&mut session.running);
+    if let Some(p) = session.pump.take() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = p.join();
+            let _ = tx.send(());
+        });
+        let _ = rx.recv_timeout(Duration::from_secs(2));
+    }
+    drop(session);
+    let rec = c.update(id, |r| {
+        r.phase = Phase::Exited;
+        r.exit_code = code.as_ref().ok().copied();
+        r.finished = Some(super::state::now());
+        r.pid = None;
+    })?;
+    cleanup(c, &rec)?;
+    if rec.options.auto_remove {
+        c.remove_dir(id)?;
+    }
+    code
+}
+
+/// Removes what a stopped container leaves behind: the runtime's state and cgroups, the
+/// root file system mount.
+fn cleanup(c: &Containers, rec: &ContainerRecord) -> Result<(), RuntimeError> {
+    let engine = Engine::from_option(rec.options.runtime.as_ref());
+    executor::delete(&c.runtime_root(&rec.id), &rec.id, &engine);
+    c.bundle(&rec.id).unmount_rootfs()
+}
+
+/// Runs container `id` attached to xrun's terminal until it exits; returns its exit code.
+/// `remove_on_error`: drop the container if it cannot be started (`run`, not `start`).
+pub fn run_attached(
+    c: &Containers,
+    id: &str,
+    extras: &BundleExtras,
+    remove_on_error: bool,
+) -> Result<i32, RuntimeError> {
+    let rec = c.load(id)?;
+    let session = match launch(c, &rec, &Attach::Foreground, extras) {
+        Ok(s) => s,
+        Err(e) => {
+            if remove_on_error || rec.options.auto_remove {
+                let _ = cleanup(c, &rec);
+                let _ = c.remove_dir(id);
+            }
+            return Err(e);
+        }
+    };
+    finish(c, id, session)
+}
+
+/// Starts container `id` detached under its monitor; returns once it runs (or failed).
+pub fn start_detached(
+    c: &Containers,
+    root: &std::path::Path,
+    id: &str,
+    remove_on_error: bool,
+) -> Result<(), RuntimeError> {
+    let exe = super::seal::original_exe()?;
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let wfd = w.as_raw_fd();
+    let mut cmd = Command::new(exe);
+    cmd.args(["internal", "monitor", id])
+        .env("XRUN_ROOT", root)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            match libc::fork() {
+                -1 => return Err(std::io::Error::last_os_error()),
+                0 => {}
+                _ => libc::_exit(0),
+            }
+            if libc::dup2(wfd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| RuntimeError::io("starting the monitor", e))?;
+    let _ = child.wait();
+    drop(w);
+    let mut answer = String::new();
+    let _ = std::fs::File::from(r).read_to_string(&mut answer);
+    if answer.starts_with("OK") {
+        return Ok(());
+    }
+    let err = match answer.strip_prefix("ERR ").and_then(|a| a.split_once(' ')) {
+        Some(("127", m)) => RuntimeError::CommandNotFound(m.trim().into()),
+        Some(("126", m)) => RuntimeError::NotExecutable(m.trim().into()),
+        Some((_, m)) => RuntimeError::Runtime(m.trim().into()),
+        None => RuntimeError::Runtime(
+            "the container monitor exited before starting the container".into(),
+        ),
+    };
+    if remove_on_error && let Ok(rec) = c.load(id) {
+        let _ = cleanup(c, &rec);
+        let _ = c.remove_dir(id);
+    }
+    Err(err)
+}
+
+/// The monitor's body (`xrun internal monitor ID`, fd 3 = readiness pipe).
+pub fn monitor(c: &Containers, id: &str, ready: Option<OwnedFd>) -> Result<u8, RuntimeError> {
+    for s in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE] {
+        unsafe { nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigIgn) }?;
+    }
+    let mut ready = ready.map(std::fs::File::from);
+    let rec = c.load(id)?;
+    let session = match launch(c, &rec, &Attach::Log, &BundleExtras::default()) {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(r) = &mut ready {
+                let _ = writeln!(
+                    r,
+                    "ERR {} {}",
+                    e.exit_code(),
+                    e.to_string().replace('\n', " ")
+                );
+            }
+            return Ok(e.exit_code());
+        }
+    };
+    if let Some(mut r) = ready.take() {
+        let _ = r.write_all(b"OK\n");
+    }
+    finish(c, id, session).map(|_| 0)
+}
+
+/// Cleans up containers whose owner died without recording an exit: the runtime state,
+/// cgroups and mount go; the record stays as `Exited (unknown)` (or goes, for `--rm`).
+pub fn cleanup_stale(c: &Containers) {
+    for rec in c.list() {
+        if !rec.is_stale() {
+            continue;
+        }
+        let _ = cleanup(c, &rec);
+        let updated = c.update(&rec.id, |r| {
+            if r.is_stale() {
+                r.phase = Phase::Exited;
+                r.exit_code = None;
+                r.finished = Some(super::state::now());
+                r.pid = None;
+            }
+        });
+        if rec.options.auto_remove && updated.is_ok() {
+            let _ = c.remove_dir(&rec.id);
+        }
+    }
+}
+
+fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until the owner has recorded the exit (or is gone), then cleans up if stale.
+fn wait_settled(c: &Containers, id: &str) {
+    wait_until(Duration::from_secs(10), || match c.load(id) {
+        Ok(r) => r.phase != Phase::Running || r.is_stale(),
+        Err(_) => true,
+    });
+    if let Ok(r) = c.load(id)
+        && r.is_stale()
+    {
+        cleanup_stale(c);
+    }
+}
+
+/// Sends `sig` to a running container.
+pub fn kill(c: &Containers, key: &str, sig: Signal) -> Result<ContainerRecord, RuntimeError> {
+    let rec = c.find(key)?;
+    if !rec.is_running() {
+        return Err(RuntimeError::WrongState(format!(
+            "container {key} is not running"
+        )));
+    }
+    let pid = rec
+        .pid
+        .ok_or_else(|| RuntimeError::WrongState(format!("container {key} has no process")))?;
+    nix::sys::signal::kill(Pid::from_raw(pid.pid), sig)?;
+    if sig == Signal::SIGKILL {
+        wait_settled(c, &rec.id);
+    }
+    Ok(rec)
+}
+
+/// SIGTERM, then SIGKILL after `timeout`; returns once the exit is recorded.
+pub fn stop(c: &Containers, key: &str, timeout: Duration) -> Result<ContainerRecord, RuntimeError> {
+    let rec = c.find(key)?;
+    if !rec.is_running() {
+        if rec.is_stale() {
+            cleanup_stale(c);
+        }
+        return Ok(rec);
+    }
+    let pid = rec.pid.expect("running has a pid");
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid.pid), Signal::SIGTERM);
+    if !wait_until(timeout, || !pid.alive()) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid.pid), Signal::SIGKILL);
+    }
+    wait_settled(c, &rec.id);
+    Ok(rec)
+}
+
+/// Removes a container (its upper layer, state and log); a running one only with `force`.
+pub fn remove(c: &Containers, key: &str, force: bool) -> Result<ContainerRecord, RuntimeError> {
+    let rec = c.find(key)?;
+    if rec.is_running() {
+        if !force {
+            return Err(RuntimeError::WrongState(format!(
+                "cannot remove running container {key}: stop it first or use rm -f"
+            )));
+        }
+        if let Some(pid) = rec.pid {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid.pid), Signal::SIGKILL);
+        }
+        wait_settled(c, &rec.id);
+    }
+    if !c.container_dir(&rec.id).exists() {
+        return Ok(rec);
+    }
+    let _l = c.lock(&rec.id)?;
+    let rec2 = c.load(&rec.id).unwrap_or(rec.clone());
+    if rec2.is_running() {
+        return Err(RuntimeError::WrongState(format!(
+            "container {key} is still running"
+        )));
+    }
+    cleanup(c, &rec2)?;
+    c.remove_dir(&rec.id)?;
+    Ok(rec)
+}
+
+/// `exec`: runs `args` in the running container; returns its exit code.
+pub fn exec(
+    c: &Containers,
+    key: &str,
+    args: Vec<String>,
+    env: Vec<String>,
+    interactive: bool,
+    use_tty: bool,
+    cwd: Option<String>,
+) -> Result<i32, RuntimeError> {
+    let rec = c.find(key)?;
+    if !rec.is_running() {
+        return Err(RuntimeError::WrongState(format!(
+            "container {key} is not running"
+        )));
+    }
+    if args.is_empty() {
+        return Err(RuntimeError::BadInput("exec needs a command".into()));
+    }
+    let bundle = c.bundle(&rec.id);
+    let spec: oci_spec::runtime::Spec = serde_json::from_slice(
+        &std::fs::read(bundle.config_path())
+            .map_err(|e| RuntimeError::io("reading config.json", e))?,
+    )
+    .map_err(|e| RuntimeError::Corrupt(e.to_string()))?;
+    let process = spec.process().clone().unwrap_or_default();
+    let penv = process.env().clone().unwrap_or_default();
+    let path = penv
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(super::spec::DEFAULT_PATH);
+    let wd = cwd
+        .clone()
+        .unwrap_or_else(|| process.cwd().display().to_string());
+    super::resolve::check_command(&bundle.rootfs(), &args[0], path, &wd)?;
+    let engine = Engine::from_option(rec.options.runtime.as_ref());
+    let mut pump = None;
+    let mut raw = None;
+    let mut winch: Option<Box<dyn Fn() + Send>> = None;
+    let stdio = if use_tty {
+        let pty = tty::open()?;
+        let s = Stdio {
+            stdin: pty
+                .slave
+                .try_clone()
+                .map_err(|e| RuntimeError::io("pty", e))?,
+            stdout: pty
+                .slave
+                .try_clone()
+                .map_err(|e| RuntimeError::io("pty", e))?,
+            stderr: pty
+                .slave
+                .try_clone()
+                .map_err(|e| RuntimeError::io("pty", e))?,
+        };
+        if interactive {
+            raw = tty::RawMode::enter();
+        }
+        let m = pty.master.as_raw_fd();
+        winch = Some(Box::new(move || tty::copy_window_size(m)));
+        pump = Some(tty::pump(
+            &pty.master,
+            Box::new(std::io::stdout()),
+            interactive,
+        )?);
+        std::mem::forget(pty.master);
+        s
+    } else {
+        Stdio {
+            stdin: if interactive { dup_fd(0)? } else { dev_null()? },
+            stdout: dup_fd(1)?,
+            stderr: dup_fd(2)?,
+        }
+    };
+    let fwd = signals::forward(winch)?;
+    let mut env_all = env;
+    if use_tty && !env_all.iter().any(|e| e.starts_with("TERM=")) {
+        env_all.push("TERM=xterm".into());
+    }
+    let req = ExecRequest {
+        args,
+        env: env_all,
+        cwd,
+        user: None,
+    };
+    let mut running = executor::exec(
+        &c.runtime_root(&rec.id),
+        &rec.id,
+        &engine,
+        &req,
+        stdio,
+        use_tty,
+    )?;
+    fwd.set_target(running.pid.as_raw());
+    let code = executor::wait(&mut running);
+    if let Some(p) = pump {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = p.join();
+            let _ = tx.send(());
+        });
+        let _ = rx.recv_timeout(Duration::from_secs(2));
+    }
+    drop(raw);
+    code
+}

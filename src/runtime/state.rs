@@ -1,0 +1,441 @@
+//! Container records under `<root>/containers/<id>/container.json`, looking containers up
+//! by id, id prefix or name, and what their status really is (a record is checked against
+//! the live processes: a dead owner without a recorded exit is `Exited (unknown)`).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use std::os::fd::AsRawFd;
+use time::OffsetDateTime;
+
+use super::{Bundle, ImageInput, RunOptions, RuntimeError};
+
+/// What a record says about the container's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Created, never started (or being started).
+    Created,
+    /// Started; `pid` runs under `owner`.
+    Running,
+    /// Finished; `exit_code` says how (`None`: unknown).
+    Exited,
+}
+
+/// A process identified by pid and start time (so a reused pid is not mistaken for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcRef {
+    /// The pid.
+    pub pid: i32,
+    /// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot).
+    pub start: u64,
+}
+
+impl ProcRef {
+    /// The process `pid` as it is now.
+    pub fn of(pid: i32) -> Option<ProcRef> {
+        proc_start(pid).map(|start| ProcRef { pid, start })
+    }
+
+    /// This process.
+    pub fn me() -> ProcRef {
+        ProcRef::of(std::process::id() as i32).unwrap_or(ProcRef {
+            pid: std::process::id() as i32,
+            start: 0,
+        })
+    }
+
+    /// Whether it still runs (a zombie does not count).
+    pub fn alive(&self) -> bool {
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            Ok(s) => {
+                let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else {
+                    return false;
+                };
+                let f: Vec<&str> = rest.split(' ').collect();
+                f.first() != Some(&"Z")
+                    && f.first() != Some(&"X")
+                    && f.get(19).and_then(|v| v.parse().ok()) == Some(self.start)
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+fn proc_start(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// The record of one container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// 64 hex digits.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// The image (name, config, layer dirs).
+    pub image: ImageInput,
+    /// The command line options.
+    pub options: RunOptions,
+    /// The command as shown by `ps`.
+    pub command: Vec<String>,
+    /// The route (`native`; other routes record theirs).
+    pub route: String,
+    /// When it was created (RFC 3339).
+    pub created: String,
+    /// Lifecycle phase.
+    pub phase: Phase,
+    /// The container's PID 1 on the host, while running.
+    pub pid: Option<ProcRef>,
+    /// The process that waits for it (the foreground xrun or the monitor).
+    pub owner: Option<ProcRef>,
+    /// Last start (RFC 3339).
+    pub started: Option<String>,
+    /// Last exit (RFC 3339).
+    pub finished: Option<String>,
+    /// Last exit code.
+    pub exit_code: Option<i32>,
+}
+
+/// What `ps` shows, computed from a record and the live processes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Never started.
+    Created,
+    /// Running since the given time.
+    Running,
+    /// Exited with a known code.
+    Exited(i32),
+    /// Exited, how is not known (its owner died without recording it).
+    Unknown,
+}
+
+impl ContainerRecord {
+    /// The first 12 digits of the id.
+    pub fn short_id(&self) -> &str {
+        &self.id[..12]
+    }
+
+    /// The real status (see the module doc).
+    pub fn status(&self) -> Status {
+        match self.phase {
+            Phase::Created => {
+                if self.started.is_some() {
+                    // Being restarted: shown by its last exit.
+                    self.exit_code
+                        .map(Status::Exited)
+                        .unwrap_or(Status::Created)
+                } else {
+                    Status::Created
+                }
+            }
+            Phase::Running => {
+                if self.pid.is_some_and(|p| p.alive()) {
+                    Status::Running
+                } else if self.owner.is_some_and(|o| o.alive()) {
+                    // The owner is about to record the exit.
+                    Status::Running
+                } else {
+                    Status::Unknown
+                }
+            }
+            Phase::Exited => self
+                .exit_code
+                .map(Status::Exited)
+                .unwrap_or(Status::Unknown),
+        }
+    }
+
+    /// Whether the container process is alive.
+    pub fn is_running(&self) -> bool {
+        self.phase == Phase::Running && self.status() == Status::Running
+    }
+
+    /// Whether the record says running but nobody is there any more (leftovers to clean).
+    pub fn is_stale(&self) -> bool {
+        self.phase == Phase::Running
+            && !self.pid.is_some_and(|p| p.alive())
+            && !self.owner.is_some_and(|o| o.alive())
+    }
+}
+
+/// Now, RFC 3339.
+pub fn now() -> String {
+    OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// "5 seconds", "About a minute", "3 hours" — Docker's human durations.
+pub fn human_since(rfc3339: &str) -> String {
+    let Ok(t) = OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+    else {
+        return "?".into();
+    };
+    let s = (OffsetDateTime::now_utc() - t).whole_seconds().max(0);
+    match s {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..=59 => format!("{s} seconds"),
+        60..=119 => "About a minute".into(),
+        120..=3599 => format!("{} minutes", s / 60),
+        3600..=7199 => "About an hour".into(),
+        7200..=172_799 => format!("{} hours", s / 3600),
+        _ => format!("{} days", s / 86400),
+    }
+}
+
+/// The containers under one store root.
+#[derive(Debug, Clone)]
+pub struct Containers {
+    dir: PathBuf,
+}
+
+/// An exclusive lock, released on drop.
+pub struct Lock(File);
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+fn lock_file(path: &Path) -> Result<Lock, RuntimeError> {
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| RuntimeError::io(format!("opening lock {}", path.display()), e))?;
+    loop {
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(RuntimeError::io("taking a lock", e));
+        }
+    }
+    Ok(Lock(f))
+}
+
+impl Containers {
+    /// The containers of the store at `root`.
+    pub fn open(root: &Path) -> Result<Containers, RuntimeError> {
+        let dir = root.join("containers");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| RuntimeError::io(format!("creating {}", dir.display()), e))?;
+        Ok(Containers { dir })
+    }
+
+    /// `<root>/containers`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The directory (and bundle) of container `id`.
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// The bundle of container `id`.
+    pub fn bundle(&self, id: &str) -> Bundle {
+        Bundle::at(&self.container_dir(id))
+    }
+
+    /// The OCI runtime's state root of container `id`.
+    pub fn runtime_root(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join("runtime")
+    }
+
+    /// The log of container `id`.
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join("log")
+    }
+
+    /// The lock held while containers are created or removed.
+    pub fn global_lock(&self) -> Result<Lock, RuntimeError> {
+        lock_file(&self.dir.join(".lock"))
+    }
+
+    /// The lock of one container's record.
+    pub fn lock(&self, id: &str) -> Result<Lock, RuntimeError> {
+        lock_file(&self.container_dir(id).join("lock"))
+    }
+
+    /// Reads a record.
+    pub fn load(&self, id: &str) -> Result<ContainerRecord, RuntimeError> {
+        let p = self.container_dir(id).join("container.json");
+        let bytes = std::fs::read(&p).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                RuntimeError::NoSuchContainer(id.to_string())
+            } else {
+                RuntimeError::io(format!("reading {}", p.display()), e)
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| RuntimeError::Corrupt(format!("{}: {e}", p.display())))
+    }
+
+    /// Writes a record atomically.
+    pub fn save(&self, rec: &ContainerRecord) -> Result<(), RuntimeError> {
+        let dir = self.container_dir(&rec.id);
+        let tmp = dir.join("container.json.tmp");
+        let json =
+            serde_json::to_vec_pretty(rec).map_err(|e| RuntimeError::Corrupt(e.to_string()))?;
+        std::fs::write(&tmp, json)
+            .map_err(|e| RuntimeError::io("writing the container record", e))?;
+        std::fs::rename(&tmp, dir.join("container.json"))
+            .map_err(|e| RuntimeError::io("writing the container record", e))
+    }
+
+    /// Applies `f` to the record under its lock.
+    pub fn update(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut ContainerRecord),
+    ) -> Result<ContainerRecord, RuntimeError> {
+        let _l = self.lock(id)?;
+        let mut rec = self.load(id)?;
+        f(&mut rec);
+        self.save(&rec)?;
+        Ok(rec)
+    }
+
+    /// Every record (unreadable ones skipped), newest first.
+    pub fn list(&self) -> Vec<ContainerRecord> {
+        let mut out: Vec<ContainerRecord> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().len() == 64)
+            .filter_map(|e| self.load(&e.file_name().to_string_lossy()).ok())
+            .collect();
+        out.sort_by(|a, b| b.created.cmp(&a.created));
+        out
+    }
+
+    /// Finds a container by full id, name, or unique id prefix.
+    pub fn find(&self, key: &str) -> Result<ContainerRecord, RuntimeError> {
+        let all = self.list();
+        if let Some(r) = all.iter().find(|r| r.id == key || r.name == key) {
+            return Ok(r.clone());
+        }
+        let matches: Vec<&ContainerRecord> = all
+            .iter()
+            .filter(|r| !key.is_empty() && r.id.starts_with(key))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(RuntimeError::NoSuchContainer(key.to_string())),
+            _ => Err(RuntimeError::BadInput(format!(
+                "{key:?} matches several containers: give more of the id"
+            ))),
+        }
+    }
+
+    /// Creates a record for a new container (unique name; a free one is generated when
+    /// `options.name` is `None`).
+    pub fn create(
+        &self,
+        image: ImageInput,
+        options: RunOptions,
+        command: Vec<String>,
+    ) -> Result<ContainerRecord, RuntimeError> {
+        let _g = self.global_lock()?;
+        let existing = self.list();
+        let id = new_id();
+        let name = match &options.name {
+            Some(n) => {
+                if let Some(other) = existing.iter().find(|r| &r.name == n) {
+                    return Err(RuntimeError::BadInput(format!(
+                        "the container name {n:?} is already in use by container {}: remove it or pick another name",
+                        other.short_id()
+                    )));
+                }
+                n.clone()
+            }
+            None => generate_name(&id, &existing),
+        };
+        let rec = ContainerRecord {
+            id: id.clone(),
+            name,
+            image,
+            options,
+            command,
+            route: "native".into(),
+            created: now(),
+            phase: Phase::Created,
+            pid: None,
+            owner: None,
+            started: None,
+            finished: None,
+            exit_code: None,
+        };
+        let dir = self.container_dir(&id);
+        std::fs::create_dir(&dir)
+            .map_err(|e| RuntimeError::io(format!("creating {}", dir.display()), e))?;
+        if let Err(e) = self.save(&rec) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        Ok(rec)
+    }
+
+    /// Removes the container's directory (the caller has stopped it and unmounted its root).
+    pub fn remove_dir(&self, id: &str) -> Result<(), RuntimeError> {
+        let _g = self.global_lock()?;
+        let dir = self.container_dir(id);
+        if self.bundle(id).is_mounted() {
+            return Err(RuntimeError::WrongState(format!(
+                "container {id} still has its root file system mounted"
+            )));
+        }
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| RuntimeError::io(format!("removing {}", dir.display()), e))
+    }
+}
+
+fn new_id() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
+const ADJECTIVES: &[&str] = &[
+    "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+    "nifty", "proud", "quick", "sharp", "tender", "vivid", "witty", "zealous",
+];
+const NOUNS: &[&str] = &[
+    "turing",
+    "hopper",
+    "lovelace",
+    "ritchie",
+    "thompson",
+    "torvalds",
+    "knuth",
+    "dijkstra",
+    "hamilton",
+    "liskov",
+    "perlman",
+    "kernighan",
+    "wirth",
+    "backus",
+    "allen",
+    "cerf",
+];
+
+fn generate_name(id: &str, existing: &[ContainerRecord]) -> String {
+    let b = hex::decode(&id[..8]).unwrap_or_default();
+    let base = format!(
+        "{}_{}",
+        ADJECTIVES[b[0] as usize % ADJECTIVES.len()],
+        NOUNS[b[1] as usize % NOUNS.len()]
+    );
+    if !existing.iter().any(|r| r.name == base) {
+        return base;
+    }
+    format!("{base}_{}", &id[..6])
+}
