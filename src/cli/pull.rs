@@ -27,7 +27,10 @@ pub struct RemoteArgs {
 impl RemoteArgs {
     fn client(&self) -> anyhow::Result<ClientOptions> {
         let config = Config::load()?;
-        Ok(ClientOptions::from_config(&config, &self.insecure_registries))
+        Ok(ClientOptions::from_config(
+            &config,
+            &self.insecure_registries,
+        ))
     }
 
     fn credentials(&self) -> anyhow::Result<Option<Credentials>> {
@@ -44,7 +47,11 @@ pub struct PullArgs {
     /// Image reference, e.g. `busybox`, `127.0.0.1:5000/app:1`, `repo@sha256:…`.
     pub reference: String,
     /// Platform `os/arch[/variant]` (default: this host's, or $XRUN_DEFAULT_PLATFORM).
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]", conflicts_with = "all_platforms")]
+    #[arg(
+        long,
+        value_name = "OS/ARCH[/VARIANT]",
+        conflicts_with = "all_platforms"
+    )]
     pub platform: Option<String>,
     /// Pull every platform of a multi-platform image.
     #[arg(short = 'a', long)]
@@ -233,7 +240,11 @@ pub fn manifest(_g: &Global, a: ManifestCommand) -> anyhow::Result<u8> {
         ManifestKind::Image => "single-platform manifest",
     };
     writeln!(out, "{image} ({kind} {})", m.digest)?;
-    writeln!(out, "{:<18} {:<71} {:>6}  MEDIA TYPE", "PLATFORM", "DIGEST", "SIZE")?;
+    writeln!(
+        out,
+        "{:<18} {:<71} {:>6}  MEDIA TYPE",
+        "PLATFORM", "DIGEST", "SIZE"
+    )?;
     for e in &m.entries {
         let p = match (&e.platform, e.runnable) {
             (Some(p), true) => p.to_string(),

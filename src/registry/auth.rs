@@ -147,10 +147,7 @@ impl DockerConfig {
         if auths.contains_key(registry) {
             return Some(registry.to_string());
         }
-        auths
-            .keys()
-            .find(|k| normalize_server(k) == want)
-            .cloned()
+        auths.keys().find(|k| normalize_server(k) == want).cloned()
     }
 
     /// The credentials stored for `registry`, if any.
@@ -376,7 +373,12 @@ mod tests {
         );
         std::fs::write(&path, r#"{"auths":{"h:1":{"auth":"!!!"}}}"#).unwrap();
         let c = DockerConfig::load_from(&path).unwrap();
-        assert!(c.credentials("h:1").unwrap_err().to_string().contains("base64"));
+        assert!(
+            c.credentials("h:1")
+                .unwrap_err()
+                .to_string()
+                .contains("base64")
+        );
         assert!(DockerConfig::load_from(&dir.path().join("missing")).is_ok());
     }
 

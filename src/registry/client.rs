@@ -145,7 +145,9 @@ pub fn is_transient_io(io: &std::io::Error) -> bool {
         if let Some(r) = e.downcast_ref::<reqwest::Error>() {
             return r.is_connect() || r.is_timeout() || r.is_body() || r.is_request();
         }
-        if e.downcast_ref::<oci_client::errors::DigestError>().is_some() {
+        if e.downcast_ref::<oci_client::errors::DigestError>()
+            .is_some()
+        {
             return false;
         }
         cur = e.source();

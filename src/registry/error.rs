@@ -81,7 +81,7 @@ pub enum RegistryError {
     #[error("no matching manifest for {wanted} in {reference} (offers {})", list_platforms(.offered))]
     NoMatchingPlatform {
         /// The platform asked for.
-        wanted: Platform,
+        wanted: Box<Platform>,
         /// The reference pulled.
         reference: String,
         /// What the index (or the single manifest) offers.
@@ -168,7 +168,7 @@ mod tests {
     #[test]
     fn no_match_lists_offers() {
         let e = RegistryError::NoMatchingPlatform {
-            wanted: "linux/arm64/v8".parse().unwrap(),
+            wanted: Box::new("linux/arm64/v8".parse().unwrap()),
             reference: "127.0.0.1:5000/busybox:multi".into(),
             offered: vec![
                 "linux/amd64".parse().unwrap(),

@@ -19,8 +19,7 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 /// Docker schema 1 (refused).
 pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
 /// Docker schema 1, signed (refused).
-pub const DOCKER_SCHEMA1_SIGNED: &str =
-    "application/vnd.docker.distribution.manifest.v1+prettyjws";
+pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
 
 /// Every media type xrun accepts, for the `Accept` header: with a narrower list,
 /// Distribution downgrades a manifest list to its amd64 manifest.
@@ -152,9 +151,7 @@ pub fn detect(reference: &str, body: &[u8]) -> Result<ManifestKind, RegistryErro
         .ok_or_else(|| invalid("not a JSON object".into()))?;
     let schema = obj.get("schemaVersion").and_then(|s| s.as_u64());
     let media_type = obj.get("mediaType").and_then(|m| m.as_str());
-    if schema == Some(1)
-        || matches!(media_type, Some(DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED))
-    {
+    if schema == Some(1) || matches!(media_type, Some(DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED)) {
         return Err(RegistryError::Schema1 {
             reference: reference.to_string(),
         });
@@ -172,9 +169,7 @@ pub fn detect(reference: &str, body: &[u8]) -> Result<ManifestKind, RegistryErro
                 .map_or("(missing)".to_string(), |s| s.to_string())
         ))),
         None if obj.contains_key("manifests") => Ok(ManifestKind::Index),
-        None if obj.contains_key("config") && obj.contains_key("layers") => {
-            Ok(ManifestKind::Image)
-        }
+        None if obj.contains_key("config") && obj.contains_key("layers") => Ok(ManifestKind::Image),
         None => Err(invalid("neither an index nor an image manifest".into())),
     }
 }
@@ -190,12 +185,11 @@ pub fn parse_index(reference: &str, body: &[u8]) -> Result<Index, RegistryError>
 
 /// Parses an image manifest body.
 pub fn parse_image(reference: &str, body: &[u8]) -> Result<ImageManifest, RegistryError> {
-    let m: ImageManifest =
-        serde_json::from_slice(body).map_err(|e| RegistryError::Invalid {
-            reference: reference.to_string(),
-            what: "manifest",
-            message: e.to_string(),
-        })?;
+    let m: ImageManifest = serde_json::from_slice(body).map_err(|e| RegistryError::Invalid {
+        reference: reference.to_string(),
+        what: "manifest",
+        message: e.to_string(),
+    })?;
     Ok(m)
 }
 
@@ -248,7 +242,7 @@ pub fn select<'a>(
     match Matcher::new(wanted).best(&platforms) {
         Some(i) => Ok(runnable[i]),
         None => Err(RegistryError::NoMatchingPlatform {
-            wanted: wanted.clone(),
+            wanted: Box::new(wanted.clone()),
             reference: reference.to_string(),
             offered: offered(index),
         }),
@@ -352,7 +346,12 @@ mod tests {
                 .iter()
                 .map(|p| p.to_string())
                 .collect::<Vec<_>>(),
-            ["linux/amd64", "linux/arm/v6", "linux/arm/v7", "linux/arm64/v8"]
+            [
+                "linux/amd64",
+                "linux/arm/v6",
+                "linux/arm/v7",
+                "linux/arm64/v8"
+            ]
         );
         let e = pick("linux/riscv64").unwrap_err();
         assert_eq!(
@@ -376,6 +375,9 @@ mod tests {
         assert_eq!(c.platform().to_string(), "linux/arm/v7");
         let bad = r#"{"os":"linux","architecture":"arm","rootfs":{"type":"layers","diff_ids":[]}}"#;
         let e = parse_config(R, bad.as_bytes(), &m).unwrap_err();
-        assert!(e.to_string().contains("diff_ids lists 0 layers, the manifest 1"));
+        assert!(
+            e.to_string()
+                .contains("diff_ids lists 0 layers, the manifest 1")
+        );
     }
 }

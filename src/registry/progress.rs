@@ -107,11 +107,10 @@ impl Progress for Bars {
             .println(format!("{tag}: Pulling from {repository}"));
     }
     fn layer_queued(&self, layer: &Digest, size: u64) {
-        let style = ProgressStyle::with_template(
-            "{prefix}: {msg:<12} [{bar:30}] {bytes}/{total_bytes}",
-        )
-        .expect("valid template")
-        .progress_chars("=> ");
+        let style =
+            ProgressStyle::with_template("{prefix}: {msg:<12} [{bar:30}] {bytes}/{total_bytes}")
+                .expect("valid template")
+                .progress_chars("=> ");
         let pb = self.multi.add(ProgressBar::new(size));
         pb.set_style(style);
         pb.set_prefix(layer.short().to_string());

@@ -68,7 +68,9 @@ impl std::str::FromStr for PullPolicy {
             "missing" => Ok(PullPolicy::Missing),
             "always" => Ok(PullPolicy::Always),
             "never" => Ok(PullPolicy::Never),
-            _ => Err(format!("invalid pull policy {s:?} (missing, always, never)")),
+            _ => Err(format!(
+                "invalid pull policy {s:?} (missing, always, never)"
+            )),
         }
     }
 }
@@ -154,9 +156,12 @@ pub async fn pull(
             // A single-platform image is taken as is unless a platform was asked for.
             if let Some(asked) = &opts.platform {
                 let have = t.config.platform();
-                if Matcher::new(asked).best(std::slice::from_ref(&have)).is_none() {
+                if Matcher::new(asked)
+                    .best(std::slice::from_ref(&have))
+                    .is_none()
+                {
                     return Err(RegistryError::NoMatchingPlatform {
-                        wanted: asked.clone(),
+                        wanted: Box::new(asked.clone()),
                         reference: shown,
                         offered: vec![have],
                     });
@@ -340,7 +345,13 @@ pub fn ensure_image(
     opts: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<ImageRecord, RegistryError> {
-    let stored = || store.find_image(&image.name(), &image.tag_or_digest(), opts.platform.as_ref());
+    let stored = || {
+        store.find_image(
+            &image.name(),
+            &image.tag_or_digest(),
+            opts.platform.as_ref(),
+        )
+    };
     if policy != PullPolicy::Always {
         if let Some(r) = stored()? {
             return Ok(r);

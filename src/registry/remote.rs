@@ -75,15 +75,14 @@ impl Remote {
             expected,
             actual,
         }) = &e
+            && let (Ok(expected), Ok(actual)) = (expected.parse(), actual.parse())
         {
-            if let (Ok(expected), Ok(actual)) = (expected.parse(), actual.parse()) {
-                return RegistryError::DigestMismatch {
-                    what: "manifest",
-                    registry: self.endpoint.clone(),
-                    expected,
-                    actual,
-                };
-            }
+            return RegistryError::DigestMismatch {
+                what: "manifest",
+                registry: self.endpoint.clone(),
+                expected,
+                actual,
+            };
         }
         map_error(
             e,
@@ -107,10 +106,7 @@ impl Remote {
     /// Fetches a manifest: the reference's own (`None`) or one by digest. Returns the exact
     /// bytes and their digest, verified against the digest asked for (and the registry's
     /// `Docker-Content-Digest`).
-    pub async fn manifest(
-        &self,
-        by: Option<&Digest>,
-    ) -> Result<(Vec<u8>, Digest), RegistryError> {
+    pub async fn manifest(&self, by: Option<&Digest>) -> Result<(Vec<u8>, Digest), RegistryError> {
         let r = self.oci_ref(by);
         let shown = match by {
             Some(d) => format!("{}@{d}", self.image.name()),
@@ -122,15 +118,15 @@ impl Remote {
         .await
         .map_err(|e| self.map(e, &shown))?;
         let actual = Digest::of(&body);
-        if let Some(expected) = by.or(self.image.digest.as_ref()) {
-            if *expected != actual {
-                return Err(RegistryError::DigestMismatch {
-                    what: "manifest",
-                    registry: self.endpoint.clone(),
-                    expected: expected.clone(),
-                    actual,
-                });
-            }
+        if let Some(expected) = by.or(self.image.digest.as_ref())
+            && *expected != actual
+        {
+            return Err(RegistryError::DigestMismatch {
+                what: "manifest",
+                registry: self.endpoint.clone(),
+                expected: expected.clone(),
+                actual,
+            });
         }
         Ok((body.to_vec(), actual))
     }
@@ -207,10 +203,10 @@ impl Remote {
                 actual,
             })
         };
-        if let Some(len) = stream.content_length {
-            if len != desc.size {
-                return Err(size_err(len));
-            }
+        if let Some(len) = stream.content_length
+            && len != desc.size
+        {
+            return Err(size_err(len));
         }
         let mut hasher = Hasher::new();
         while let Some(item) = stream.next().await {
