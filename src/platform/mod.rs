@@ -2,6 +2,18 @@
 //! matching rules (plus amd64 v1–v4 levels), and host detection.
 //!
 //! Owner: the platform stage. Everything above uses [`Platform`] and [`Matcher`] from here.
+//!
+//! - [`normalize`]: canonical spellings (`x86_64` → `amd64`, `aarch64` → `arm64/v8`, …);
+//! - [`parse`]: `--platform` specifiers (`linux/arm64/v8`, `arm64`, `amd64/v3`, `linux`);
+//! - [`matcher`]: the ordered fallback vector and the pick among an index's entries;
+//! - [`host`]: the host's platform from `/proc/cpuinfo` and `uname -m`.
+
+pub mod host;
+pub mod matcher;
+pub mod normalize;
+pub mod parse;
+
+pub use matcher::Matcher;
 
 use serde::{Deserialize, Serialize};
 
@@ -39,29 +51,19 @@ pub struct PlatformError {
 
 impl std::str::FromStr for Platform {
     type Err = PlatformError;
-    /// Parses `os[/arch[/variant]]` (STUB: the platform stage replaces this with the full
-    /// containerd rules and normalization).
+    /// Parses a platform specifier the way containerd does (`linux/arm64/v8`, `arm64`,
+    /// `amd64/v3`, `linux`, `windows(10.0.17763)/amd64`), case-insensitively, and normalizes it.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let parts: Vec<&str> = s.split('/').collect();
-        if parts.len() < 2 || parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
-            return Err(PlatformError {
-                input: s.to_string(),
-                message: "expected os/arch[/variant]".into(),
-            });
-        }
-        Ok(Platform {
-            os: parts[0].to_string(),
-            architecture: parts[1].to_string(),
-            variant: parts.get(2).map(|v| v.to_string()),
-            ..Default::default()
-        })
+        parse::parse(s)
     }
 }
 
 impl std::fmt::Display for Platform {
+    /// `os/arch[/variant]` of the normalized platform (e.g. `linux/arm64/v8`, `linux/amd64`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
+        let n = self.normalize();
+        write!(f, "{}/{}", n.os, n.architecture)?;
+        if let Some(v) = &n.variant {
             write!(f, "/{v}")?;
         }
         Ok(())
@@ -69,68 +71,172 @@ impl std::fmt::Display for Platform {
 }
 
 impl Platform {
-    /// This host's platform, with the best amd64 level / ARM variant the CPU runs
-    /// (STUB: the platform stage replaces this with cpuinfo detection).
-    pub fn host() -> Platform {
+    /// The canonical form (see [`normalize`]): lowercase os (`macos` → `darwin`), canonical
+    /// architecture and variant (`x86_64` → `amd64`, amd64 `v1` → none, `aarch64` → `arm64/v8`,
+    /// `armhf` → `arm/v7`, `i686` → `386`, …), empty `os.version` dropped, `os.features`
+    /// sorted and deduplicated. Two platforms are the same when their normal forms are equal.
+    pub fn normalize(&self) -> Platform {
+        let (architecture, variant) =
+            normalize::normalize_arch(&self.architecture, self.variant.as_deref());
+        let mut os_features = self.os_features.clone();
+        os_features.sort();
+        os_features.dedup();
         Platform {
-            os: "linux".into(),
-            architecture: "amd64".into(),
-            ..Default::default()
+            os: normalize::normalize_os(&self.os),
+            architecture,
+            variant,
+            os_version: self.os_version.clone().filter(|v| !v.is_empty()),
+            os_features,
         }
+    }
+
+    /// Whether `self` and `other` name the same platform (equal normalized forms).
+    pub fn is_equivalent(&self, other: &Platform) -> bool {
+        self.normalize() == other.normalize()
+    }
+
+    /// For amd64, the x86-64 micro-architecture level (1–4; no variant is 1); otherwise `None`.
+    pub fn amd64_level(&self) -> Option<u8> {
+        let n = self.normalize();
+        if n.architecture != "amd64" {
+            return None;
+        }
+        match n.variant.as_deref() {
+            None => Some(1),
+            Some(v) => v.strip_prefix('v')?.parse().ok(),
+        }
+    }
+
+    /// This host's platform, with the best amd64 level / ARM variant the CPU runs (e.g.
+    /// `linux/amd64/v3`, `linux/arm64/v8`, `linux/arm/v7`), normalized. Detected once from
+    /// `/proc/cpuinfo` and `uname(2)` (see [`host::detect`]), then cached.
+    pub fn host() -> Platform {
+        static HOST: std::sync::OnceLock<Platform> = std::sync::OnceLock::new();
+        HOST.get_or_init(host::detect).clone()
     }
 }
 
-/// Picks, among candidate platforms, the best one for a wanted platform, following containerd's
-/// ordered fallbacks (STUB: the platform stage replaces the internals; the signatures stay).
-#[derive(Debug, Clone)]
-pub struct Matcher {
-    wanted: Platform,
-    strict: bool,
-}
-
-impl Matcher {
-    /// A matcher with containerd's fallbacks (amd64 v3 also runs v2, v1, …).
-    pub fn new(wanted: &Platform) -> Matcher {
-        Matcher {
-            wanted: wanted.clone(),
-            strict: false,
-        }
+/// Describes a list of platforms for messages, e.g. `linux/amd64, linux/arm64/v8, linux/arm/v7`
+/// (`none` for an empty list).
+pub fn describe(list: &[Platform]) -> String {
+    if list.is_empty() {
+        return "none".to_string();
     }
-
-    /// A matcher that accepts only the wanted platform itself (after normalization).
-    pub fn strict(wanted: &Platform) -> Matcher {
-        Matcher {
-            wanted: wanted.clone(),
-            strict: true,
-        }
-    }
-
-    /// The platform asked for.
-    pub fn wanted(&self) -> &Platform {
-        &self.wanted
-    }
-
-    /// Whether `candidate` can be used at all.
-    pub fn matches(&self, candidate: &Platform) -> bool {
-        let _ = self.strict;
-        candidate.os == self.wanted.os && candidate.architecture == self.wanted.architecture
-    }
-
-    /// The index of the best candidate (the first among equals), or `None`.
-    pub fn best(&self, candidates: &[Platform]) -> Option<usize> {
-        candidates.iter().position(|c| self.matches(c))
-    }
+    list.iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The platform to use when the user gives none: `XRUN_DEFAULT_PLATFORM`, then
 /// `DOCKER_DEFAULT_PLATFORM`, then the host's.
 pub fn default_platform() -> Result<Platform, PlatformError> {
+    default_platform_from(|var| std::env::var(var).ok())
+}
+
+/// [`default_platform`] over any variable lookup (`env` returns a variable's value): the first
+/// non-empty of `XRUN_DEFAULT_PLATFORM` and `DOCKER_DEFAULT_PLATFORM`, parsed; else the host's.
+pub fn default_platform_from(
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Platform, PlatformError> {
     for var in ["XRUN_DEFAULT_PLATFORM", "DOCKER_DEFAULT_PLATFORM"] {
-        if let Ok(v) = std::env::var(var) {
-            if !v.is_empty() {
-                return v.parse();
-            }
+        if let Some(v) = env(var).filter(|v| !v.trim().is_empty()) {
+            return v.parse();
         }
     }
     Ok(Platform::host())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Platform {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn display_is_normalized() {
+        let raw = |os: &str, arch: &str, v: Option<&str>| Platform {
+            os: os.into(),
+            architecture: arch.into(),
+            variant: v.map(str::to_string),
+            ..Default::default()
+        };
+        let table = [
+            (raw("Linux", "x86_64", None), "linux/amd64"),
+            (raw("linux", "amd64", Some("v1")), "linux/amd64"),
+            (raw("linux", "amd64", Some("v4")), "linux/amd64/v4"),
+            (raw("linux", "aarch64", None), "linux/arm64/v8"),
+            (raw("linux", "arm64", Some("8")), "linux/arm64/v8"),
+            (raw("linux", "armhf", None), "linux/arm/v7"),
+            (raw("linux", "armel", None), "linux/arm/v6"),
+            (raw("linux", "arm", None), "linux/arm/v7"),
+            (raw("linux", "i386", None), "linux/386"),
+            (raw("macos", "arm64", None), "darwin/arm64/v8"),
+            (raw("windows", "amd64", None), "windows/amd64"),
+        ];
+        for (platform, want) in table {
+            assert_eq!(platform.to_string(), want, "{platform:?}");
+            // Display output parses back to the same platform.
+            assert_eq!(p(want), platform.normalize(), "{want}");
+        }
+    }
+
+    #[test]
+    fn equivalence_and_levels() {
+        assert!(p("linux/amd64").is_equivalent(&p("linux/x86_64/v1")));
+        assert!(p("linux/arm64").is_equivalent(&p("linux/aarch64/v8")));
+        assert!(p("linux/arm").is_equivalent(&p("linux/armhf")));
+        assert!(!p("linux/arm/v6").is_equivalent(&p("linux/arm/v7")));
+        assert!(!p("linux/amd64/v2").is_equivalent(&p("linux/amd64")));
+        assert_eq!(p("linux/amd64").amd64_level(), Some(1));
+        assert_eq!(p("linux/amd64/v3").amd64_level(), Some(3));
+        assert_eq!(p("linux/arm64").amd64_level(), None);
+    }
+
+    #[test]
+    fn describe_lists() {
+        let list = [p("linux/x86_64"), p("linux/aarch64"), p("linux/armhf")];
+        assert_eq!(describe(&list), "linux/amd64, linux/arm64/v8, linux/arm/v7");
+        assert_eq!(describe(&[]), "none");
+    }
+
+    #[test]
+    fn default_platform_order() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let both = env(&[
+            ("XRUN_DEFAULT_PLATFORM", "linux/arm64"),
+            ("DOCKER_DEFAULT_PLATFORM", "linux/arm/v6"),
+        ]);
+        assert_eq!(default_platform_from(both).unwrap(), p("linux/arm64/v8"));
+        let docker = env(&[("DOCKER_DEFAULT_PLATFORM", "linux/arm/v6")]);
+        assert_eq!(default_platform_from(docker).unwrap(), p("linux/arm/v6"));
+        let empty = env(&[
+            ("XRUN_DEFAULT_PLATFORM", ""),
+            ("DOCKER_DEFAULT_PLATFORM", "riscv64"),
+        ]);
+        assert_eq!(default_platform_from(empty).unwrap(), p("linux/riscv64"));
+        assert_eq!(default_platform_from(env(&[])).unwrap(), Platform::host());
+        let bad = env(&[("XRUN_DEFAULT_PLATFORM", "linux/amd46")]);
+        assert_eq!(default_platform_from(bad).unwrap_err().input, "linux/amd46");
+    }
+
+    #[test]
+    fn serde_names() {
+        let json = r#"{"architecture":"arm64","os":"linux","variant":"v8",
+            "os.version":"1","os.features":["a"]}"#;
+        let got: Platform = serde_json::from_str(json).unwrap();
+        assert_eq!(got.os_version.as_deref(), Some("1"));
+        assert_eq!(got.os_features, ["a"]);
+        let out = serde_json::to_string(&p("linux/amd64")).unwrap();
+        assert_eq!(out, r#"{"os":"linux","architecture":"amd64"}"#);
+    }
 }
