@@ -117,7 +117,10 @@ fn pulls_each_platform_of_an_oci_index() {
 fn done_when_arm64_pull_shows_in_images() {
     let reg = shared();
     let env = TestEnv::new();
-    pull_ok(&env, &["--platform", "linux/arm64", &reg.image("busybox:multi")]);
+    pull_ok(
+        &env,
+        &["--platform", "linux/arm64", &reg.image("busybox:multi")],
+    );
     let out = xrun(&env).arg("images").output().unwrap();
     if !out.status.success() {
         // `xrun images` is the store stage's command; the record is checked either way.
@@ -163,7 +166,10 @@ fn pulls_from_a_docker_manifest_list() {
         ("linux/arm64", "arm64", Some("v8")),
     ] {
         let env = TestEnv::new();
-        pull_ok(&env, &["-q", "--platform", asked, &reg.image("busybox:dlist")]);
+        pull_ok(
+            &env,
+            &["-q", "--platform", asked, &reg.image("busybox:dlist")],
+        );
         let recs = records(&env);
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0].manifest_digest.to_string(), entry(arch, variant));
@@ -193,11 +199,17 @@ fn quiet_prints_only_the_reference() {
 fn pulls_zstd_layers() {
     let reg = shared();
     let env = TestEnv::new();
-    pull_ok(&env, &["--platform", "linux/arm64", &reg.image("busybox:zstd")]);
+    pull_ok(
+        &env,
+        &["--platform", "linux/arm64", &reg.image("busybox:zstd")],
+    );
     let recs = records(&env);
     assert_eq!(recs.len(), 1);
     assert!(
-        recs[0].layers.iter().any(|l| l.media_type.ends_with("zstd")),
+        recs[0]
+            .layers
+            .iter()
+            .any(|l| l.media_type.ends_with("zstd")),
         "{:?}",
         recs[0].layers
     );
@@ -217,7 +229,10 @@ fn pulls_by_digest() {
         &[("Accept", common::ACCEPT_ALL_MANIFESTS)],
     );
     let index_digest = resp.header("docker-content-digest").unwrap().to_string();
-    assert_eq!(format!("sha256:{}", common::sha256_hex(&resp.body)), index_digest);
+    assert_eq!(
+        format!("sha256:{}", common::sha256_hex(&resp.body)),
+        index_digest
+    );
 
     let env = TestEnv::new();
     let by_index = format!("{}/busybox@{index_digest}", reg.addr());
@@ -258,8 +273,7 @@ fn all_platforms_records_every_manifest() {
         .iter()
         .map(|r| (r.platform.to_string(), r.manifest_digest.to_string()))
         .collect();
-    let want: BTreeSet<(String, String)> =
-        fixture_platforms("busybox-multi").into_iter().collect();
+    let want: BTreeSet<(String, String)> = fixture_platforms("busybox-multi").into_iter().collect();
     assert_eq!(got, want);
 }
 
@@ -388,7 +402,10 @@ fn no_matching_platform_names_the_offers() {
         .into_iter()
         .map(|(p, _)| p)
         .collect();
-    let err = fail(&env, &["--platform", "linux/s390x", &reg.image("busybox:multi")]);
+    let err = fail(
+        &env,
+        &["--platform", "linux/s390x", &reg.image("busybox:multi")],
+    );
     assert_eq!(
         err,
         format!(
@@ -398,7 +415,10 @@ fn no_matching_platform_names_the_offers() {
         )
     );
     // A single-platform image asked for another platform.
-    let err = fail(&env, &["--platform", "linux/arm64", &reg.image("busybox:single")]);
+    let err = fail(
+        &env,
+        &["--platform", "linux/arm64", &reg.image("busybox:single")],
+    );
     assert!(err.contains("(offers linux/amd64)"), "{err}");
 }
 
@@ -433,7 +453,10 @@ fn truncated_layer_is_refused() {
         .to_string();
     reg.truncate_blob(&layer);
     let env = TestEnv::new();
-    let err = fail(&env, &["--platform", "linux/arm/v7", &reg.image("bb:multi")]);
+    let err = fail(
+        &env,
+        &["--platform", "linux/arm/v7", &reg.image("bb:multi")],
+    );
     assert!(err.contains(&layer), "{err}");
     assert!(err.contains("truncated"), "{err}");
 }
@@ -452,14 +475,20 @@ fn tampered_config_and_manifest_are_refused() {
     let err = fail(&env, &["--platform", "linux/arm64", &reg.image("bb:multi")]);
     assert!(err.contains(&format!("config {config}")), "{err}");
     // The other platforms are intact.
-    pull_ok(&env, &["-q", "--platform", "linux/amd64", &reg.image("bb:multi")]);
+    pull_ok(
+        &env,
+        &["-q", "--platform", "linux/amd64", &reg.image("bb:multi")],
+    );
 
     let arm = platform_digest("busybox-multi", "linux/arm/v7");
     reg.tamper_blob(&arm);
     let env = TestEnv::new();
     // Distribution itself cannot parse the corrupted manifest and answers 500 (retried, then
     // reported); were it served, its digest would not match.
-    let err = fail(&env, &["--platform", "linux/arm/v7", &reg.image("bb:multi")]);
+    let err = fail(
+        &env,
+        &["--platform", "linux/arm/v7", &reg.image("bb:multi")],
+    );
     assert!(
         err.contains(&format!("manifest {arm}")) && err.contains("does not match its digest")
             || err.contains(&format!("registry {}: HTTP 500", reg.addr())),

@@ -131,7 +131,13 @@ fn login_pull_logout_round_trip() {
 
     // The saved credentials are used.
     cx.xrun()
-        .args(["pull", "-q", "--platform", "linux/arm64", &reg.image("bb:multi")])
+        .args([
+            "pull",
+            "-q",
+            "--platform",
+            "linux/arm64",
+            &reg.image("bb:multi"),
+        ])
         .assert()
         .success();
     assert_eq!(cx.records(), 1);
@@ -199,11 +205,20 @@ fn manifest_inspect_lists_platforms() {
     // The raw index, byte for byte as the registry serves it.
     let out = cx
         .xrun()
-        .args(["manifest", "inspect", "--format", "json", &reg.image("bb:multi")])
+        .args([
+            "manifest",
+            "inspect",
+            "--format",
+            "json",
+            &reg.image("bb:multi"),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
-    let served = reg.get("bb/manifests/multi", &[("Accept", common::ACCEPT_ALL_MANIFESTS)]);
+    let served = reg.get(
+        "bb/manifests/multi",
+        &[("Accept", common::ACCEPT_ALL_MANIFESTS)],
+    );
     let mut want = served.body.clone();
     if !want.ends_with(b"\n") {
         want.push(b'\n');

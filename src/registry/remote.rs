@@ -12,7 +12,7 @@ use super::auth::{Credentials, registry_auth};
 use super::client::{ClientOptions, Context, is_transient, is_transient_io, map_error, one_line};
 use super::error::RegistryError;
 use super::manifest::{ACCEPTED, Descriptor};
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
 use crate::reference::ImageRef;
 
 /// A repository on a registry, with a client of its own.
@@ -208,13 +208,15 @@ impl Remote {
         {
             return Err(size_err(len));
         }
-        let mut hasher = Hasher::new();
+        // oci-client hashes the stream and reports a mismatch as its last item; the store
+        // hashes again when the blob is committed. Here: sizes, and the verdict.
+        let mut received: u64 = 0;
         while let Some(item) = stream.next().await {
             match item {
                 Ok(chunk) => {
-                    hasher.update(&chunk);
-                    if hasher.len() > desc.size {
-                        return Err(size_err(hasher.len()));
+                    received += chunk.len() as u64;
+                    if received > desc.size {
+                        return Err(size_err(received));
                     }
                     out.write_all(&chunk).map_err(|e| {
                         Failure::Fatal(RegistryError::Io {
@@ -222,17 +224,29 @@ impl Remote {
                             source: e,
                         })
                     })?;
-                    on_bytes(hasher.len());
+                    on_bytes(received);
                 }
-                // oci-client's own verdict comes as the last item; ours follows below.
-                Err(e) if is_verification(&e) => break,
+                Err(e) if verification_failure(&e).is_some() => {
+                    if received != desc.size {
+                        return Err(size_err(received));
+                    }
+                    let actual = verification_failure(&e)
+                        .and_then(|a| a.parse().ok())
+                        .unwrap_or_else(|| desc.digest.clone());
+                    return Err(Failure::Fatal(RegistryError::DigestMismatch {
+                        what,
+                        registry: self.endpoint.clone(),
+                        expected: desc.digest.clone(),
+                        actual,
+                    }));
+                }
                 Err(e) => {
                     let err = RegistryError::Protocol {
                         registry: self.endpoint.clone(),
                         message: format!(
                             "download of {what} {} broke off after {} of {} bytes: {}",
                             desc.digest,
-                            hasher.len(),
+                            received,
                             desc.size,
                             one_line(&e)
                         ),
@@ -245,17 +259,8 @@ impl Remote {
                 }
             }
         }
-        if hasher.len() != desc.size {
-            return Err(size_err(hasher.len()));
-        }
-        let actual = hasher.finish();
-        if actual != desc.digest {
-            return Err(Failure::Fatal(RegistryError::DigestMismatch {
-                what,
-                registry: self.endpoint.clone(),
-                expected: desc.digest.clone(),
-                actual,
-            }));
+        if received != desc.size {
+            return Err(size_err(received));
         }
         Ok(out)
     }
@@ -278,7 +283,11 @@ impl Remote {
     }
 }
 
-fn is_verification(e: &std::io::Error) -> bool {
-    e.get_ref()
-        .is_some_and(|inner| inner.downcast_ref::<OciDigestError>().is_some())
+/// The digest the content really has, when `e` is oci-client's end-of-stream verdict that
+/// it does not match.
+fn verification_failure(e: &std::io::Error) -> Option<String> {
+    match e.get_ref()?.downcast_ref::<OciDigestError>()? {
+        OciDigestError::VerificationError { actual, .. } => Some(actual.clone()),
+        _ => Some(String::new()),
+    }
 }
