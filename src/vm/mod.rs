@@ -1,1 +1,28 @@
-//! The VM route: guest kernels as OCI images, the rootfs disk image, qemu, and serial I/O.
+//! The VM route: run an image's command in a small VM with its own kernel.
+//!
+//! A **guest** ([`Guest`]) is a kernel, a base initramfs (busybox, the modules the guest init
+//! needs, optional extra modules, and the init itself, `guest-init.sh`) and the kernel's
+//! config, built from Debian packages by `ci/guest-image` and shipped as an OCI image (one per
+//! architecture under an index). The image's layers become one read-only erofs **rootfs
+//! image** ([`rootfs`]), cached by manifest digest; the guest mounts it under a tmpfs (or a
+//! writable ext4 **layer disk**, [`disk`]) through overlayfs. The command, environment, working
+//! directory, user and hostname travel in a small cpio appended to the initrd ([`runcpio`]),
+//! never on the kernel command line. stdout, stderr and the exit status come back over three
+//! named virtio serial ports ([`serial`]). [`qemu`] builds the command line and decides the
+//! accelerator (TCG unless KVM is truly usable).
+//!
+//! The entry point is [`run`] (or [`run_image`], which builds the rootfs image first).
+
+pub mod disk;
+mod error;
+pub mod guest;
+pub mod qemu;
+pub mod rootfs;
+pub mod runcpio;
+mod runner;
+pub mod serial;
+
+pub use error::VmError;
+pub use guest::Guest;
+pub use qemu::{Accel, AccelChoice, choose_accel};
+pub use runner::{VmExit, VmIo, VmSpec, run, run_image};

@@ -1,0 +1,143 @@
+#!/bin/busybox sh
+# xrun guest init (PID 1 of the VM), built into the guest initrd by ci/guest-image.
+#
+# Protocol with the host (src/vm/runcpio.rs writes the per-run cpio appended to the initrd):
+#   /xrun/argv/NNNNNN   one file per argument, exact bytes (a trailing newline is kept)
+#   /xrun/env/NNNNNN    one file per KEY=VALUE
+#   /xrun/workdir       working directory inside the rootfs (default /)
+#   /xrun/user          numeric uid:gid, or empty for root
+#   /xrun/hostname      the hostname
+#   /xrun/modules       extra modules to load, one name per line, dependencies first
+#   /xrun/writable      present: the disk with serial xrun-rw is ext4 and holds upper/ and work/
+# Disks are found by virtio serial (xrun-rootfs: erofs, xrun-rw: ext4); ports by name
+# (org.xrun.stdout, org.xrun.stderr, org.xrun.exit). The exit status is written to the exit port
+# as decimal text, after a line "S" once the command starts (the host bounds the boot until
+# then); 125 means the init itself failed (its reason goes to the stderr port and the
+# console). Then the VM reboots; qemu runs with -no-reboot, so it exits.
+export PATH=/bin
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+
+exitport=
+errport=
+finish() { # STATUS
+  if [ -n "$exitport" ]; then echo "$1" > "$exitport"; fi
+  sync
+  reboot -f
+  sleep 5
+}
+fail() {
+  echo "xrun-init: $*" > /dev/console
+  if [ -n "$errport" ]; then echo "xrun: guest: $*" > "$errport"; fi
+  finish 125
+}
+readval() { # FILE -> $v, exact bytes
+  v="$(cat "$1"; echo x)"; v="${v%x}"
+}
+
+for m in $(cat /etc/xrun/modules.base) $(cat /xrun/modules 2>/dev/null); do
+  insmod "/lib/modules/$m.ko" 2>/dev/console || fail "cannot load module $m"
+done
+
+# Named virtio ports and disks appear asynchronously: wait for them (bounded).
+# (Shell built-ins only in these loops: every fork is expensive under TCG.)
+port() { # NAME -> $r = /dev/vportXpY
+  r=
+  for p in /sys/class/virtio-ports/*; do
+    n=; { read -r n < "$p/name"; } 2>/dev/null
+    if [ "$n" = "$1" ]; then r="/dev/${p##*/}"; [ -e "$r" ]; return; fi
+  done
+  return 1
+}
+disk() { # SERIAL -> $r = /dev/vdX
+  r=
+  for b in /sys/block/vd*; do
+    n=; { read -r n < "$b/serial"; } 2>/dev/null
+    if [ "$n" = "$1" ]; then r="/dev/${b##*/}"; [ -e "$r" ]; return; fi
+  done
+  return 1
+}
+i=0
+while :; do
+  port org.xrun.stdout && outport=$r && port org.xrun.stderr && errport=$r \
+    && port org.xrun.exit && exitport=$r && disk xrun-rootfs && rootdev=$r && break
+  i=$((i + 1))
+  [ $i -gt 1000 ] && fail "virtio ports or rootfs disk did not appear"
+  usleep 5000
+done
+
+mount -t erofs -o ro "$rootdev" /mnt/lower || fail "cannot mount the rootfs image"
+if [ -e /xrun/writable ]; then
+  i=0
+  until disk xrun-rw && rwdev=$r; do
+    i=$((i + 1)); [ $i -gt 300 ] && fail "writable disk did not appear"; usleep 10000
+  done
+  mount -t ext4 "$rwdev" /mnt/rw || fail "cannot mount the writable disk"
+else
+  mount -t tmpfs -o mode=0755 rw /mnt/rw
+fi
+mkdir -p /mnt/rw/upper /mnt/rw/work
+mount -t overlay overlay -o lowerdir=/mnt/lower,upperdir=/mnt/rw/upper,workdir=/mnt/rw/work /newroot \
+  || fail "cannot mount the overlay"
+for d in proc sys dev; do [ -d /newroot/$d ] || mkdir -p /newroot/$d; done
+mount -t proc proc /newroot/proc
+mount -t sysfs sys /newroot/sys
+mount -t devtmpfs dev /newroot/dev
+mkdir -p /newroot/dev/pts /newroot/dev/shm
+mount -t devpts -o newinstance,ptmxmode=0666 devpts /newroot/dev/pts
+mount -t tmpfs -o mode=1777 shm /newroot/dev/shm
+if [ -s /xrun/hostname ]; then readval /xrun/hostname; hostname "$v"; fi
+
+# Stage 2 runs inside the new root from a busybox on a private mount that it detaches before
+# executing the command, so the container sees its own files only.
+mkdir -p /newroot/.xrun /helper
+ln /bin/busybox /helper/busybox
+if [ -d /xrun ]; then cp -a /xrun /helper/run; else mkdir /helper/run; fi
+mount --bind /helper /newroot/.xrun
+cat > /helper/stage2 <<'STAGE2'
+readval() { v="$(cat "$1"; echo x)"; v="${v%x}"; }
+wd=/; [ -s /.xrun/run/workdir ] && { readval /.xrun/run/workdir; wd=$v; }
+ug=; [ -s /.xrun/run/user ] && { readval /.xrun/run/user; ug=$v; }
+set --
+for f in /.xrun/run/env/*; do [ -e "$f" ] || continue; readval "$f"; set -- "$@" "$v"; done
+nenv=$#
+for f in /.xrun/run/argv/*; do [ -e "$f" ] || continue; readval "$f"; set -- "$@" "$v"; done
+[ $# -gt $nenv ] || { echo "xrun: no command given" >&2; exit 125; }
+# Find the program the way execvp would, with the container's PATH.
+cpath=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+i=0; for e in "$@"; do i=$((i + 1)); [ $i -gt $nenv ] && break; case "$e" in PATH=*) cpath=${e#PATH=} ;; esac; done
+i=0; for a in "$@"; do i=$((i + 1)); [ $i -gt $nenv ] && { prog=$a; break; }; done
+mkdir -p "$wd" 2>/dev/null; cd "$wd" || { echo "xrun: cannot enter working directory $wd" >&2; exit 126; }
+case "$prog" in
+  */*) path=$prog ;;
+  *) path=; IFS=:; for d in $cpath; do [ -z "$d" ] && d=.; if [ -f "$d/$prog" ] && [ -x "$d/$prog" ]; then path=$d/$prog; break; fi; done; unset IFS ;;
+esac
+if [ -z "$path" ] || [ ! -e "$path" ]; then echo "xrun: exec: \"$prog\": executable file not found in \$PATH" >&2; exit 127; fi
+if [ -d "$path" ] || [ ! -x "$path" ]; then echo "xrun: exec: \"$prog\": permission denied" >&2; exit 126; fi
+# Build: env -i ENV… start-stop-daemon -S -p NONE -x PATH -a ARGV0 [-c UID:GID] -- ARGS…
+n=$#; i=0
+for a in "$@"; do
+  i=$((i + 1))
+  if [ $i -eq 1 ]; then set -- "$@" env -i; fi
+  if [ $i -le $nenv ]; then set -- "$@" "$a"; continue; fi
+  if [ $i -eq $((nenv + 1)) ]; then
+    set -- "$@" start-stop-daemon -S -q -p /.xrun-none -x "$path" -a "$a"
+    [ -n "$ug" ] && set -- "$@" -c "$ug"
+    set -- "$@" --
+    continue
+  fi
+  set -- "$@" "$a"
+done
+shift $n
+umount -l /.xrun 2>/dev/null
+rmdir /.xrun 2>/dev/null
+exec "$@"
+STAGE2
+
+in=/dev/null
+if [ -e /xrun/stdin ]; then port org.xrun.stdin && in=$r; fi
+echo S > "$exitport"
+chroot /newroot /.xrun/busybox sh /.xrun/stage2 < "$in" > "$outport" 2> "$errport"
+finish $?

@@ -1,0 +1,377 @@
+//! A guest: the kernel, the base initramfs and their description (`guest.json`), as written
+//! by `ci/guest-image`, either unpacked in a directory or inside an OCI image layout.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::VmError;
+use crate::digest::{Digest, Hasher};
+
+/// How the kernel is booted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootKind {
+    /// amd64 bzImage on `-M microvm` (virtio-mmio), with `tsc_early_khz`.
+    Microvm,
+    /// amd64 PVH `vmlinux` on `-M pc` (virtio-pci).
+    Pvh,
+    /// arm64 `Image` on `-M virt -cpu cortex-a72` (virtio-pci).
+    Virt,
+}
+
+/// `guest.json`, the guest's description.
+#[derive(Debug, Clone, Deserialize)]
+struct GuestJson {
+    schema: u32,
+    architecture: String,
+    kernel_release: String,
+    #[serde(default)]
+    kernel_package: String,
+    boot: BootKind,
+    kernel: String,
+    initrd: String,
+    config: String,
+    base_modules: Vec<String>,
+    modules: BTreeMap<String, Vec<String>>,
+}
+
+/// A guest ready to boot.
+#[derive(Debug, Clone)]
+pub struct Guest {
+    /// The directory holding the guest's files.
+    pub dir: PathBuf,
+    /// OCI architecture (`amd64`, `arm64`).
+    pub arch: String,
+    /// The kernel's `uname -r`.
+    pub kernel_release: String,
+    /// The Debian package (name=version) the kernel came from.
+    pub kernel_package: String,
+    /// How to boot it.
+    pub boot: BootKind,
+    /// The kernel image.
+    pub kernel: PathBuf,
+    /// The base initramfs (gzip newc cpio).
+    pub initrd: PathBuf,
+    /// The kernel config file.
+    pub config: PathBuf,
+    base_modules: Vec<String>,
+    modules: BTreeMap<String, Vec<String>>,
+}
+
+/// Where guests are looked for, first match wins: `$XRUN_GUEST` (a guest directory, a
+/// directory of per-arch guest directories, or an OCI layout), then `/var/lib/xrun/guest`,
+/// then `ci/guest-image`'s cache `/var/cache/xrun-ci/guest`.
+pub fn search_path() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(p) = std::env::var_os("XRUN_GUEST") {
+        v.push(PathBuf::from(p));
+        return v;
+    }
+    v.push(PathBuf::from("/var/lib/xrun/guest"));
+    v.push(PathBuf::from("/var/cache/xrun-ci/guest"));
+    v
+}
+
+impl Guest {
+    /// Loads an unpacked guest directory (one holding `guest.json`).
+    pub fn from_dir(dir: &Path) -> Result<Guest, VmError> {
+        let bad = |message: String| VmError::BadGuest {
+            path: dir.to_path_buf(),
+            message,
+        };
+        let text = fs::read_to_string(dir.join("guest.json"))
+            .map_err(|e| bad(format!("guest.json: {e}")))?;
+        let j: GuestJson =
+            serde_json::from_str(&text).map_err(|e| bad(format!("guest.json: {e}")))?;
+        if j.schema != 1 {
+            return Err(bad(format!("guest.json schema {} (expected 1)", j.schema)));
+        }
+        let file = |name: &str| -> Result<PathBuf, VmError> {
+            if name.contains('/') || name.is_empty() || name == ".." {
+                return Err(bad(format!("bad file name {name:?} in guest.json")));
+            }
+            let p = dir.join(name);
+            if !p.is_file() {
+                return Err(bad(format!("{name} is missing")));
+            }
+            Ok(p)
+        };
+        Ok(Guest {
+            dir: dir.to_path_buf(),
+            kernel: file(&j.kernel)?,
+            initrd: file(&j.initrd)?,
+            config: file(&j.config)?,
+            arch: j.architecture,
+            kernel_release: j.kernel_release,
+            kernel_package: j.kernel_package,
+            boot: j.boot,
+            base_modules: j.base_modules,
+            modules: j.modules,
+        })
+    }
+
+    /// Finds the guest for `arch` (OCI terms) along [`search_path`]. OCI layouts are unpacked
+    /// under `unpack_cache` (by manifest digest).
+    pub fn locate(arch: &str, unpack_cache: &Path) -> Result<Guest, VmError> {
+        Guest::locate_in(&search_path(), arch, unpack_cache)
+    }
+
+    /// Like [`Guest::locate`], along the given places instead of [`search_path`].
+    pub fn locate_in(
+        places: &[PathBuf],
+        arch: &str,
+        unpack_cache: &Path,
+    ) -> Result<Guest, VmError> {
+        let mut looked = Vec::new();
+        for base in places {
+            looked.push(base.display().to_string());
+            if base.join("guest.json").is_file() {
+                let g = Guest::from_dir(base)?;
+                if g.arch == arch {
+                    return Ok(g);
+                }
+                continue;
+            }
+            if base.join(arch).join("guest.json").is_file() {
+                return Guest::from_dir(&base.join(arch));
+            }
+            for layout in [base.clone(), base.join("oci")] {
+                if layout.join("index.json").is_file() && layout.join("oci-layout").is_file() {
+                    return Guest::from_oci_layout(&layout, arch, unpack_cache);
+                }
+            }
+        }
+        Err(VmError::GuestMissing {
+            arch: arch.to_string(),
+            detail: format!("looked in {}", looked.join(", ")),
+        })
+    }
+
+    /// Loads the guest for `arch` from an OCI image layout (an index of per-arch images, each
+    /// with one layer holding the guest directory), verifying digests, and unpacking it once
+    /// under `unpack_cache/<manifest hex>`.
+    pub fn from_oci_layout(
+        layout: &Path,
+        arch: &str,
+        unpack_cache: &Path,
+    ) -> Result<Guest, VmError> {
+        let bad = |message: String| VmError::BadGuest {
+            path: layout.to_path_buf(),
+            message,
+        };
+        let index: serde_json::Value = read_json(layout, &layout.join("index.json"))?;
+        let manifests = index["manifests"]
+            .as_array()
+            .ok_or_else(|| bad("index.json has no manifests".into()))?;
+        let entry = manifests
+            .iter()
+            .find(|m| m["platform"]["architecture"].as_str() == Some(arch))
+            .ok_or_else(|| VmError::GuestMissing {
+                arch: arch.to_string(),
+                detail: format!("the layout {} has no {arch} image", layout.display()),
+            })?;
+        let mdigest = descriptor_digest(layout, entry)?;
+        let dest = unpack_cache.join(mdigest.hex());
+        if dest.join("guest.json").is_file() {
+            return Guest::from_dir(&dest);
+        }
+        let mbytes = read_blob(layout, &mdigest)?;
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&mbytes).map_err(|e| bad(format!("manifest: {e}")))?;
+        let layers = manifest["layers"]
+            .as_array()
+            .filter(|l| l.len() == 1)
+            .ok_or_else(|| bad("a guest image has exactly one layer".into()))?;
+        let ldigest = descriptor_digest(layout, &layers[0])?;
+        let lpath = blob_path(layout, &ldigest);
+        verify_file(layout, &lpath, &ldigest)?;
+        fs::create_dir_all(unpack_cache)
+            .map_err(VmError::io(unpack_cache.display().to_string()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".unpack-")
+            .tempdir_in(unpack_cache)
+            .map_err(VmError::io(unpack_cache.display().to_string()))?;
+        let f = fs::File::open(&lpath).map_err(VmError::io(lpath.display().to_string()))?;
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+        for entry in ar.entries().map_err(VmError::io("guest layer"))? {
+            let mut entry = entry.map_err(VmError::io("guest layer"))?;
+            let path = entry
+                .path()
+                .map_err(VmError::io("guest layer"))?
+                .into_owned();
+            let name = path.to_string_lossy().trim_start_matches("./").to_string();
+            if name.is_empty() || name.contains('/') || !entry.header().entry_type().is_file() {
+                return Err(bad(format!("unexpected entry {name:?} in the guest layer")));
+            }
+            entry
+                .unpack(tmp.path().join(&name))
+                .map_err(VmError::io(format!("unpack {name}")))?;
+        }
+        let staged = tmp.keep();
+        if let Err(e) = fs::rename(&staged, &dest) {
+            let _ = fs::remove_dir_all(&staged);
+            if !dest.join("guest.json").is_file() {
+                return Err(VmError::io(dest.display().to_string())(e));
+            }
+        }
+        Guest::from_dir(&dest)
+    }
+
+    /// The optional modules this guest ships (beyond the ones always loaded).
+    pub fn optional_modules(&self) -> Vec<String> {
+        self.modules
+            .keys()
+            .filter(|m| !self.base_modules.contains(m))
+            .cloned()
+            .collect()
+    }
+
+    /// The modules to load for `wanted` (e.g. from `org.xrun.kernel.modules`), dependencies
+    /// first, without the ones the init always loads. Names may use `-` or `_`.
+    pub fn module_load_order(&self, wanted: &[String]) -> Result<Vec<String>, VmError> {
+        let mut order = Vec::new();
+        for w in wanted {
+            let name = w.trim().replace('-', "_");
+            if name.is_empty() {
+                continue;
+            }
+            if !self.modules.contains_key(&name) {
+                return Err(VmError::ModuleUnavailable {
+                    module: w.clone(),
+                    release: self.kernel_release.clone(),
+                    available: self.optional_modules().join(", "),
+                });
+            }
+            self.visit(&name, &mut order, 0)?;
+        }
+        order.retain(|m| !self.base_modules.contains(m));
+        Ok(order)
+    }
+
+    fn visit(&self, m: &str, order: &mut Vec<String>, depth: usize) -> Result<(), VmError> {
+        if order.iter().any(|o| o == m) {
+            return Ok(());
+        }
+        let deps = self.modules.get(m).ok_or_else(|| VmError::BadGuest {
+            path: self.dir.clone(),
+            message: format!("module dependency {m} is not shipped"),
+        })?;
+        if depth > 64 {
+            return Err(VmError::BadGuest {
+                path: self.dir.clone(),
+                message: format!("module dependency loop at {m}"),
+            });
+        }
+        for d in deps {
+            self.visit(d, order, depth + 1)?;
+        }
+        if !order.iter().any(|o| o == m) {
+            order.push(m.to_string());
+        }
+        Ok(())
+    }
+}
+
+fn read_json(layout: &Path, path: &Path) -> Result<serde_json::Value, VmError> {
+    let bytes = fs::read(path).map_err(VmError::io(path.display().to_string()))?;
+    serde_json::from_slice(&bytes).map_err(|e| VmError::BadGuest {
+        path: layout.to_path_buf(),
+        message: format!("{}: {e}", path.display()),
+    })
+}
+
+fn descriptor_digest(layout: &Path, d: &serde_json::Value) -> Result<Digest, VmError> {
+    d["digest"]
+        .as_str()
+        .and_then(|s| s.parse::<Digest>().ok())
+        .ok_or_else(|| VmError::BadGuest {
+            path: layout.to_path_buf(),
+            message: format!("bad descriptor digest in {d}"),
+        })
+}
+
+fn blob_path(layout: &Path, d: &Digest) -> PathBuf {
+    layout.join("blobs").join("sha256").join(d.hex())
+}
+
+fn read_blob(layout: &Path, d: &Digest) -> Result<Vec<u8>, VmError> {
+    let p = blob_path(layout, d);
+    let bytes = fs::read(&p).map_err(VmError::io(p.display().to_string()))?;
+    if &Digest::of(&bytes) != d {
+        return Err(VmError::BadGuest {
+            path: layout.to_path_buf(),
+            message: format!("blob {d} does not match its digest"),
+        });
+    }
+    Ok(bytes)
+}
+
+fn verify_file(layout: &Path, p: &Path, d: &Digest) -> Result<(), VmError> {
+    let mut f = fs::File::open(p).map_err(VmError::io(p.display().to_string()))?;
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(VmError::io(p.display().to_string()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    if &h.finish() != d {
+        return Err(VmError::BadGuest {
+            path: layout.to_path_buf(),
+            message: format!("blob {d} does not match its digest"),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake(dir: &Path) -> Guest {
+        for f in ["kernel", "initrd.img", "config"] {
+            fs::write(dir.join(f), b"x").unwrap();
+        }
+        fs::write(
+            dir.join("guest.json"),
+            r#"{"schema":1,"architecture":"amd64","kernel_release":"6.1.0-x","boot":"microvm",
+               "kernel":"kernel","initrd":"initrd.img","config":"config",
+               "base_modules":["virtio","erofs"],
+               "modules":{"virtio":[],"erofs":[],"udp_tunnel":[],"libchacha":[],
+                          "wireguard":["udp_tunnel","libchacha","virtio"]}}"#,
+        )
+        .unwrap();
+        Guest::from_dir(dir).unwrap()
+    }
+
+    #[test]
+    fn module_order_puts_dependencies_first_and_skips_base() {
+        let d = tempfile::tempdir().unwrap();
+        let g = fake(d.path());
+        assert_eq!(
+            g.module_load_order(&["wireguard".into()]).unwrap(),
+            vec!["udp_tunnel", "libchacha", "wireguard"]
+        );
+        assert!(matches!(
+            g.module_load_order(&["nope".into()]),
+            Err(VmError::ModuleUnavailable { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_files_are_reported() {
+        let d = tempfile::tempdir().unwrap();
+        fake(d.path());
+        fs::remove_file(d.path().join("kernel")).unwrap();
+        let e = Guest::from_dir(d.path()).unwrap_err().to_string();
+        assert!(e.contains("kernel is missing"), "{e}");
+    }
+}

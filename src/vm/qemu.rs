@@ -1,0 +1,236 @@
+//! qemu-system: finding the binary, choosing the accelerator, building the command line.
+
+use std::path::{Path, PathBuf};
+
+use super::VmError;
+use super::guest::{BootKind, Guest};
+
+/// The accelerator qemu runs the guest with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualization.
+    Kvm,
+    /// qemu's software emulation.
+    Tcg,
+}
+
+/// The accelerator decision and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccelChoice {
+    /// The choice.
+    pub accel: Accel,
+    /// Why (for `xrun host`, `--debug`, and reports).
+    pub reason: String,
+}
+
+/// The host's architecture in OCI terms.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// Decides between KVM and TCG for a guest of `guest_arch`: KVM only when the guest matches
+/// the host, `/dev/kvm` opens read-write, and it is a real KVM (`kvm_intel`/`kvm_amd` with
+/// vmx/svm on amd64, or arm64 KVM), not e.g. `kvm_pvm`, which cannot run stock kernels.
+/// `XRUN_VM_ACCEL=tcg|kvm` overrides.
+pub fn choose_accel(guest_arch: &str) -> AccelChoice {
+    let tcg = |reason: String| AccelChoice {
+        accel: Accel::Tcg,
+        reason,
+    };
+    match std::env::var("XRUN_VM_ACCEL").as_deref() {
+        Ok("tcg") => return tcg("XRUN_VM_ACCEL=tcg".into()),
+        Ok("kvm") => {
+            return AccelChoice {
+                accel: Accel::Kvm,
+                reason: "XRUN_VM_ACCEL=kvm".into(),
+            };
+        }
+        _ => {}
+    }
+    if guest_arch != host_arch() {
+        return tcg(format!(
+            "the guest is {guest_arch}, the host {}",
+            host_arch()
+        ));
+    }
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        return tcg("/dev/kvm is absent or not accessible".into());
+    }
+    let module = |m: &str| Path::new("/sys/module").join(m).exists();
+    if module("kvm_pvm") {
+        return tcg(
+            "/dev/kvm is kvm_pvm (a paravirtual KVM that cannot boot stock kernels)".into(),
+        );
+    }
+    if host_arch() == "amd64" {
+        let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let has = |f: &str| {
+            flags
+                .lines()
+                .filter(|l| l.starts_with("flags"))
+                .any(|l| l.split_whitespace().any(|w| w == f))
+        };
+        let real = (module("kvm_intel") && has("vmx")) || (module("kvm_amd") && has("svm"));
+        if !real {
+            return tcg("/dev/kvm exists but neither kvm_intel+vmx nor kvm_amd+svm".into());
+        }
+        return AccelChoice {
+            accel: Accel::Kvm,
+            reason: "kvm_intel/kvm_amd with hardware virtualization".into(),
+        };
+    }
+    AccelChoice {
+        accel: Accel::Kvm,
+        reason: "/dev/kvm is usable".into(),
+    }
+}
+
+/// The qemu-system binary name for a guest architecture.
+pub fn binary_name(arch: &str) -> Result<&'static str, VmError> {
+    match arch {
+        "amd64" => Ok("qemu-system-x86_64"),
+        "arm64" => Ok("qemu-system-aarch64"),
+        other => Err(VmError::BadSpec(format!("no VM guest support for {other}"))),
+    }
+}
+
+/// Finds `name` in `search` (a `PATH`-style list; `None`: `$PATH`).
+pub fn find_binary(name: &str, search: Option<&std::ffi::OsStr>) -> Result<PathBuf, VmError> {
+    let path = match search {
+        Some(s) => s.to_os_string(),
+        None => std::env::var_os("PATH").unwrap_or_default(),
+    };
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            p.metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+        .ok_or_else(|| VmError::QemuMissing {
+            binary: name.to_string(),
+        })
+}
+
+/// Everything the command line is made of.
+#[derive(Debug, Clone)]
+pub struct QemuPlan<'a> {
+    /// The guest.
+    pub guest: &'a Guest,
+    /// The initrd to boot (base + per-run cpio).
+    pub initrd: &'a Path,
+    /// The erofs rootfs image.
+    pub rootfs: &'a Path,
+    /// The writable layer disk, if any.
+    pub writable_disk: Option<&'a Path>,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Accelerator.
+    pub accel: Accel,
+    /// Unix sockets qemu connects to: stdout, stderr, exit (and stdin, if any).
+    pub sockets: [&'a Path; 3],
+    /// The stdin socket, when stdin is forwarded.
+    pub stdin_socket: Option<&'a Path>,
+    /// The file the guest console is written to.
+    pub console_log: &'a Path,
+}
+
+/// The kernel command line for a guest.
+pub fn kernel_cmdline(boot: BootKind) -> String {
+    let console = match boot {
+        BootKind::Virt => "ttyAMA0",
+        _ => "ttyS0",
+    };
+    let mut s = format!("console={console} quiet panic=-1 rdinit=/init");
+    if boot == BootKind::Microvm {
+        // Without it, TSC calibration on microvm hangs in ~40% of TCG boots.
+        s.push_str(" tsc_early_khz=2000000");
+    }
+    s
+}
+
+/// The arguments after the binary name.
+pub fn args(p: &QemuPlan<'_>) -> Vec<String> {
+    let disp = |x: &Path| x.display().to_string();
+    let (machine, cpu, bus) = match p.guest.boot {
+        BootKind::Microvm => ("microvm,rtc=on", "max", "device"),
+        BootKind::Pvh => ("pc", "max", "pci"),
+        BootKind::Virt => ("virt", "cortex-a72", "pci"),
+    };
+    let cpu = if p.accel == Accel::Kvm { "host" } else { cpu };
+    let mut a: Vec<String> = vec![
+        "-M".into(),
+        machine.into(),
+        "-accel".into(),
+        match p.accel {
+            Accel::Kvm => "kvm".into(),
+            Accel::Tcg => "tcg".into(),
+        },
+        "-cpu".into(),
+        cpu.into(),
+        "-m".into(),
+        format!("{}M", p.memory_mib),
+        "-smp".into(),
+        p.cpus.to_string(),
+        "-nodefaults".into(),
+        "-no-user-config".into(),
+        "-display".into(),
+        "none".into(),
+        "-no-reboot".into(),
+        "-kernel".into(),
+        disp(&p.guest.kernel),
+        "-initrd".into(),
+        disp(p.initrd),
+        "-append".into(),
+        kernel_cmdline(p.guest.boot),
+        "-serial".into(),
+        format!("file:{}", disp(p.console_log)),
+        "-drive".into(),
+        format!(
+            "id=rootfs,file={},format=raw,if=none,readonly=on",
+            qemu_escape(&disp(p.rootfs))
+        ),
+        "-device".into(),
+        format!("virtio-blk-{bus},drive=rootfs,serial=xrun-rootfs"),
+    ];
+    if let Some(w) = p.writable_disk {
+        a.push("-drive".into());
+        a.push(format!(
+            "id=rw,file={},format=raw,if=none",
+            qemu_escape(&disp(w))
+        ));
+        a.push("-device".into());
+        a.push(format!("virtio-blk-{bus},drive=rw,serial=xrun-rw"));
+    }
+    a.push("-device".into());
+    a.push(format!("virtio-serial-{bus}"));
+    let names = ["org.xrun.stdout", "org.xrun.stderr", "org.xrun.exit"];
+    let mut ports: Vec<(&str, &Path)> = names.iter().copied().zip(p.sockets).collect();
+    if let Some(s) = p.stdin_socket {
+        ports.push(("org.xrun.stdin", s));
+    }
+    for (i, (name, sock)) in ports.iter().enumerate() {
+        a.push("-chardev".into());
+        a.push(format!("socket,id=c{i},path={}", qemu_escape(&disp(sock))));
+        a.push("-device".into());
+        a.push(format!("virtserialport,chardev=c{i},name={name}"));
+    }
+    a
+}
+
+/// qemu option values escape `,` by doubling it.
+fn qemu_escape(s: &str) -> String {
+    s.replace(',', ",,")
+}

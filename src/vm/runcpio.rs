@@ -1,0 +1,129 @@
+//! The per-run cpio (newc) appended to the guest's initrd: the command, environment, working
+//! directory, user, hostname and extra modules, as files under `/xrun/` with exact bytes (see
+//! `guest-init.sh` for the protocol). The kernel unpacks concatenated archives in order.
+
+/// What the guest init needs to start one command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunConfig {
+    /// The command and its arguments.
+    pub argv: Vec<String>,
+    /// `KEY=VALUE` entries, the command's whole environment.
+    pub env: Vec<String>,
+    /// Working directory (absolute), `None` for `/`.
+    pub workdir: Option<String>,
+    /// Numeric `uid:gid`, `None` for root.
+    pub user: Option<String>,
+    /// Hostname.
+    pub hostname: Option<String>,
+    /// Extra modules to load, dependencies first.
+    pub modules: Vec<String>,
+    /// The writable layer disk is attached.
+    pub writable: bool,
+    /// stdin comes from the stdin port.
+    pub stdin: bool,
+}
+
+/// A newc cpio archive being written in memory.
+struct Cpio {
+    buf: Vec<u8>,
+    ino: u32,
+}
+
+impl Cpio {
+    fn entry(&mut self, name: &str, mode: u32, data: &[u8]) {
+        self.ino += 1;
+        let namesize = name.len() + 1;
+        let fields = [
+            self.ino,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            namesize as u32,
+            0,
+        ];
+        self.buf.extend_from_slice(b"070701");
+        for f in fields {
+            self.buf.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.push(0);
+        self.pad();
+        self.buf.extend_from_slice(data);
+        self.pad();
+    }
+    fn pad(&mut self) {
+        while !self.buf.len().is_multiple_of(4) {
+            self.buf.push(0);
+        }
+    }
+    fn dir(&mut self, name: &str) {
+        self.entry(name, 0o040755, b"");
+    }
+    fn file(&mut self, name: &str, data: &[u8]) {
+        self.entry(name, 0o100644, data);
+    }
+}
+
+/// The archive bytes (uncompressed newc, 4-byte aligned, with its trailer).
+pub fn build(cfg: &RunConfig) -> Vec<u8> {
+    let mut c = Cpio {
+        buf: Vec::new(),
+        ino: 0x00c0_0000,
+    };
+    c.dir("xrun");
+    c.dir("xrun/argv");
+    c.dir("xrun/env");
+    for (i, a) in cfg.argv.iter().enumerate() {
+        c.file(&format!("xrun/argv/{i:06}"), a.as_bytes());
+    }
+    for (i, e) in cfg.env.iter().enumerate() {
+        c.file(&format!("xrun/env/{i:06}"), e.as_bytes());
+    }
+    if let Some(w) = &cfg.workdir {
+        c.file("xrun/workdir", w.as_bytes());
+    }
+    if let Some(u) = &cfg.user {
+        c.file("xrun/user", u.as_bytes());
+    }
+    if let Some(h) = &cfg.hostname {
+        c.file("xrun/hostname", h.as_bytes());
+    }
+    if !cfg.modules.is_empty() {
+        c.file("xrun/modules", (cfg.modules.join("\n") + "\n").as_bytes());
+    }
+    if cfg.writable {
+        c.file("xrun/writable", b"1\n");
+    }
+    if cfg.stdin {
+        c.file("xrun/stdin", b"1\n");
+    }
+    c.entry("TRAILER!!!", 0, b"");
+    c.buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_is_aligned_and_keeps_exact_bytes() {
+        let cfg = RunConfig {
+            argv: vec!["sh".into(), "-c".into(), "echo 'a  b'\n\"q\"\n".into()],
+            env: vec!["A=1\n2".into()],
+            ..Default::default()
+        };
+        let b = build(&cfg);
+        assert_eq!(b.len() % 4, 0);
+        assert!(b.starts_with(b"070701"));
+        let needle = b"echo 'a  b'\n\"q\"\n";
+        assert!(b.windows(needle.len()).any(|w| w == needle));
+        assert!(b.windows(10).any(|w| w == b"TRAILER!!!"));
+    }
+}

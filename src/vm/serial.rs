@@ -1,0 +1,148 @@
+//! The guest's virtio serial ports, seen from the host: qemu connects each named port to a
+//! Unix socket xrun listens on; a thread per port accepts and streams into a sink until qemu
+//! closes it. The exit port carries `S` (the command started) and then the exit status.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::VmError;
+
+/// Listens on a fresh Unix socket at `path` (non-blocking accept).
+pub fn listen(path: &Path) -> Result<UnixListener, VmError> {
+    let l = UnixListener::bind(path).map_err(VmError::io(path.display().to_string()))?;
+    l.set_nonblocking(true)
+        .map_err(VmError::io(path.display().to_string()))?;
+    Ok(l)
+}
+
+/// Accepts one connection on `listener` (giving up once `stop` is set and nothing is
+/// pending) and copies everything read into `sink`, flushing after every read so output is
+/// live. Returns the number of bytes copied.
+pub fn pump(
+    listener: UnixListener,
+    mut sink: Box<dyn Write + Send>,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut stream = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if stop.load(Ordering::SeqCst) {
+                        return 0;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return 0,
+            }
+        };
+        let _ = stream.set_nonblocking(false);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    total += n as u64;
+                    // A sink that went away (closed pipe) must not stop the guest: keep draining.
+                    let _ = sink.write_all(&buf[..n]).and_then(|_| sink.flush());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = sink.flush();
+        total
+    })
+}
+
+/// Accepts one connection on `listener` (giving up once `stop` is set) and copies `reader`
+/// into it; at the reader's end, shuts the socket's write side so the guest reads EOF.
+pub fn feed(
+    listener: UnixListener,
+    mut reader: Box<dyn Read + Send>,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut stream = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return,
+            }
+        };
+        let _ = stream.set_nonblocking(false);
+        let _ = std::io::copy(&mut reader, &mut stream);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        // Keep the connection open (qemu treats a closed socket as a gone host) until the VM ends.
+        let mut sink = [0u8; 64];
+        while !stop.load(Ordering::SeqCst) {
+            match stream.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+}
+
+/// What the exit port has said so far.
+#[derive(Debug, Default)]
+pub struct ExitState {
+    /// The guest init started the command.
+    pub started: AtomicBool,
+    /// The exit status, once reported.
+    pub code: Mutex<Option<i32>>,
+    line: Mutex<Vec<u8>>,
+}
+
+/// A sink for the exit port that parses its lines into an [`ExitState`].
+pub struct ExitSink(pub Arc<ExitState>);
+
+impl Write for ExitSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut line = self.0.line.lock().unwrap_or_else(|e| e.into_inner());
+        for &b in buf {
+            if b != b'\n' {
+                line.push(b);
+                continue;
+            }
+            let text = String::from_utf8_lossy(&line).trim().to_string();
+            line.clear();
+            if text == "S" {
+                self.0.started.store(true, Ordering::SeqCst);
+            } else if let Ok(c) = text.parse::<i32>() {
+                *self.0.code.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
+            }
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_lines_parse() {
+        let st = Arc::new(ExitState::default());
+        let mut s = ExitSink(st.clone());
+        s.write_all(b"S\n4").unwrap();
+        assert!(st.started.load(Ordering::SeqCst));
+        assert_eq!(*st.code.lock().unwrap(), None);
+        s.write_all(b"2\n").unwrap();
+        assert_eq!(*st.code.lock().unwrap(), Some(42));
+    }
+}
