@@ -188,6 +188,8 @@ pub async fn pull(
         }
     }
     let downloaded: u64 = todo.iter().map(|l| l.size).sum();
+    // Garbage collection must not take blobs this pull relies on before the records exist.
+    let _gc_lease = store.lease()?;
     let writers: Vec<BlobWriter> = futures_util::stream::iter(todo.iter())
         .map(|l| {
             let remote = &remote;
