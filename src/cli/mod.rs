@@ -100,6 +100,14 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.global.log_level);
+    if !drives_a_container(&cli.command) {
+        // Listing commands end quietly when their reader goes away (`xrun images | head`),
+        // like other Unix tools; commands that drive a container handle EPIPE themselves.
+        // SAFETY: setting a signal disposition to the default before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Pull(a) => pull::pull(&cli.global, a),
         Command::Login(a) => pull::login(&cli.global, a),
@@ -132,6 +140,14 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_XRUN_ERROR)
         }
     }
+}
+
+/// Commands that start, attach to or supervise a container process.
+fn drives_a_container(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Run(_) | Command::Start(_) | Command::Exec(_) | Command::Internal(_)
+    )
 }
 
 /// An error and its causes on one line, as `docker` prints them.

@@ -1,47 +1,264 @@
 //! `xrun pull`, `login`, `logout`, `manifest inspect`. Owner: the registry stage.
 
-use super::{Global, not_yet};
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::{Context, bail};
+use xrun::config::Config;
+use xrun::platform::Platform;
+use xrun::reference::ImageRef;
+use xrun::registry::auth::{Credentials, DockerConfig, normalize_server};
+use xrun::registry::manifest::ManifestKind;
+use xrun::registry::{ClientOptions, PullOptions, progress, pull::runtime};
+use xrun::store::Store;
+
+use super::Global;
+
+/// Options shared by the commands that talk to a registry.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RemoteArgs {
+    /// Reach this registry (`host` or `host:port`) over plain HTTP; loopback ones always are.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
+    /// Credentials `user:password` (instead of those saved by `xrun login`).
+    #[arg(long, value_name = "USER:PASS")]
+    pub creds: Option<String>,
+}
+
+impl RemoteArgs {
+    fn client(&self) -> anyhow::Result<ClientOptions> {
+        let config = Config::load()?;
+        Ok(ClientOptions::from_config(
+            &config,
+            &self.insecure_registries,
+        ))
+    }
+
+    fn credentials(&self) -> anyhow::Result<Option<Credentials>> {
+        self.creds
+            .as_deref()
+            .map(|c| Credentials::parse(c).context("--creds must be USER:PASSWORD"))
+            .transpose()
+    }
+}
 
 /// `xrun pull` arguments.
 #[derive(Debug, clap::Args)]
 pub struct PullArgs {
-    /// Image reference.
+    /// Image reference, e.g. `busybox`, `127.0.0.1:5000/app:1`, `repo@sha256:…`.
     pub reference: String,
+    /// Platform `os/arch[/variant]` (default: this host's, or $XRUN_DEFAULT_PLATFORM).
+    #[arg(
+        long,
+        value_name = "OS/ARCH[/VARIANT]",
+        conflicts_with = "all_platforms"
+    )]
+    pub platform: Option<String>,
+    /// Pull every platform of a multi-platform image.
+    #[arg(short = 'a', long)]
+    pub all_platforms: bool,
+    /// Print only the reference.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 /// `xrun login` arguments.
 #[derive(Debug, clap::Args)]
 pub struct LoginArgs {
-    /// Registry host.
-    pub server: String,
+    /// Registry host[:port] (default: Docker Hub).
+    pub server: Option<String>,
+    /// User name.
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// Password (prefer --password-stdin).
+    #[arg(short, long, conflicts_with = "password_stdin")]
+    pub password: Option<String>,
+    /// Read the password from standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Reach this registry over plain HTTP.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
 }
 
 /// `xrun logout` arguments.
 #[derive(Debug, clap::Args)]
 pub struct LogoutArgs {
-    /// Registry host.
-    pub server: String,
+    /// Registry host[:port] (default: Docker Hub).
+    pub server: Option<String>,
 }
 
 /// `xrun manifest …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum ManifestCommand {
-    /// The platforms a remote index offers, without pulling layers.
+    /// The platforms a remote index offers (digests, sizes), without pulling layers.
     Inspect {
         /// Image reference.
         reference: String,
+        /// `table` (default) or `json` (the raw manifest as the registry sent it).
+        #[arg(long, default_value = "table")]
+        format: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
 }
 
-pub fn pull(_g: &Global, _a: PullArgs) -> anyhow::Result<u8> {
-    not_yet("pull")
+/// `xrun pull`.
+pub fn pull(g: &Global, a: PullArgs) -> anyhow::Result<u8> {
+    let image = ImageRef::parse(&a.reference)?;
+    let platform = a
+        .platform
+        .as_deref()
+        .map(str::parse::<Platform>)
+        .transpose()?;
+    let opts = PullOptions {
+        platform,
+        all_platforms: a.all_platforms,
+        client: a.remote.client()?,
+        credentials: a.remote.credentials()?,
+        unpack: true,
+    };
+    let store = Store::open(&g.root)?;
+    let progress = progress::for_terminal(a.quiet);
+    xrun::registry::pull_blocking(&store, &image, &opts, progress.as_ref())?;
+    Ok(0)
 }
-pub fn login(_g: &Global, _a: LoginArgs) -> anyhow::Result<u8> {
-    not_yet("login")
+
+/// `xrun login`.
+pub fn login(_g: &Global, a: LoginArgs) -> anyhow::Result<u8> {
+    let server = a.server.clone().unwrap_or_else(|| "docker.io".to_string());
+    let registry = normalize_server(&server);
+    let registry = if registry == "docker.io" {
+        "index.docker.io".to_string()
+    } else {
+        registry
+    };
+    let username = match a.username {
+        Some(u) => u,
+        None => prompt("Username: ", true)?,
+    };
+    if username.is_empty() {
+        bail!("a username is required (-u USER)");
+    }
+    let password = if a.password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    } else if let Some(p) = a.password {
+        eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+        p
+    } else {
+        prompt("Password: ", false)?
+    };
+    if password.is_empty() {
+        bail!("a password is required (-p, --password-stdin)");
+    }
+    let creds = Credentials { username, password };
+    let config = Config::load()?;
+    let opts = ClientOptions::from_config(&config, &a.insecure_registries);
+    runtime()?.block_on(xrun::registry::verify_login(&registry, &creds, &opts))?;
+    let mut file = DockerConfig::load()?;
+    file.set(&server, &creds);
+    file.save()?;
+    println!("Login Succeeded");
+    Ok(0)
 }
-pub fn logout(_g: &Global, _a: LogoutArgs) -> anyhow::Result<u8> {
-    not_yet("logout")
+
+/// Reads one line from the terminal; `echo` false hides what is typed.
+fn prompt(label: &str, echo: bool) -> anyhow::Result<String> {
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!("not a terminal: pass -u USER and -p PASSWORD or --password-stdin");
+    }
+    eprint!("{label}");
+    let _ = std::io::stderr().flush();
+    let saved = if echo {
+        None
+    } else {
+        let t = tcgetattr(&stdin)?;
+        let mut quiet = t.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        tcsetattr(&stdin, SetArg::TCSANOW, &quiet)?;
+        Some(t)
+    };
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if let Some(t) = saved {
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &t);
+        eprintln!();
+    }
+    read?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
-pub fn manifest(_g: &Global, _a: ManifestCommand) -> anyhow::Result<u8> {
-    not_yet("manifest inspect")
+
+/// `xrun logout`.
+pub fn logout(_g: &Global, a: LogoutArgs) -> anyhow::Result<u8> {
+    let server = a.server.unwrap_or_else(|| "docker.io".to_string());
+    let mut file = DockerConfig::load()?;
+    if file.remove(&server) {
+        file.save()?;
+        println!("Removing login credentials for {server}");
+    } else {
+        println!("Not logged in to {server}");
+    }
+    Ok(0)
+}
+
+/// `xrun manifest inspect`.
+pub fn manifest(_g: &Global, a: ManifestCommand) -> anyhow::Result<u8> {
+    let ManifestCommand::Inspect {
+        reference,
+        format,
+        remote,
+    } = a;
+    if format != "table" && format != "json" {
+        bail!("--format must be table or json, not {format:?}");
+    }
+    let image = ImageRef::parse(&reference)?;
+    let client = remote.client()?;
+    let creds = remote.credentials()?;
+    let m = runtime()?.block_on(xrun::registry::inspect_remote(
+        &image,
+        &client,
+        creds.as_ref(),
+    ))?;
+    let mut out = std::io::stdout().lock();
+    if format == "json" {
+        out.write_all(&m.raw)?;
+        if !m.raw.ends_with(b"\n") {
+            writeln!(out)?;
+        }
+        return Ok(0);
+    }
+    let kind = match m.kind {
+        ManifestKind::Index => "index",
+        ManifestKind::Image => "single-platform manifest",
+    };
+    writeln!(out, "{image} ({kind} {})", m.digest)?;
+    writeln!(
+        out,
+        "{:<18} {:<71} {:>6}  MEDIA TYPE",
+        "PLATFORM", "DIGEST", "SIZE"
+    )?;
+    for e in &m.entries {
+        let p = match (&e.platform, e.runnable) {
+            (Some(p), true) => p.to_string(),
+            (Some(p), false) => format!("({p})"),
+            (None, _) => "-".to_string(),
+        };
+        writeln!(
+            out,
+            "{:<18} {:<71} {:>6}  {}",
+            p,
+            e.digest.to_string(),
+            e.size,
+            e.media_type
+        )?;
+    }
+    Ok(0)
 }

@@ -1,4 +1,28 @@
 //! The distribution protocol: references, auth, manifests and verified blob streams, and the
 //! pull that writes them into the store.
 //!
-//! Owner: the registry stage.
+//! Owner: the registry stage. Built on oci-client (transport, auth challenges); xrun does
+//! its own media-type detection, platform selection ([`crate::platform::Matcher`]), digest
+//! and size checks while streaming, retries, and the Docker credentials file.
+//!
+//! Entry points: [`pull()`] / [`pull_blocking`] (and [`ensure_image`] for `run --pull`),
+//! [`inspect_remote`], [`verify_login`], [`DockerConfig`].
+
+pub mod auth;
+pub mod client;
+pub mod error;
+pub mod login;
+pub mod manifest;
+pub mod progress;
+pub mod pull;
+pub mod remote;
+
+pub use auth::{Credentials, DockerConfig};
+pub use client::ClientOptions;
+pub use error::RegistryError;
+pub use login::verify_login;
+pub use progress::Progress;
+pub use pull::{
+    PullOptions, PullOutcome, PullPolicy, RemoteEntry, RemoteManifest, ensure_image,
+    inspect_remote, pull, pull_blocking,
+};

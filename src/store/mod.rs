@@ -14,6 +14,29 @@
 
 use std::path::{Path, PathBuf};
 
+mod blobs;
+mod decompress;
+mod extract;
+mod fsutil;
+mod gc;
+mod layout;
+mod locks;
+mod record;
+mod refs;
+mod safepath;
+mod snapshots;
+#[cfg(test)]
+mod tests;
+
+pub use blobs::BlobWriter;
+pub use decompress::{Compression, sniff};
+pub use extract::{is_opaque, is_whiteout};
+pub use gc::{Lease, PruneReport};
+pub use record::{
+    ConfigSummary, DOCKER_LIST, DOCKER_MANIFEST, Descriptor, Index, Manifest, OCI_INDEX,
+    OCI_MANIFEST, RootFs, is_index_media_type,
+};
+
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
@@ -71,6 +94,28 @@ pub enum StoreError {
         path: PathBuf,
         /// What.
         source: std::io::Error,
+    },
+    /// An OCI image layout given to `load` is not usable.
+    #[error("{path}: {message}")]
+    BadLayout {
+        /// The layout (directory or tar).
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The store is busy with another operation that excludes this one.
+    #[error("store busy: {0}")]
+    Busy(String),
+    /// An argument is not acceptable.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// An image's snapshots are leased (used by containers).
+    #[error("image {image} is in use by {holders}")]
+    InUse {
+        /// The image.
+        image: String,
+        /// The lease holders (containers).
+        holders: String,
     },
     /// A record or manifest in the store is not valid JSON.
     #[error("{path}: {message}")]
@@ -130,28 +175,6 @@ pub struct Image {
     pub layer_dirs: Vec<PathBuf>,
 }
 
-/// A blob being written: hashes and counts while written, lands under its digest only on a
-/// successful [`BlobWriter::commit`]; dropped uncommitted, it leaves nothing behind.
-pub struct BlobWriter {
-    _private: (),
-}
-
-impl std::io::Write for BlobWriter {
-    fn write(&mut self, _buf: &[u8]) -> std::io::Result<usize> {
-        todo!("store stage")
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        todo!("store stage")
-    }
-}
-
-impl BlobWriter {
-    /// Verifies digest (and size, when announced), fsyncs and renames into place.
-    pub fn commit(self) -> Result<(), StoreError> {
-        todo!("store stage")
-    }
-}
-
 /// The store at one root directory.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -160,75 +183,30 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the store at `root`.
+    ///
+    /// Creates the layout's directories and removes what killed processes left behind
+    /// (unlocked `ingest/` temp files, unfinished snapshot builds under `tmp/`).
     pub fn open(root: &Path) -> Result<Store, StoreError> {
-        Ok(Store {
+        let store = Store {
             root: root.to_path_buf(),
-        })
+        };
+        for dir in [
+            "blobs/sha256",
+            "ingest",
+            "tmp",
+            "snapshots",
+            "locks",
+            "leases",
+        ] {
+            fsutil::mkdir_all(&root.join(dir))?;
+        }
+        store.clean_ingest();
+        store.clean_tmp();
+        Ok(store)
     }
 
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    /// Whether a verified blob is present.
-    pub fn has_blob(&self, _digest: &Digest) -> bool {
-        todo!("store stage")
-    }
-
-    /// Where a present blob lives.
-    pub fn blob_path(&self, _digest: &Digest) -> PathBuf {
-        todo!("store stage")
-    }
-
-    /// Starts writing a blob expected to hash to `expected` (and be `size` bytes when known).
-    pub fn begin_blob(
-        &self,
-        _expected: &Digest,
-        _size: Option<u64>,
-    ) -> Result<BlobWriter, StoreError> {
-        todo!("store stage")
-    }
-
-    /// Writes a whole blob from memory (manifests, configs), verifying it.
-    pub fn put_blob(&self, _expected: &Digest, _bytes: &[u8]) -> Result<(), StoreError> {
-        todo!("store stage")
-    }
-
-    /// Reads a whole blob (manifests, configs).
-    pub fn read_blob(&self, _digest: &Digest) -> Result<Vec<u8>, StoreError> {
-        todo!("store stage")
-    }
-
-    /// Records an image under its name/tag and platform (replacing the same name:tag+platform).
-    pub fn record_image(&self, _record: &ImageRecord) -> Result<(), StoreError> {
-        todo!("store stage")
-    }
-
-    /// Finds an image by normalized `name`, `tag` or manifest/index digest, and platform
-    /// (`None`: the only one, or the host's when there are several).
-    pub fn find_image(
-        &self,
-        _name: &str,
-        _tag_or_digest: &str,
-        _platform: Option<&Platform>,
-    ) -> Result<Option<ImageRecord>, StoreError> {
-        todo!("store stage")
-    }
-
-    /// Every image record, sorted by name, tag, platform.
-    pub fn list_images(&self) -> Result<Vec<ImageRecord>, StoreError> {
-        todo!("store stage")
-    }
-
-    /// Unpacks each layer once (by diff_id; shared between images) and returns the
-    /// snapshot directories, lowest first.
-    pub fn unpack(&self, _record: &ImageRecord) -> Result<Vec<PathBuf>, StoreError> {
-        todo!("store stage")
-    }
-
-    /// The image with its config parsed and its layers unpacked.
-    pub fn image(&self, _record: &ImageRecord) -> Result<Image, StoreError> {
-        todo!("store stage")
     }
 }

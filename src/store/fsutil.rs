@@ -1,0 +1,90 @@
+//! Small file-system helpers shared by the store modules: error mapping, unique temp names,
+//! durable atomic writes (temp file, fsync, rename, fsync of the directory).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use super::StoreError;
+
+/// Wraps an I/O error with the path it happened on.
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A name no other writer uses: `<prefix>-<pid>-<random>`.
+pub(crate) fn unique_name(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    )
+}
+
+/// Creates `dir` and its parents.
+pub(crate) fn mkdir_all(dir: &Path) -> Result<(), StoreError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))
+}
+
+/// Fsyncs a directory so that a rename inside it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Writes `bytes` to `path` atomically: a temp file in `tmp_dir` (same file system), fsync,
+/// rename, fsync of the target directory. Readers see the old or the new content, never a mix.
+pub(crate) fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = tmp_dir.join(unique_name("write"));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        f.write_all(bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        fs::rename(&tmp, path).map_err(io_err(path))?;
+        if let Some(parent) = path.parent() {
+            sync_dir(parent)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Total size in bytes of the regular files under `path` (not following symlinks); 0 when absent.
+pub(crate) fn tree_size(path: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return if meta.is_file() { meta.len() } else { 0 };
+    }
+    let mut total = 0;
+    if let Ok(rd) = fs::read_dir(path) {
+        for e in rd.flatten() {
+            total += tree_size(&e.path());
+        }
+    }
+    total
+}
+
+/// Removes a file or a whole tree; absent is fine.
+pub(crate) fn remove_any(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}

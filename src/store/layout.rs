@@ -1,0 +1,446 @@
+//! OCI image layouts: import (`xrun load`) and export (`xrun save`).
+//!
+//! Import reads a layout directory, or a tar of one (its `oci-layout`, `index.json` and
+//! `blobs/sha256/*` are copied into a private temp directory under `tmp/` first; other
+//! entries are ignored, names are never used as paths). Every blob the images need is then
+//! verified against its digest and descriptor size *before* anything enters the store, and
+//! copied in through [`Store::begin_blob`] (verified again); a tampered or missing blob
+//! refuses the whole layout and leaves the store as it was.
+//!
+//! Records: each `index.json` entry that is a manifest gives one record (platform from the
+//! entry, else from the config); an entry that is an index gives one record per platform it
+//! lists (all of them; `platform` restricts the import to the best match). Names come from
+//! `io.containerd.image.name` (a full reference), else `org.opencontainers.image.ref.name`
+//! (a full reference, or a bare tag → `localhost/<layout name>:<tag>`), else the image is
+//! recorded untagged under `localhost/<layout name>`.
+//!
+//! Export writes a tar with `oci-layout`, `index.json` (one manifest descriptor per record,
+//! with its platform, `io.containerd.image.name` = `name:tag` and
+//! `org.opencontainers.image.ref.name` = the tag) and the blobs, deterministically (sorted,
+//! mtime 0), to a temp file renamed over the output when complete.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::fsutil::{io_err, remove_any, unique_name};
+use super::record::{
+    Descriptor, Index, Manifest, OCI_INDEX, OCI_MANIFEST, is_index_media_type, parse_json,
+};
+use super::refs::select;
+use super::{ImageRecord, Store, StoreError, locks};
+use crate::digest::{Digest, Hasher};
+use crate::platform::{Matcher, Platform};
+use crate::reference::ImageRef;
+
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+const CONTAINERD_NAME: &str = "io.containerd.image.name";
+
+/// One image found in a layout, before it is recorded.
+struct Found {
+    name: String,
+    tag: Option<String>,
+    index_digest: Option<Digest>,
+    manifest: Descriptor,
+    platform: Option<Platform>,
+}
+
+fn bad(path: &Path, message: impl Into<String>) -> StoreError {
+    StoreError::BadLayout {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// `localhost/<file stem, sanitized>` for a layout without names.
+fn default_name(input: &Path) -> String {
+    let stem = input
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = stem
+        .strip_suffix(".tar")
+        .unwrap_or(&stem)
+        .to_ascii_lowercase();
+    let mut clean: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    clean = clean.trim_matches('-').to_string();
+    if clean.is_empty() {
+        clean = "image".into();
+    }
+    format!("localhost/{clean}")
+}
+
+/// Name and tag from a top-level descriptor's annotations.
+fn name_of(d: &Descriptor, default: &str) -> (String, Option<String>) {
+    let full = |s: &str| ImageRef::parse(s).ok().map(|r| (r.name(), r.tag.clone()));
+    if let Some((n, t)) = d.annotations.get(CONTAINERD_NAME).and_then(|s| full(s)) {
+        return (n, t);
+    }
+    if let Some(r) = d.annotations.get(REF_NAME) {
+        if r.contains(['/', ':', '@']) {
+            if let Some((n, t)) = full(r) {
+                return (n, t);
+            }
+        } else if ImageRef::parse(&format!("{default}:{r}")).is_ok() {
+            return (default.to_string(), Some(r.clone()));
+        }
+    }
+    (default.to_string(), None)
+}
+
+impl Store {
+    /// Imports an OCI image layout (directory or tar), verifying every blob; records and
+    /// returns the images (see the module doc for naming and platforms).
+    pub fn load_layout(
+        &self,
+        input: &Path,
+        platform: Option<&Platform>,
+    ) -> Result<Vec<ImageRecord>, StoreError> {
+        let meta = fs::metadata(input).map_err(io_err(input))?;
+        let _lease = self.lease()?;
+        if meta.is_dir() {
+            return self.load_dir(input, &default_name(input), platform);
+        }
+        let name = unique_name("load");
+        let tmp = self.root.join("tmp").join(&name);
+        // Held while the directory is in use: `Store::open` elsewhere leaves it alone.
+        let lock_path = self.tmp_lock(&name);
+        let guard = locks::exclusive(&lock_path)?;
+        let result = unpack_layout_tar(input, &tmp)
+            .and_then(|()| self.load_dir(&tmp, &default_name(input), platform));
+        let _ = remove_any(&tmp);
+        let _ = fs::remove_file(&lock_path);
+        drop(guard);
+        result.map_err(|e| match e {
+            StoreError::BadLayout { message, .. } => bad(input, message),
+            other => other,
+        })
+    }
+
+    fn load_dir(
+        &self,
+        dir: &Path,
+        default: &str,
+        platform: Option<&Platform>,
+    ) -> Result<Vec<ImageRecord>, StoreError> {
+        let marker = dir.join("oci-layout");
+        let marker_bytes = fs::read(&marker)
+            .map_err(|_| bad(dir, "not an OCI image layout (no oci-layout file)"))?;
+        let version: serde_json::Value = serde_json::from_slice(&marker_bytes)
+            .map_err(|e| bad(&marker, format!("invalid JSON: {e}")))?;
+        if version.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
+            return Err(bad(&marker, "unsupported imageLayoutVersion (want 1.0.0)"));
+        }
+        let index_path = dir.join("index.json");
+        let index: Index =
+            serde_json::from_slice(&fs::read(&index_path).map_err(io_err(&index_path))?)
+                .map_err(|e| bad(&index_path, format!("invalid index: {e}")))?;
+
+        // Which images, and every blob they need (descriptor → verified before import).
+        let mut found = Vec::new();
+        let mut needed: BTreeMap<Digest, u64> = BTreeMap::new();
+        for top in &index.manifests {
+            let (name, tag) = name_of(top, default);
+            if is_index_media_type(&top.media_type) {
+                let bytes = read_verified(dir, top)?;
+                needed.insert(top.digest.clone(), top.size);
+                let nested: Index = parse_json(&bytes, &format!("index {}", top.digest))?;
+                let mut entries: Vec<&Descriptor> = nested
+                    .manifests
+                    .iter()
+                    .filter(|m| !is_index_media_type(&m.media_type))
+                    .filter(|m| {
+                        m.platform
+                            .as_ref()
+                            .is_none_or(|p| p.architecture != "unknown")
+                    })
+                    .collect();
+                if let Some(want) = platform {
+                    let plats: Vec<Platform> = entries
+                        .iter()
+                        .map(|m| m.platform.clone().unwrap_or_default())
+                        .collect();
+                    entries = Matcher::new(want)
+                        .best(&plats)
+                        .map(|i| vec![entries[i]])
+                        .unwrap_or_default();
+                }
+                for m in entries {
+                    found.push(Found {
+                        name: name.clone(),
+                        tag: tag.clone(),
+                        index_digest: Some(top.digest.clone()),
+                        manifest: m.clone(),
+                        platform: m.platform.clone(),
+                    });
+                }
+            } else {
+                found.push(Found {
+                    name,
+                    tag,
+                    index_digest: None,
+                    manifest: top.clone(),
+                    platform: top.platform.clone(),
+                });
+            }
+        }
+        let mut manifests = Vec::new();
+        for f in &found {
+            let bytes = read_verified(dir, &f.manifest)?;
+            let m: Manifest = parse_json(&bytes, &format!("manifest {}", f.manifest.digest))?;
+            needed.insert(f.manifest.digest.clone(), f.manifest.size);
+            needed.insert(m.config.digest.clone(), m.config.size);
+            for l in &m.layers {
+                needed.insert(l.digest.clone(), l.size);
+            }
+            manifests.push(m);
+        }
+        for (d, size) in &needed {
+            if !self.has_blob(d) {
+                verify_file(dir, d, *size)?;
+            }
+        }
+        for (d, size) in &needed {
+            if !self.has_blob(d) {
+                let path = layout_blob(dir, d);
+                let mut src = File::open(&path).map_err(io_err(&path))?;
+                let mut w = self.begin_blob(d, Some(*size))?;
+                io::copy(&mut src, &mut w).map_err(io_err(&path))?;
+                w.commit()?;
+            }
+        }
+        let mut records = Vec::new();
+        for f in &found {
+            let rec = self.build_record(
+                &f.name,
+                f.tag.as_deref(),
+                f.index_digest.as_ref(),
+                &f.manifest.digest,
+                f.platform.as_ref(),
+            )?;
+            records.push(rec);
+        }
+        if let Some(want) = platform {
+            let direct: Vec<ImageRecord> = records
+                .iter()
+                .filter(|r| r.index_digest.is_none())
+                .cloned()
+                .collect();
+            if !direct.is_empty() {
+                let keep = select(direct, Some(want));
+                records.retain(|r| {
+                    r.index_digest.is_some()
+                        || Some(&r.manifest_digest) == keep.as_ref().map(|k| &k.manifest_digest)
+                });
+            }
+        }
+        if records.is_empty() {
+            return Err(bad(
+                dir,
+                match platform {
+                    Some(p) => format!("no image for platform {p} in the layout"),
+                    None => "the layout's index.json lists no images".into(),
+                },
+            ));
+        }
+        for r in &records {
+            self.record_image(r)?;
+        }
+        Ok(records)
+    }
+
+    /// Writes `records` (with their blobs) as an OCI image layout tar at `out`.
+    pub fn save_layout(&self, records: &[ImageRecord], out: &Path) -> Result<(), StoreError> {
+        let mut blobs: BTreeSet<Digest> = BTreeSet::new();
+        let mut descriptors = Vec::new();
+        for r in records {
+            let manifest_bytes = self.read_blob(&r.manifest_digest)?;
+            let m: Manifest =
+                parse_json(&manifest_bytes, &format!("manifest {}", r.manifest_digest))?;
+            blobs.insert(r.manifest_digest.clone());
+            blobs.insert(m.config.digest.clone());
+            blobs.extend(m.layers.iter().map(|l| l.digest.clone()));
+            let mut annotations = BTreeMap::new();
+            if let Some(tag) = &r.tag {
+                annotations.insert(CONTAINERD_NAME.to_string(), format!("{}:{tag}", r.name));
+                annotations.insert(REF_NAME.to_string(), tag.clone());
+            }
+            descriptors.push(Descriptor {
+                media_type: m
+                    .media_type
+                    .clone()
+                    .unwrap_or_else(|| OCI_MANIFEST.to_string()),
+                digest: r.manifest_digest.clone(),
+                size: manifest_bytes.len() as u64,
+                platform: Some(r.platform.clone()),
+                annotations,
+            });
+        }
+        for d in &blobs {
+            if !self.has_blob(d) {
+                return Err(StoreError::BlobNotFound(d.clone()));
+            }
+        }
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": descriptors,
+        });
+        let index_bytes = serde_json::to_vec(&index).map_err(|e| StoreError::Corrupt {
+            path: "index.json".into(),
+            message: e.to_string(),
+        })?;
+        let dir = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = dir.join(unique_name(".xrun-save"));
+        let result = (|| {
+            let file = File::create(&tmp).map_err(io_err(&tmp))?;
+            let mut tar = tar::Builder::new(io::BufWriter::new(file));
+            let w = |e| io_err(&tmp)(e);
+            add_dir(&mut tar, "blobs/").map_err(w)?;
+            add_dir(&mut tar, "blobs/sha256/").map_err(w)?;
+            for d in &blobs {
+                let path = self.blob_path(d);
+                let mut f = File::open(&path).map_err(io_err(&path))?;
+                let len = f.metadata().map_err(io_err(&path))?.len();
+                let mut h = file_header(len);
+                tar.append_data(&mut h, format!("blobs/sha256/{}", d.hex()), &mut f)
+                    .map_err(io_err(&tmp))?;
+            }
+            let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+            tar.append_data(
+                &mut file_header(layout.len() as u64),
+                "oci-layout",
+                &layout[..],
+            )
+            .map_err(io_err(&tmp))?;
+            tar.append_data(
+                &mut file_header(index_bytes.len() as u64),
+                "index.json",
+                &index_bytes[..],
+            )
+            .map_err(io_err(&tmp))?;
+            let buf = tar.into_inner().map_err(io_err(&tmp))?;
+            let file = buf.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
+            file.sync_all().map_err(io_err(&tmp))?;
+            fs::rename(&tmp, out).map_err(io_err(out))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+fn file_header(len: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(len);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+fn add_dir<W: Write>(tar: &mut tar::Builder<W>, name: &str) -> io::Result<()> {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_size(0);
+    h.set_mode(0o755);
+    h.set_mtime(0);
+    tar.append_data(&mut h, name, io::empty())
+}
+
+fn layout_blob(dir: &Path, d: &Digest) -> PathBuf {
+    dir.join("blobs").join("sha256").join(d.hex())
+}
+
+/// Hashes a layout blob and checks it against its descriptor.
+fn verify_file(dir: &Path, d: &Digest, size: u64) -> Result<(), StoreError> {
+    let path = layout_blob(dir, d);
+    let mut f = File::open(&path).map_err(|_| bad(dir, format!("the layout lacks blob {d}")))?;
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io_err(&path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    if h.len() != size {
+        return Err(StoreError::SizeMismatch {
+            digest: d.clone(),
+            expected: size,
+            actual: h.len(),
+        });
+    }
+    let actual = h.finish();
+    if &actual != d {
+        return Err(StoreError::DigestMismatch {
+            expected: d.clone(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// Reads a small layout blob (index, manifest), verified against its descriptor.
+fn read_verified(dir: &Path, desc: &Descriptor) -> Result<Vec<u8>, StoreError> {
+    if desc.size > 16 << 20 {
+        return Err(bad(
+            dir,
+            format!("{} is too large for a manifest", desc.digest),
+        ));
+    }
+    verify_file(dir, &desc.digest, desc.size)?;
+    let path = layout_blob(dir, &desc.digest);
+    fs::read(&path).map_err(io_err(&path))
+}
+
+/// Copies a layout tar's `oci-layout`, `index.json` and `blobs/sha256/<hex>` files into `dest`
+/// (names checked, never used as paths); other entries are ignored.
+fn unpack_layout_tar(input: &Path, dest: &Path) -> Result<(), StoreError> {
+    let blobs = dest.join("blobs").join("sha256");
+    fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
+    let file = File::open(input).map_err(io_err(input))?;
+    let mut archive = tar::Archive::new(io::BufReader::new(file));
+    let entries = archive
+        .entries()
+        .map_err(|e| bad(input, format!("not a tar: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| bad(input, format!("reading tar: {e}")))?;
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let raw = entry.path_bytes().into_owned();
+        let name = String::from_utf8_lossy(&raw);
+        let name = name.trim_start_matches("./");
+        let target = match name {
+            "oci-layout" | "index.json" => dest.join(name),
+            _ => match name
+                .strip_prefix("blobs/sha256/")
+                .and_then(|h| Digest::from_hex(h).ok())
+            {
+                Some(d) => blobs.join(d.hex()),
+                None => continue,
+            },
+        };
+        let mut out = File::create(&target).map_err(io_err(&target))?;
+        io::copy(&mut entry, &mut out).map_err(|e| bad(input, format!("reading {name}: {e}")))?;
+    }
+    Ok(())
+}
