@@ -164,8 +164,3 @@ fn init_logging(level: &str) {
         .with_target(false)
         .try_init();
 }
-
-/// The error for a command whose stage has not landed yet.
-pub fn not_yet(what: &str) -> anyhow::Result<u8> {
-    anyhow::bail!("{what} is not implemented yet")
-}
