@@ -11,8 +11,9 @@
 //! reach:
 //!
 //! 1. **Detached read-only overlay (default, costs ~1 ms).** A new overlayfs superblock is
-//!    made with `fsopen("overlay")` whose only layers are the binary's directory (given twice
-//!    as lower layers, no upper layer), turned into a mount object with `fsmount` and
+//!    made with `fsopen("overlay")` whose only layers are two lower ones, the binary's
+//!    directory and an empty detached tmpfs (overlayfs wants two lower layers without an
+//!    upper one and refuses one directory twice), no upper layer, turned into a mount object with `fsmount` and
 //!    `MOUNT_ATTR_RDONLY`, the binary is opened through it, and every mount fd is closed: the
 //!    mount was never attached to any mount namespace and lives only as long as the opened
 //!    file. xrun then `execveat(fd, "", AT_EMPTY_PATH)`s that file, so `/proc/<pid>/exe` of
@@ -178,25 +179,38 @@ pub fn open_protected(exe: &Path) -> Result<OwnedFd, RuntimeError> {
     let name = exe
         .file_name()
         .ok_or_else(|| RuntimeError::BadInput(format!("{} has no file name", exe.display())))?;
-    let fstype = c"overlay";
-    let raw = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) };
-    if raw < 0 {
-        return Err(last_err("fsopen(overlay)"));
-    }
-    let fs = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+    // Overlayfs wants two lower layers when there is no upper one, and refuses a directory
+    // given twice (overlapping layers): the second is an empty, detached tmpfs.
+    let empty = create_and_mount(&fs_context(c"tmpfs")?)?;
+    let empty_path = cstr(format!("/proc/self/fd/{}", empty.as_raw_fd()).as_bytes())?;
     let dir_c = cstr(dir.as_os_str().as_bytes())?;
+    let fs = fs_context(c"overlay")?;
     // `lowerdir+` (Linux 6.8) takes a path without escaping; older kernels take a list.
     let layered = fsconfig_string(&fs, c"lowerdir+", &dir_c)
-        && fsconfig_string(&fs, c"lowerdir+", &dir_c);
+        && fsconfig_string(&fs, c"lowerdir+", &empty_path);
     if !layered {
-        let one = escape_layer(dir.as_os_str().as_bytes());
-        let mut list = one.clone();
+        let fs2 = fs_context(c"overlay")?;
+        let mut list = escape_layer(dir.as_os_str().as_bytes());
         list.push(b':');
-        list.extend_from_slice(&one);
-        if !fsconfig_string(&fs, c"lowerdir", &cstr(&list)?) {
+        list.extend_from_slice(empty_path.as_bytes());
+        if !fsconfig_string(&fs2, c"lowerdir", &cstr(&list)?) {
             return Err(last_err("configuring the overlay of the xrun binary"));
         }
+        return finish_protected(fs2, empty, name);
     }
+    finish_protected(fs, empty, name)
+}
+
+fn fs_context(fstype: &CStr) -> Result<OwnedFd, RuntimeError> {
+    let raw = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) };
+    if raw < 0 {
+        return Err(last_err(&format!("fsopen({})", fstype.to_string_lossy())));
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(raw as i32) })
+}
+
+/// Makes the configured superblock and a read-only mount of it, attached nowhere.
+fn create_and_mount(fs: &OwnedFd) -> Result<OwnedFd, RuntimeError> {
     if unsafe {
         libc::syscall(
             libc::SYS_fsconfig,
@@ -208,7 +222,7 @@ pub fn open_protected(exe: &Path) -> Result<OwnedFd, RuntimeError> {
         )
     } != 0
     {
-        return Err(last_err("creating the overlay of the xrun binary"));
+        return Err(last_err("creating a private mount"));
     }
     let raw = unsafe {
         libc::syscall(
@@ -219,10 +233,19 @@ pub fn open_protected(exe: &Path) -> Result<OwnedFd, RuntimeError> {
         )
     };
     if raw < 0 {
-        return Err(last_err("fsmount(overlay)"));
+        return Err(last_err("fsmount"));
     }
-    let mnt = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+    Ok(unsafe { OwnedFd::from_raw_fd(raw as i32) })
+}
+
+fn finish_protected(
+    fs: OwnedFd,
+    empty: OwnedFd,
+    name: &std::ffi::OsStr,
+) -> Result<OwnedFd, RuntimeError> {
+    let mnt = create_and_mount(&fs)?;
     drop(fs);
+    drop(empty);
     let name_c = cstr(name.as_bytes())?;
     let raw = unsafe {
         libc::openat(
