@@ -288,10 +288,68 @@ pub fn sealed_copy() -> Result<OwnedFd, RuntimeError> {
     Ok(out.into())
 }
 
+/// Environment variable telling a re-executed monitor which container process to wait for.
+const RESUME_ENV: &str = "_XRUN_MONITOR_WAIT";
+
+fn is_monitor_resume() -> bool {
+    let args: Vec<_> = std::env::args_os().collect();
+    std::env::var_os(RESUME_ENV).is_some()
+        && args.len() >= 3
+        && args[args.len() - 3] == "internal"
+        && args[args.len() - 2] == "monitor"
+}
+
+/// In a monitor that re-executed itself from disk ([`resume_monitor_from_disk`]): the pid of
+/// the container process to keep waiting for (removed from the environment).
+pub fn take_monitor_resume() -> Option<i32> {
+    if !is_monitor_resume() {
+        return None;
+    }
+    let pid = std::env::var(RESUME_ENV).ok()?.parse().ok();
+    // SAFETY: the monitor is single-threaded at this point (nothing started yet).
+    unsafe { std::env::remove_var(RESUME_ENV) };
+    pid
+}
+
+/// Re-executes this monitor (`xrun internal monitor ID`) from the on-disk binary, told to
+/// wait for container process `pid` (its child, which stays its child across exec). Used once
+/// the container runs: no xrun process is inside it any more, so the protection is no longer
+/// needed and the memfd copy is dropped. Returns only on error.
+pub fn resume_monitor_from_disk(pid: i32) -> RuntimeError {
+    let exe = match original_exe() {
+        Ok(e) => e,
+        Err(e) => return e,
+    };
+    let file = match std::fs::File::open(&exe) {
+        Ok(f) => f,
+        Err(e) => return RuntimeError::io("opening the xrun binary", e),
+    };
+    let args: Vec<CString> = std::env::args_os()
+        .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
+        .collect();
+    let mut env: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| k != SEALED_ENV && k != RESUME_ENV)
+        .filter_map(|(k, v)| {
+            let mut b = k.as_bytes().to_vec();
+            b.push(b'=');
+            b.extend_from_slice(v.as_bytes());
+            CString::new(b).ok()
+        })
+        .collect();
+    if let Ok(v) = CString::new(format!("{RESUME_ENV}={pid}")) {
+        env.push(v);
+    }
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    let err = nix::unistd::fexecve(file.as_raw_fd(), &args, &env).unwrap_err();
+    RuntimeError::io("re-executing the monitor", err.into())
+}
+
 /// Re-executes the current command line from a protected binary (see the module doc),
 /// unless already protected. Returns only when already protected (or on error).
 pub fn ensure_sealed() -> Result<(), RuntimeError> {
-    if is_sealed() {
+    // A monitor resumed from disk creates and joins no container any more.
+    if is_sealed() || is_monitor_resume() {
         return Ok(());
     }
     let exe = original_exe()?;
