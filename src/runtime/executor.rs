@@ -63,6 +63,19 @@ pub struct Running {
     child: Option<Child>,
 }
 
+impl Running {
+    /// A container process started by libcontainer that is already this process's child
+    /// (the monitor after re-executing itself).
+    pub fn adopt(pid: Pid) -> Running {
+        Running { pid, child: None }
+    }
+
+    /// Whether an external runtime process is attached (it cannot survive an exec).
+    pub fn has_runtime_child(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
 /// libcontainer's workload executor, with one addition: under `-t` the pty on stdin becomes
 /// the process's controlling terminal (libcontainer has already made it a session leader).
 #[derive(Clone)]

@@ -319,6 +319,15 @@ pub fn monitor(c: &Containers, id: &str, ready: Option<OwnedFd>) -> Result<u8, R
     for s in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE] {
         unsafe { nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigIgn) }?;
     }
+    if let Some(pid) = super::seal::take_monitor_resume() {
+        drop(ready);
+        let session = Session {
+            running: executor::Running::adopt(Pid::from_raw(pid)),
+            pump: None,
+            _raw: None,
+        };
+        return finish(c, id, session).map(|_| 0);
+    }
     let mut ready = ready.map(std::fs::File::from);
     let rec = c.load(id)?;
     let session = match launch(c, &rec, &Attach::Log, &BundleExtras::default()) {
@@ -337,6 +346,18 @@ pub fn monitor(c: &Containers, id: &str, ready: Option<OwnedFd>) -> Result<u8, R
     };
     if let Some(mut r) = ready.take() {
         let _ = r.write_all(b"OK\n");
+    }
+    // Running from a memfd copy (the fallback protection), the monitor would keep the whole
+    // copy in memory for the container's lifetime: once the container runs (no xrun process
+    // is in it any more), re-execute the on-disk binary to keep waiting: the container stays
+    // this process's child across exec. Not with a terminal pump or an external runtime
+    // process, which do not survive an exec.
+    if super::seal::current_protection() == Some(super::seal::Protection::Memfd)
+        && session.pump.is_none()
+        && !session.running.has_runtime_child()
+    {
+        let e = super::seal::resume_monitor_from_disk(session.running.pid.as_raw());
+        tracing::warn!("monitor of {id}: keeps the binary copy: {e}");
     }
     finish(c, id, session).map(|_| 0)
 }

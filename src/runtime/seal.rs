@@ -1,57 +1,281 @@
 //! Protection against CVE-2019-5736 (a container overwriting the runtime binary through
 //! `/proc/<pid>/exe` of a runtime process that joined it).
 //!
-//! Container processes are clones of the xrun process that creates them (libcontainer never
-//! re-executes), so before creating or joining a container xrun re-executes itself from a
-//! sealed `memfd` copy of its binary (`F_SEAL_SEAL|SHRINK|GROW|WRITE`), as youki's binary
-//! does: `/proc/<pid>/exe` of every xrun process a container can see is then an anonymous,
-//! immutable file, and the binary on disk is never reachable from inside. The on-disk path
-//! is kept in `_XRUN_SEALED_EXE` (used to bind the init binary in, read-only).
+//! Container processes are clones of the xrun process that creates or joins them
+//! (libcontainer never re-executes), so while a container is being set up (and during
+//! `exec`) processes inside it can see an xrun process and open its `/proc/<pid>/exe`. The
+//! attack opens that link (`O_PATH`), waits for the runtime to exit (the kernel's
+//! "text busy" guard ends then) and writes through it: the next runtime run by root executes
+//! the attacker's code. Before creating or joining a container xrun therefore re-executes
+//! itself from a file that cannot be written, by anyone, through any path a container can
+//! reach:
+//!
+//! 1. **Detached read-only overlay (default, costs ~1 ms).** A new overlayfs superblock is
+//!    made with `fsopen("overlay")` whose only layers are two lower ones, the binary's
+//!    directory and an empty detached tmpfs (overlayfs wants two lower layers without an
+//!    upper one and refuses one directory twice), no upper layer, turned into a mount object with `fsmount` and
+//!    `MOUNT_ATTR_RDONLY`, the binary is opened through it, and every mount fd is closed: the
+//!    mount was never attached to any mount namespace and lives only as long as the opened
+//!    file. xrun then `execveat(fd, "", AT_EMPTY_PATH)`s that file, so `/proc/<pid>/exe` of
+//!    every xrun process is a file on that mount. Why it is sound:
+//!    - an overlay without an upper layer is read-only at the *superblock* level (not only a
+//!      per-mount flag), so every open for writing through it fails with `EROFS`, whatever
+//!      the opener's capabilities; it cannot be remounted read-write (there is nowhere to
+//!      write to), and the mount is reachable by no path (detached), so it cannot be
+//!      remounted at all; the kernel never hands out the lower (real) file from an overlay
+//!      file, neither through `/proc/<pid>/exe`, `/proc/<pid>/fd`, nor `/proc/<pid>/map_files`
+//!      (`open` through those links reopens the overlay file);
+//!    - it costs no copy: the pages are the on-disk binary's page cache, shared by every xrun
+//!      process, so a long-lived monitor pins nothing extra.
+//!
+//!    This is the approach runc ≥ 1.2 takes (facts only; no code carried over).
+//! 2. **Sealed memfd copy (fallback, when the kernel lacks `fsopen` or overlayfs, or the
+//!    binary's directory cannot be an overlay layer).** The binary is copied into a `memfd`
+//!    sealed with `F_SEAL_SEAL|SHRINK|GROW|WRITE`, as youki's binary does: sealed memory cannot
+//!    be written by anyone (`EPERM`). It costs a copy of the binary per run (tens of ms for a
+//!    release binary) and RAM for as long as the process lives.
+//!
+//! `_XRUN_SEAL=memfd` forces the fallback (tests, measurements). Whether the current process
+//! is protected is checked on the running image itself (`/proc/self/exe`): a write-sealed
+//! memfd, or a read-only overlay whose mount is attached nowhere in this mount namespace;
+//! the environment variable carrying the on-disk path (`_XRUN_SEALED_EXE`, used to bind the
+//! init binary into containers, read-only) is inherited by children and therefore never
+//! trusted alone.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io::Write as _;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::RuntimeError;
 
 /// Environment variable holding the on-disk path of the binary once sealed.
 pub const SEALED_ENV: &str = "_XRUN_SEALED_EXE";
 
-/// Whether this process runs from the sealed copy.
+/// Environment variable choosing the method: `memfd` forces the copy.
+pub const METHOD_ENV: &str = "_XRUN_SEAL";
+
+// Linux UAPI <linux/mount.h>.
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const MOUNT_ATTR_RDONLY: libc::c_uint = 0x1;
+const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
+const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
+const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+
+/// How the running binary is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protection {
+    /// A file on a detached, read-only overlay mount.
+    Overlay,
+    /// A write-sealed memfd copy.
+    Memfd,
+}
+
+/// How the file behind `fd` is protected against writes, if it is.
+pub fn protection_of(fd: &impl AsRawFd) -> Option<Protection> {
+    let raw = fd.as_raw_fd();
+    let seals = unsafe { libc::fcntl(raw, libc::F_GET_SEALS) };
+    if seals >= 0 && seals & libc::F_SEAL_WRITE != 0 && seals & libc::F_SEAL_SEAL != 0 {
+        return Some(Protection::Memfd);
+    }
+    let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(raw, &mut sfs) } != 0 {
+        return None;
+    }
+    let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
+    if sfs.f_type as i64 != OVERLAYFS_SUPER_MAGIC
+        || unsafe { libc::fstatvfs(raw, &mut vfs) } != 0
+        || vfs.f_flag & libc::ST_RDONLY == 0
+    {
+        return None;
+    }
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let empty = c"";
+    if unsafe {
+        libc::statx(
+            raw,
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_MNT_ID,
+            &mut stx,
+        )
+    } != 0
+        || stx.stx_mask & libc::STATX_MNT_ID == 0
+    {
+        return None;
+    }
+    let mnt = stx.stx_mnt_id.to_string();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let attached = info
+        .lines()
+        .any(|l| l.split(' ').next() == Some(mnt.as_str()));
+    (!attached).then_some(Protection::Overlay)
+}
+
+/// How this process's own binary is protected, if it is.
+pub fn current_protection() -> Option<Protection> {
+    let f = std::fs::File::open("/proc/self/exe").ok()?;
+    protection_of(&f)
+}
+
+/// Whether this process runs from a protected binary.
 pub fn is_sealed() -> bool {
-    std::env::var_os(SEALED_ENV).is_some()
-        && std::fs::read_link("/proc/self/exe")
-            .is_ok_and(|p| p.to_string_lossy().starts_with("/memfd:"))
+    std::env::var_os(SEALED_ENV).is_some() && current_protection().is_some()
 }
 
 /// The on-disk xrun binary (also when running sealed).
 pub fn original_exe() -> Result<PathBuf, RuntimeError> {
-    if let Some(p) = std::env::var_os(SEALED_ENV) {
+    if let Some(p) = std::env::var_os(SEALED_ENV)
+        && is_sealed()
+    {
         return Ok(PathBuf::from(p));
     }
     std::fs::read_link("/proc/self/exe").map_err(|e| RuntimeError::io("reading /proc/self/exe", e))
 }
 
-/// Re-executes the current command line from a sealed memfd copy of the binary, unless
-/// already sealed. Returns only when already sealed (or on error).
-pub fn ensure_sealed() -> Result<(), RuntimeError> {
-    if is_sealed() {
-        return Ok(());
+fn last_err(what: &str) -> RuntimeError {
+    RuntimeError::io(what, std::io::Error::last_os_error())
+}
+
+fn cstr(s: &[u8]) -> Result<CString, RuntimeError> {
+    CString::new(s).map_err(|_| RuntimeError::BadInput("a path has a NUL byte".into()))
+}
+
+fn fsconfig_string(fs: &OwnedFd, key: &CStr, value: &CStr) -> bool {
+    unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_SET_STRING,
+            key.as_ptr(),
+            value.as_ptr(),
+            0,
+        ) == 0
     }
-    let exe = original_exe()?;
-    let name = CString::new("xrun").expect("static");
+}
+
+/// Escapes `:`, `,` and `\` for overlayfs' `lowerdir=` list syntax.
+fn escape_layer(dir: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(dir.len());
+    for &b in dir {
+        if matches!(b, b':' | b',' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// Opens `exe` through a private read-only overlay mount that is attached nowhere (see the
+/// module doc). The returned fd is the only thing keeping that mount alive.
+pub fn open_protected(exe: &Path) -> Result<OwnedFd, RuntimeError> {
+    let dir = exe
+        .parent()
+        .ok_or_else(|| RuntimeError::BadInput(format!("{} has no directory", exe.display())))?;
+    let name = exe
+        .file_name()
+        .ok_or_else(|| RuntimeError::BadInput(format!("{} has no file name", exe.display())))?;
+    // Overlayfs wants two lower layers when there is no upper one, and refuses a directory
+    // given twice (overlapping layers): the second is an empty, detached tmpfs.
+    let empty = create_and_mount(&fs_context(c"tmpfs")?)?;
+    let empty_path = cstr(format!("/proc/self/fd/{}", empty.as_raw_fd()).as_bytes())?;
+    let dir_c = cstr(dir.as_os_str().as_bytes())?;
+    let fs = fs_context(c"overlay")?;
+    // `lowerdir+` (Linux 6.8) takes a path without escaping; older kernels take a list.
+    let layered = fsconfig_string(&fs, c"lowerdir+", &dir_c)
+        && fsconfig_string(&fs, c"lowerdir+", &empty_path);
+    if !layered {
+        let fs2 = fs_context(c"overlay")?;
+        let mut list = escape_layer(dir.as_os_str().as_bytes());
+        list.push(b':');
+        list.extend_from_slice(empty_path.as_bytes());
+        if !fsconfig_string(&fs2, c"lowerdir", &cstr(&list)?) {
+            return Err(last_err("configuring the overlay of the xrun binary"));
+        }
+        return finish_protected(fs2, empty, name);
+    }
+    finish_protected(fs, empty, name)
+}
+
+fn fs_context(fstype: &CStr) -> Result<OwnedFd, RuntimeError> {
+    let raw = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) };
+    if raw < 0 {
+        return Err(last_err(&format!("fsopen({})", fstype.to_string_lossy())));
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(raw as i32) })
+}
+
+/// Makes the configured superblock and a read-only mount of it, attached nowhere.
+fn create_and_mount(fs: &OwnedFd) -> Result<OwnedFd, RuntimeError> {
+    if unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    } != 0
+    {
+        return Err(last_err("creating a private mount"));
+    }
+    let raw = unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        )
+    };
+    if raw < 0 {
+        return Err(last_err("fsmount"));
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(raw as i32) })
+}
+
+fn finish_protected(
+    fs: OwnedFd,
+    empty: OwnedFd,
+    name: &std::ffi::OsStr,
+) -> Result<OwnedFd, RuntimeError> {
+    let mnt = create_and_mount(&fs)?;
+    drop(fs);
+    drop(empty);
+    let name_c = cstr(name.as_bytes())?;
+    let raw = unsafe {
+        libc::openat(
+            mnt.as_raw_fd(),
+            name_c.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+        )
+    };
+    if raw < 0 {
+        return Err(last_err("opening the xrun binary through its overlay"));
+    }
+    drop(mnt);
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    match protection_of(&fd) {
+        Some(Protection::Overlay) => Ok(fd),
+        _ => Err(RuntimeError::Runtime(
+            "the overlay of the xrun binary is not read-only and detached".into(),
+        )),
+    }
+}
+
+/// A write-sealed memfd copy of the running binary (the fallback).
+pub fn sealed_copy() -> Result<OwnedFd, RuntimeError> {
+    let name = c"xrun";
     let raw =
         unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if raw < 0 {
-        return Err(RuntimeError::io(
-            "memfd_create",
-            std::io::Error::last_os_error(),
-        ));
+        return Err(last_err("memfd_create"));
     }
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let mut out = std::fs::File::from(fd);
+    let mut out = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(raw) });
     let mut input = std::fs::File::open("/proc/self/exe")
         .map_err(|e| RuntimeError::io("opening /proc/self/exe", e))?;
     std::io::copy(&mut input, &mut out)
@@ -59,11 +283,94 @@ pub fn ensure_sealed() -> Result<(), RuntimeError> {
     out.flush().ok();
     let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
     if unsafe { libc::fcntl(out.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
-        return Err(RuntimeError::io(
-            "sealing the xrun copy",
-            std::io::Error::last_os_error(),
-        ));
+        return Err(last_err("sealing the xrun copy"));
     }
+    Ok(out.into())
+}
+
+/// Environment variable telling a re-executed monitor which container process to wait for.
+const RESUME_ENV: &str = "_XRUN_MONITOR_WAIT";
+
+fn is_monitor_resume() -> bool {
+    let args: Vec<_> = std::env::args_os().collect();
+    std::env::var_os(RESUME_ENV).is_some()
+        && args.len() >= 3
+        && args[args.len() - 3] == "internal"
+        && args[args.len() - 2] == "monitor"
+}
+
+/// In a monitor that re-executed itself from disk ([`resume_monitor_from_disk`]): the pid of
+/// the container process to keep waiting for (removed from the environment).
+pub fn take_monitor_resume() -> Option<i32> {
+    if !is_monitor_resume() {
+        return None;
+    }
+    let pid = std::env::var(RESUME_ENV).ok()?.parse().ok();
+    // SAFETY: the monitor is single-threaded at this point (nothing started yet).
+    unsafe { std::env::remove_var(RESUME_ENV) };
+    pid
+}
+
+/// Re-executes this monitor (`xrun internal monitor ID`) from the on-disk binary, told to
+/// wait for container process `pid` (its child, which stays its child across exec). Used once
+/// the container runs: no xrun process is inside it any more, so the protection is no longer
+/// needed and the memfd copy is dropped. Returns only on error.
+pub fn resume_monitor_from_disk(pid: i32) -> RuntimeError {
+    let exe = match original_exe() {
+        Ok(e) => e,
+        Err(e) => return e,
+    };
+    let file = match std::fs::File::open(&exe) {
+        Ok(f) => f,
+        Err(e) => return RuntimeError::io("opening the xrun binary", e),
+    };
+    let args: Vec<CString> = std::env::args_os()
+        .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
+        .collect();
+    let mut env: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| k != SEALED_ENV && k != RESUME_ENV)
+        .filter_map(|(k, v)| {
+            let mut b = k.as_bytes().to_vec();
+            b.push(b'=');
+            b.extend_from_slice(v.as_bytes());
+            CString::new(b).ok()
+        })
+        .collect();
+    if let Ok(v) = CString::new(format!("{RESUME_ENV}={pid}")) {
+        env.push(v);
+    }
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    let err = nix::unistd::fexecve(file.as_raw_fd(), &args, &env).unwrap_err();
+    RuntimeError::io("re-executing the monitor", err.into())
+}
+
+/// Re-executes the current command line from a protected binary (see the module doc),
+/// unless already protected. Returns only when already protected (or on error).
+pub fn ensure_sealed() -> Result<(), RuntimeError> {
+    // A monitor resumed from disk creates and joins no container any more.
+    if is_sealed() || is_monitor_resume() {
+        return Ok(());
+    }
+    let exe = original_exe()?;
+    let want_memfd = std::env::var_os(METHOD_ENV).is_some_and(|m| m == "memfd");
+    let fd = if want_memfd {
+        sealed_copy()?
+    } else {
+        match open_protected(&exe) {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::debug!("read-only overlay of the binary: {e}; copying it instead");
+                sealed_copy()?
+            }
+        }
+    };
+    reexec(&fd, &exe)
+}
+
+/// Executes `fd` (a protected xrun binary) with this process's arguments and environment,
+/// recording `exe` as the on-disk path. Returns only on error.
+fn reexec(fd: &OwnedFd, exe: &Path) -> Result<(), RuntimeError> {
     let args: Vec<CString> = std::env::args_os()
         .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
         .collect();
@@ -78,12 +385,73 @@ pub fn ensure_sealed() -> Result<(), RuntimeError> {
         .collect();
     let mut sealed = format!("{SEALED_ENV}=").into_bytes();
     sealed.extend_from_slice(exe.as_os_str().as_bytes());
-    env.push(
-        CString::new(sealed).map_err(|_| RuntimeError::BadInput("binary path has a NUL".into()))?,
-    );
-    let err = nix::unistd::fexecve(out.as_raw_fd(), &args, &env).unwrap_err();
+    env.push(cstr(&sealed)?);
+    let err = nix::unistd::fexecve(fd.as_raw_fd(), &args, &env).unwrap_err();
     Err(RuntimeError::io(
-        "re-executing from the sealed copy",
+        "re-executing from the protected binary",
         err.into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    #[test]
+    fn overlay_copy_is_read_only_and_detached() {
+        if !is_root() {
+            eprintln!("skipping: needs root (fsopen)");
+            return;
+        }
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let before = std::fs::read(&exe).unwrap();
+        let fd = match open_protected(&exe) {
+            Ok(fd) => fd,
+            Err(e) => {
+                eprintln!("skipping: no overlay here ({e})");
+                return;
+            }
+        };
+        assert_eq!(protection_of(&fd), Some(Protection::Overlay));
+        // Reopening for writing, as an attacker holding the fd (or /proc/<pid>/exe) would.
+        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let e = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+        let e = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+        // Same content as the binary, and the binary is untouched.
+        let mut via = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut via).unwrap();
+        assert!(via == before);
+        assert!(std::fs::read(&exe).unwrap() == before);
+        // A plain file (the on-disk binary) is not mistaken for a protected one.
+        let plain = std::fs::File::open(&exe).unwrap();
+        assert_eq!(protection_of(&plain), None);
+    }
+
+    #[test]
+    fn memfd_copy_is_sealed() {
+        let fd = sealed_copy().unwrap();
+        assert_eq!(protection_of(&fd), Some(Protection::Memfd));
+        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let e = f.write_all(b"x").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+    }
+
+    #[test]
+    fn layer_paths_are_escaped() {
+        assert_eq!(escape_layer(b"/a:b,c\\d"), b"/a\\:b\\,c\\\\d".to_vec());
+    }
 }
