@@ -60,8 +60,10 @@ impl Bundle {
     }
 
     /// Mounts the overlay: `layer_dirs` (lowest first) as lower dirs, `upper/` as the writable
-    /// layer. Already mounted: nothing to do.
-    pub fn mount_rootfs(&self, layer_dirs: &[PathBuf]) -> Result<(), RuntimeError> {
+    /// layer. Already mounted: nothing to do. `volatile` (for `--rm` containers, whose writable
+    /// layer is deleted at exit) skips overlayfs's syncs of the upper layer; a kernel without
+    /// the option (before 5.10) gets a normal mount.
+    pub fn mount_rootfs(&self, layer_dirs: &[PathBuf], volatile: bool) -> Result<(), RuntimeError> {
         if self.is_mounted() {
             return Ok(());
         }
@@ -94,14 +96,24 @@ impl Bundle {
             self.upper().display(),
             self.work().display()
         );
-        nix::mount::mount(
-            Some("overlay"),
-            &self.rootfs(),
-            Some("overlay"),
-            MsFlags::empty(),
-            Some(data.as_str()),
-        )
-        .map_err(|e| {
+        let mount = |data: &str| {
+            nix::mount::mount(
+                Some("overlay"),
+                &self.rootfs(),
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(data),
+            )
+        };
+        let mounted = if volatile {
+            match mount(&format!("{data},volatile")) {
+                Err(nix::errno::Errno::EINVAL) => mount(&data),
+                r => r,
+            }
+        } else {
+            mount(&data)
+        };
+        mounted.map_err(|e| {
             RuntimeError::io(
                 format!(
                     "mounting the overlay root file system ({} layers)",
@@ -133,7 +145,7 @@ impl Bundle {
         opts: &RunOptions,
         extras: &BundleExtras,
     ) -> Result<Spec, RuntimeError> {
-        self.mount_rootfs(&image.layer_dirs)?;
+        self.mount_rootfs(&image.layer_dirs, opts.auto_remove)?;
         let r = self.write_config(id, image, opts, extras);
         if r.is_err() {
             let _ = self.unmount_rootfs();
