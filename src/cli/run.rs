@@ -12,7 +12,7 @@ use xrun::runtime::{
 use xrun::assess;
 use xrun::kernelcheck::entrypoint::Override;
 use xrun::plan::RouteChoice;
-use xrun::registry::{ClientOptions, PullOptions, PullPolicy, progress};
+use xrun::registry::{ClientOptions, Progress, PullOptions, PullPolicy, progress};
 
 use super::Global;
 
@@ -126,6 +126,30 @@ pub fn fail(e: RuntimeError) -> anyhow::Result<u8> {
     Ok(e.exit_code())
 }
 
+/// Pull progress for `run`/`create`: Docker's plain lines, all on stderr (stdout belongs to
+/// the container).
+struct StderrLines;
+
+impl Progress for StderrLines {
+    fn start(&self, tag: &str, repository: &str) {
+        eprintln!("{tag}: Pulling from {repository}");
+    }
+    fn layer_exists(&self, layer: &xrun::digest::Digest) {
+        eprintln!("{}: Already exists", layer.short());
+    }
+    fn layer_done(&self, layer: &xrun::digest::Digest) {
+        eprintln!("{}: Pull complete", layer.short());
+    }
+    fn finish(&self, reference: &str, digest: &xrun::digest::Digest, new: bool) {
+        eprintln!("Digest: {digest}");
+        if new {
+            eprintln!("Status: Downloaded newer image for {reference}");
+        } else {
+            eprintln!("Status: Image is up to date for {reference}");
+        }
+    }
+}
+
 /// The image to run, its command, and (for a stored image) its route; `Err` is a refusal.
 struct Resolved {
     image: ImageInput,
@@ -182,7 +206,11 @@ fn resolve_image(
             unpack: true,
             ..Default::default()
         };
-        let progress = progress::for_terminal(f.quiet);
+        let progress: Box<dyn Progress> = if f.quiet {
+            Box::new(progress::Silent)
+        } else {
+            Box::new(StderrLines)
+        };
         xrun::registry::ensure_image(&store, &r, policy, &opts, progress.as_ref())
             .map_err(|e| anyhow::anyhow!("pulling {image_name}: {e}"))?;
         records = assess::find_records(&store, &r)?;
