@@ -45,7 +45,7 @@ pub enum GuestChoice {
     /// Not profiled: the vm route is provisional (`guest-unprofiled`).
     None,
     /// A profile the user gave (`--guest-profile`).
-    Given(HostProfile),
+    Given(Box<HostProfile>),
     /// The local guest for the image's architecture, if there is one (guest layouts are
     /// unpacked under this directory: `<root>/vm/guests`).
     Local(PathBuf),
@@ -209,7 +209,7 @@ pub fn decide(
     match guest {
         GuestChoice::None => Ok((plan(host, req, &opts), None)),
         GuestChoice::Given(p) => {
-            opts.guest = Some(p.clone());
+            opts.guest = Some((**p).clone());
             Ok((plan(host, req, &opts), None))
         }
         GuestChoice::Local(cache) => {

@@ -135,11 +135,11 @@ pub fn check(g: &Global, a: CheckArgs) -> anyhow::Result<u8> {
     // local guest `xrun run` would boot (when there is one for the image's architecture);
     // else it is provisional (`guest-unprofiled`).
     let local_guest = match &guest {
-        Some(p) => GuestChoice::Given(p.clone()),
+        Some(p) => GuestChoice::Given(Box::new(p.clone())),
         None => GuestChoice::Local(g.root.join("vm").join("guests")),
     };
     let other_guest = match guest {
-        Some(p) => GuestChoice::Given(p),
+        Some(p) => GuestChoice::Given(Box::new(p)),
         None => GuestChoice::None,
     };
     let decide = |h: &HostInput, req: &xrun::kernelcheck::ImageRequirements| {
