@@ -41,7 +41,8 @@ pub struct CheckArgs {
     /// Force a route (auto, native, emulated, vm) as `xrun run --route` would.
     #[arg(long, default_value = "auto")]
     pub route: RouteChoice,
-    /// Profile of the guest kernel the vm route boots (checked instead of being assumed).
+    /// Profile of the guest kernel the vm route boots (default for this host: its local
+    /// guest's description, when one exists for the image's architecture).
     #[arg(long = "guest-profile", value_name = "FILE")]
     pub guest_profile: Option<PathBuf>,
     /// Output format: table or json.
