@@ -9,6 +9,7 @@
 //! Lower stages never import higher ones: [`platform`] and [`digest`] are at the bottom, the
 //! CLI (in `src/cli/`, part of the binary) is at the top and stays thin.
 
+pub mod assess;
 pub mod config;
 pub mod digest;
 pub mod emulation;

@@ -11,11 +11,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use xrun::assess::{self, GuestChoice};
 use xrun::kernelcheck::HostProfile;
 use xrun::kernelcheck::entrypoint::Override;
 use xrun::kernelcheck::requirements::{ScanInput, scan};
+use xrun::plan::RouteChoice;
 use xrun::plan::report::{CheckReport, HostEntry, ImageEntry, REPORT_SCHEMA_VERSION, Require};
-use xrun::plan::{PlanOptions, RouteChoice, plan};
 use xrun::platform::Platform;
 use xrun::reference::ImageRef;
 use xrun::store::{ImageRecord, Store};
@@ -40,7 +41,8 @@ pub struct CheckArgs {
     /// Force a route (auto, native, emulated, vm) as `xrun run --route` would.
     #[arg(long, default_value = "auto")]
     pub route: RouteChoice,
-    /// Profile of the guest kernel the vm route boots (checked instead of being assumed).
+    /// Profile of the guest kernel the vm route boots (default for this host: its local
+    /// guest's description, when one exists for the image's architecture).
     #[arg(long = "guest-profile", value_name = "FILE")]
     pub guest_profile: Option<PathBuf>,
     /// Output format: table or json.
@@ -70,6 +72,8 @@ pub struct CheckArgs {
 struct HostInput {
     profile: HostProfile,
     source: String,
+    /// This machine (its local guest profiles the vm route when no `--guest-profile`).
+    local: bool,
 }
 
 pub fn check(g: &Global, a: CheckArgs) -> anyhow::Result<u8> {
@@ -92,8 +96,9 @@ pub fn check(g: &Global, a: CheckArgs) -> anyhow::Result<u8> {
     let mut hosts = Vec::new();
     if !a.no_local {
         hosts.push(HostInput {
-            profile: this_host()?,
+            profile: assess::host_profile(),
             source: "this host".into(),
+            local: true,
         });
     }
     for f in &a.host_profiles {
@@ -108,6 +113,7 @@ pub fn check(g: &Global, a: CheckArgs) -> anyhow::Result<u8> {
         hosts.push(HostInput {
             profile,
             source: f.display().to_string(),
+            local: false,
         });
     }
     if hosts.is_empty() {
@@ -126,9 +132,22 @@ pub fn check(g: &Global, a: CheckArgs) -> anyhow::Result<u8> {
         }
         None => None,
     };
-    let opts = PlanOptions {
-        route: a.route,
-        guest,
+    // The vm route is checked against: the given guest profile; else, for this host, the
+    // local guest `xrun run` would boot (when there is one for the image's architecture);
+    // else it is provisional (`guest-unprofiled`).
+    let local_guest = match &guest {
+        Some(p) => GuestChoice::Given(Box::new(p.clone())),
+        None => GuestChoice::Local(g.root.join("vm").join("guests")),
+    };
+    let other_guest = match guest {
+        Some(p) => GuestChoice::Given(Box::new(p)),
+        None => GuestChoice::None,
+    };
+    let decide = |h: &HostInput, req: &xrun::kernelcheck::ImageRequirements| {
+        let choice = if h.local { &local_guest } else { &other_guest };
+        assess::decide(&h.profile, req, a.route, choice)
+            .map(|(v, _)| v)
+            .context("reading the guest's description")
     };
 
     let mut images: Vec<ImageEntry> = Vec::new();
@@ -155,7 +174,7 @@ pub fn check(g: &Global, a: CheckArgs) -> anyhow::Result<u8> {
         }
         let req = scan(&input, &ov).with_context(|| format!("scanning {image}"))?;
         for h in &hosts {
-            let verdict = plan(&h.profile, &req, &opts);
+            let verdict = decide(h, &req)?;
             entries.push(entry(h, Some(platform.to_string()), verdict, a.require));
         }
         images.push(ImageEntry {
@@ -166,7 +185,7 @@ pub fn check(g: &Global, a: CheckArgs) -> anyhow::Result<u8> {
     } else {
         let store = Store::open(&g.root).context("opening the store")?;
         let r = ImageRef::parse(&image)?;
-        let records = find_records(&store, &r)?;
+        let records = assess::find_records(&store, &r)?;
         if records.is_empty() {
             bail!("image {image} is not in the store: pull it first (xrun pull {image})");
         }
@@ -203,7 +222,7 @@ pub fn check(g: &Global, a: CheckArgs) -> anyhow::Result<u8> {
                             images.len() - 1
                         }
                     };
-                    let v = plan(&h.profile, &images[at].requirements, &opts);
+                    let v = decide(h, &images[at].requirements)?;
                     (Some(records[i].platform.to_string()), v)
                 }
             };
@@ -242,24 +261,7 @@ fn entry(
     }
 }
 
-/// Every stored record of the reference (all platforms).
-fn find_records(store: &Store, r: &ImageRef) -> anyhow::Result<Vec<ImageRecord>> {
-    let name = r.name();
-    let mut out: Vec<ImageRecord> = store
-        .list_images()?
-        .into_iter()
-        .filter(|rec| rec.name == name)
-        .filter(|rec| match (&r.digest, &r.tag) {
-            (Some(d), _) => rec.manifest_digest == *d || rec.index_digest.as_ref() == Some(d),
-            (None, Some(t)) => rec.tag.as_deref() == Some(t.as_str()),
-            (None, None) => rec.tag.as_deref() == Some("latest"),
-        })
-        .collect();
-    out.sort_by_key(|r| r.platform.to_string());
-    Ok(out)
-}
-
-/// Scans one stored image.
+/// One stored image's requirements (cached in the store by manifest and command).
 fn requirements(
     store: &Store,
     rec: &ImageRecord,
@@ -268,21 +270,5 @@ fn requirements(
     let img = store
         .image(rec)
         .with_context(|| format!("unpacking {} ({})", rec.name, rec.platform))?;
-    let manifest = store.read_blob(&rec.manifest_digest)?;
-    let annotations: HashMap<String, String> =
-        serde_json::from_slice::<serde_json::Value>(&manifest)
-            .ok()
-            .and_then(|v| v.get("annotations").cloned())
-            .and_then(|a| serde_json::from_value(a).ok())
-            .unwrap_or_default();
-    let input = ScanInput::from_config(&img.config, annotations, img.layer_dirs.clone());
-    scan(&input, ov).with_context(|| format!("scanning {}", rec.name))
-}
-
-/// This machine's profile.
-fn this_host() -> anyhow::Result<HostProfile> {
-    let mut p = HostProfile::gather();
-    // Handlers in the kernel's order, shadowed ones unusable (as `xrun run` will find them).
-    xrun::emulation::route::refine_profile(&mut p);
-    Ok(p)
+    assess::requirements(store, &img, ov).with_context(|| format!("scanning {}", rec.name))
 }

@@ -1,15 +1,20 @@
-//! Route glue for `xrun run`/`create`: native, emulated or vm for an image (the decision is
-//! `xrun::emulation::route::decide`), the emulation notice, the `--dry-run` lines, and the vm
-//! route's run. Owner: the emulation stage.
+//! Route glue for `xrun run`/`create`: the route is the verdict of [`xrun::assess`] — the same
+//! pure `plan` `xrun check` uses — then prepared: the emulated route's handler
+//! ([`xrun::emulation::route::prepare`]), the vm route's guest; plus the emulation notice, the
+//! `--dry-run` lines, and the vm route's run.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use xrun::assess::{self, GuestChoice};
 use xrun::digest::Digest;
-use xrun::emulation::route::{self, Decision, RouteRequest};
-use xrun::emulation::{BinfmtState, EmulatedRoute};
+use xrun::emulation::EmulatedRoute;
+use xrun::kernelcheck::HostProfile;
+use xrun::kernelcheck::ImageRequirements;
+use xrun::kernelcheck::entrypoint::Override;
+use xrun::plan::{Route, RouteChoice, Severity, Verdict};
 use xrun::platform::Platform;
 use xrun::runtime::{ImageInput, RunOptions};
-use xrun::store::{ImageRecord, Store};
+use xrun::store::{Image, Store};
 use xrun::vm::{Guest, VmIo, VmSpec};
 
 /// The route `xrun run` takes for an image.
@@ -17,6 +22,14 @@ use xrun::vm::{Guest, VmIo, VmSpec};
 pub struct Routed {
     /// The image's platform (normalized).
     pub platform: Platform,
+    /// The plan's verdict (what `xrun check` says for this host).
+    pub verdict: Verdict,
+    /// The route taken: the verdict's, or — when only the command's own problems block
+    /// (`assess::only_command_problems`) — the route the architecture decides, so the
+    /// runtime reports Docker's 126/127.
+    pub route: Route,
+    /// The reasons behind [`Routed::route`] when it is not the verdict's.
+    pub other_reasons: Vec<xrun::plan::Reason>,
     /// Set when the emulated route was chosen.
     pub emulated: Option<EmulatedRoute>,
     /// Set when the vm route was chosen.
@@ -26,97 +39,139 @@ pub struct Routed {
 /// The vm route, ready to run.
 #[derive(Debug)]
 pub struct VmRoute {
-    /// The guest (kernel + initrd) for the image's architecture.
-    pub guest: Guest,
-    /// Why not emulated (`None` when `--route vm` asked for it).
-    pub why_not_emulated: Option<String>,
+    /// The guest (kernel + initrd) for the image's architecture (`None` only for `--dry-run`
+    /// when no guest exists).
+    pub guest: Option<Guest>,
+    /// Why not native/emulated (`None` when `--route vm` asked for it).
+    pub why_not_local: Option<String>,
     /// The image's manifest (the rootfs image is cached by it).
     pub manifest: Digest,
     /// Where guest layouts are unpacked and rootfs images cached.
     pub cache: PathBuf,
+    /// Kernel modules the image asks for (`org.xrun.kernel.modules`), loaded in the guest.
+    pub modules: Vec<String>,
 }
 
-/// Decides the route for an image of `platform` (manifest `manifest`) with `--route request`.
-/// The vm route is taken when asked for, or when the emulated route is not available and a
-/// guest and qemu-system exist for the architecture; otherwise the emulated route's problem,
-/// with its fix, is the error.
+/// Why `xrun run` refuses an image: one line (exit 125).
+#[derive(Debug)]
+pub struct Refusal(pub String);
+
+/// The one refusal line for an unrunnable verdict: the main reason, its fix, and a pointer
+/// to `xrun check`.
+pub fn refusal(image: &str, v: &Verdict, req: &ImageRequirements, choice: RouteChoice) -> Refusal {
+    let arch = Platform {
+        architecture: req.platform.architecture.clone(),
+        ..Default::default()
+    }
+    .normalize()
+    .architecture;
+    match assess::main_reason(v, choice) {
+        Some(r) => Refusal(format!(
+            "cannot run {image}: {} ({}; fix: {}) (xrun check {image} shows every reason)",
+            r.message.replace('\n', " "),
+            r.code,
+            assess::fix(r.code, &arch)
+        )),
+        None => Refusal(format!(
+            "cannot run {image}: no route works here (xrun check {image} shows every reason)"
+        )),
+    }
+}
+
+/// Decides and prepares the route of `image` (command `ov`) on `host` with `--route choice`.
+/// `dry_run`: a missing guest or handler is shown, not an error.
+#[allow(clippy::too_many_arguments)]
 pub fn route_for(
-    request: &str,
-    platform: &Platform,
-    manifest: &Digest,
-    root: &Path,
-) -> anyhow::Result<Routed> {
-    let request: RouteRequest = request.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-    let platform = platform.normalize();
-    let decision = route::decide(
-        &Platform::host(),
-        &platform,
-        request,
-        BinfmtState::read_host,
-    )?;
+    name: &str,
+    store: &Store,
+    image: &Image,
+    ov: &Override,
+    host: &HostProfile,
+    choice: RouteChoice,
+    dry_run: bool,
+) -> anyhow::Result<Result<Routed, Refusal>> {
+    let cache = store.root().join("vm");
+    let guests = GuestChoice::Local(cache.join("guests"));
+    let a = assess::assess(store, image, ov, host, choice, &guests)?;
+    let platform = image.record.platform.normalize();
+    let (mut effective, mut guest) = (a.verdict.clone(), a.guest.clone());
+    let replanned =
+        effective.route == Route::Unrunnable && assess::only_command_problems(&a.verdict);
+    if replanned {
+        let req = assess::without_command_problems(&a.requirements);
+        let (v, g) = assess::decide(host, &req, choice, &guests)?;
+        effective = v;
+        guest = g;
+    }
     let mut routed = Routed {
         platform: platform.clone(),
+        verdict: a.verdict.clone(),
+        route: effective.route.clone(),
+        other_reasons: if !replanned {
+            Vec::new()
+        } else {
+            effective
+                .reasons
+                .iter()
+                .filter(|r| !a.verdict.reasons.contains(r))
+                .cloned()
+                .collect()
+        },
         emulated: None,
         vm: None,
     };
-    match decision {
-        Decision::Native => {}
-        Decision::Emulated(r) => routed.emulated = Some(r),
-        Decision::Vm { why_not_emulated } => {
-            let cache = root.join("vm");
-            match vm_guest(&platform, &cache) {
-                Ok(guest) => {
-                    routed.vm = Some(VmRoute {
-                        guest,
-                        why_not_emulated: why_not_emulated.map(|e| e.to_string()),
-                        manifest: manifest.clone(),
-                        cache,
-                    })
-                }
-                Err(vm_err) => match why_not_emulated {
-                    // The emulated route's fix is the useful one.
-                    Some(e) => anyhow::bail!("{e}"),
-                    None => anyhow::bail!("the vm route cannot run {platform}: {vm_err}"),
-                },
+    match &effective.route {
+        Route::Native => {}
+        Route::Emulated { .. } => match xrun::emulation::route::prepare(&platform) {
+            Ok(e) => routed.emulated = Some(e),
+            Err(e) if dry_run => eprintln!("xrun: {e}"),
+            Err(e) => return Ok(Err(Refusal(e.to_string()))),
+        },
+        Route::Vm { arch, .. } => {
+            let guest = guest.or_else(|| assess::local_guest(arch, &cache.join("guests")));
+            if guest.is_none() && !dry_run {
+                let detail = match Guest::locate(arch, &cache.join("guests")) {
+                    Err(e) => e.to_string(),
+                    Ok(_) => format!("no qemu-system for {arch}"),
+                };
+                return Ok(Err(Refusal(format!(
+                    "the vm route cannot run {platform}: {detail}"
+                ))));
+            }
+            let why_not_local = (choice == RouteChoice::Auto)
+                .then(|| {
+                    effective
+                        .reasons
+                        .iter()
+                        .find(|r| {
+                            r.severity == Severity::Blocking
+                                && r.route.is_some()
+                                && r.route != Some(xrun::plan::RouteKind::Vm)
+                                && r.code != xrun::plan::ReasonCode::ArchMismatch
+                        })
+                        .map(|r| r.message.clone())
+                })
+                .flatten();
+            routed.vm = Some(VmRoute {
+                guest,
+                why_not_local,
+                manifest: image.record.manifest_digest.clone(),
+                cache,
+                modules: a
+                    .requirements
+                    .modules
+                    .iter()
+                    .map(|m| m.value.clone())
+                    .collect(),
+            });
+        }
+        Route::Unrunnable => {
+            if !dry_run {
+                return Ok(Err(refusal(name, &effective, &a.requirements, choice)));
             }
         }
     }
-    Ok(routed)
-}
-
-/// The guest for `platform`'s architecture, when qemu-system for it is installed too.
-fn vm_guest(platform: &Platform, cache: &Path) -> anyhow::Result<Guest> {
-    let arch = &platform.architecture;
-    let name = xrun::vm::qemu::binary_name(arch)?;
-    xrun::vm::qemu::find_binary(name, None)?;
-    Ok(Guest::locate(arch, &cache.join("guests"))?)
-}
-
-/// For an image none of whose platforms is native here (`name`, tag or digest), the record to
-/// emulate: the first platform with a usable handler (see
-/// `xrun::emulation::route::pick_foreign`).
-pub fn pick_foreign(
-    store: &Store,
-    name: &str,
-    tag_or_digest: &str,
-) -> anyhow::Result<Option<ImageRecord>> {
-    let digest: Option<Digest> = tag_or_digest.parse().ok();
-    let all: Vec<ImageRecord> = store
-        .list_images()?
-        .into_iter()
-        .filter(|r| {
-            r.name == name
-                && match &digest {
-                    Some(d) => &r.manifest_digest == d || r.index_digest.as_ref() == Some(d),
-                    None => r.tag.as_deref() == Some(tag_or_digest),
-                }
-        })
-        .collect();
-    let Ok(state) = BinfmtState::read_host() else {
-        return Ok(None);
-    };
-    let platforms: Vec<Platform> = all.iter().map(|r| r.platform.clone()).collect();
-    Ok(route::pick_foreign(&state, &platforms).map(|i| all[i].clone()))
+    Ok(Ok(routed))
 }
 
 /// The one stderr line before a run that is not native (`None` for native).
@@ -125,39 +180,55 @@ pub fn notice(r: &Routed) -> Option<String> {
         return Some(e.notice());
     }
     let vm = r.vm.as_ref()?;
-    Some(match &vm.why_not_emulated {
+    let g = vm.guest.as_ref()?;
+    Some(match &vm.why_not_local {
         Some(why) => format!(
             "xrun: {why}; running {} in a VM instead ({} kernel {}): slower to start",
-            r.platform, vm.guest.arch, vm.guest.kernel_release
+            r.platform, g.arch, g.kernel_release
         ),
         None => format!(
             "xrun: running {} in a VM ({} kernel {}): slower to start",
-            r.platform, vm.guest.arch, vm.guest.kernel_release
+            r.platform, g.arch, g.kernel_release
         ),
     })
 }
 
-/// The lines `--dry-run` prints about the route.
+/// The lines `--dry-run` prints about the route: the route (with the emulator or guest),
+/// then the verdict's reasons in `xrun check`'s words.
 pub fn describe(r: &Routed) -> Vec<String> {
-    if let Some(e) = &r.emulated {
-        return e.describe();
-    }
-    if let Some(vm) = &r.vm {
-        let mut v = vec![
-            format!("route: vm ({})", r.platform),
-            format!(
+    let mut v = if let Some(e) = &r.emulated {
+        e.describe()
+    } else if let Some(vm) = &r.vm {
+        let mut v = vec![format!("route: vm ({})", r.platform)];
+        match &vm.guest {
+            Some(g) => v.push(format!(
                 "guest: {} kernel {} ({})",
-                vm.guest.arch,
-                vm.guest.kernel_release,
-                vm.guest.dir.display()
-            ),
-        ];
-        if let Some(why) = &vm.why_not_emulated {
-            v.push(format!("not emulated: {why}"));
+                g.arch,
+                g.kernel_release,
+                g.dir.display()
+            )),
+            None => v.push("guest: none found".into()),
         }
-        return v;
+        if let Some(why) = &vm.why_not_local {
+            v.push(format!("not local: {why}"));
+        }
+        v
+    } else {
+        vec![format!("route: {} ({})", r.route.name(), r.platform)]
+    };
+    if r.route != r.verdict.route && r.route != Route::Unrunnable {
+        v.push(format!(
+            "verdict: {} (only the command's own problems block: the runtime reports them)",
+            r.verdict.route.name()
+        ));
     }
-    vec![format!("route: native ({})", r.platform)]
+    for reason in r.verdict.reasons.iter().chain(&r.other_reasons) {
+        v.push(format!(
+            "reason: {}",
+            xrun::plan::report::reason_line(reason)
+        ));
+    }
+    v
 }
 
 /// Runs the container's command on the vm route, in the foreground; returns its exit code.
@@ -165,6 +236,10 @@ pub fn run_vm(vm: &VmRoute, image: &ImageInput, opts: &RunOptions) -> anyhow::Re
     if opts.tty {
         anyhow::bail!("-t is not supported on the vm route (the command's streams are pipes)");
     }
+    let guest = vm
+        .guest
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no guest for the vm route"))?;
     let config = image.config.config().clone().unwrap_or_default();
     let hostname = opts.hostname.clone().unwrap_or_else(|| "xrun-vm".into());
     let spec = VmSpec {
@@ -186,10 +261,19 @@ pub fn run_vm(vm: &VmRoute, image: &ImageInput, opts: &RunOptions) -> anyhow::Re
             .map(|m| (m / (1024 * 1024)).max(64))
             .unwrap_or(VmSpec::default().memory_mib),
         cpus: opts.cpus.map(|c| c.ceil().max(1.0) as u32).unwrap_or(1),
+        modules: {
+            // Only what the guest ships: built-in ones need no loading (the plan checked).
+            let shipped = guest.optional_modules();
+            vm.modules
+                .iter()
+                .filter(|m| shipped.contains(&m.replace('-', "_")))
+                .cloned()
+                .collect()
+        },
         ..VmSpec::default()
     };
     let exit = xrun::vm::run_image(
-        &vm.guest,
+        guest,
         &vm.cache.join("rootfs"),
         &vm.manifest,
         &image.layer_dirs,

@@ -1,4 +1,5 @@
-//! `xrun run`, `xrun create`. Owner: the runtime stage.
+//! `xrun run`, `xrun create`: pull per `--pull`, take the route `xrun check` names (the same
+//! `xrun::assess`), then the runtime, the emulated route or the vm route.
 
 use std::path::PathBuf;
 
@@ -7,6 +8,11 @@ use xrun::runtime::{
     self, BundleExtras, Containers, ImageInput, RunOptions, RuntimeError, Volume, lifecycle,
     options,
 };
+
+use xrun::assess;
+use xrun::kernelcheck::entrypoint::Override;
+use xrun::plan::RouteChoice;
+use xrun::registry::{ClientOptions, Progress, PullOptions, PullPolicy, progress};
 
 use super::Global;
 
@@ -120,53 +126,147 @@ pub fn fail(e: RuntimeError) -> anyhow::Result<u8> {
     Ok(e.exit_code())
 }
 
+/// Pull progress for `run`/`create`: Docker's plain lines, all on stderr (stdout belongs to
+/// the container).
+struct StderrLines;
+
+impl Progress for StderrLines {
+    fn start(&self, tag: &str, repository: &str) {
+        eprintln!("{tag}: Pulling from {repository}");
+    }
+    fn layer_exists(&self, layer: &xrun::digest::Digest) {
+        eprintln!("{}: Already exists", layer.short());
+    }
+    fn layer_done(&self, layer: &xrun::digest::Digest) {
+        eprintln!("{}: Pull complete", layer.short());
+    }
+    fn finish(&self, reference: &str, digest: &xrun::digest::Digest, new: bool) {
+        eprintln!("Digest: {digest}");
+        if new {
+            eprintln!("Status: Downloaded newer image for {reference}");
+        } else {
+            eprintln!("Status: Image is up to date for {reference}");
+        }
+    }
+}
+
+/// The image to run, its command, and (for a stored image) its route; `Err` is a refusal.
+struct Resolved {
+    image: ImageInput,
+    command: Vec<String>,
+    routed: Option<super::route::Routed>,
+    /// The diff_ids to lease for the container (stored images).
+    diff_ids: Vec<xrun::digest::Digest>,
+    /// Holds off garbage collection until the container's snapshot lease is written.
+    _gc: Option<xrun::store::Lease>,
+}
+
 fn resolve_image(
     g: &Global,
     f: &ContainerFlags,
-) -> anyhow::Result<(ImageInput, Vec<String>, Option<super::route::Routed>)> {
+) -> anyhow::Result<Result<Resolved, super::route::Refusal>> {
     if let Some(dir) = &f.rootfs {
         let dir =
             std::fs::canonicalize(dir).with_context(|| format!("--rootfs {}", dir.display()))?;
-        return Ok((
-            ImageInput::from_rootfs(dir),
-            f.image_and_command.clone(),
-            None,
-        ));
+        return Ok(Ok(Resolved {
+            image: ImageInput::from_rootfs(dir),
+            command: f.image_and_command.clone(),
+            routed: None,
+            diff_ids: Vec::new(),
+            _gc: None,
+        }));
     }
     let image_name = &f.image_and_command[0];
     let command = f.image_and_command[1..].to_vec();
-    if !["missing", "always", "never"].contains(&f.pull.as_str()) {
-        anyhow::bail!("invalid --pull {:?}: use missing, always or never", f.pull);
-    }
+    let policy: PullPolicy = f.pull.parse().map_err(|_| {
+        anyhow::anyhow!("invalid --pull {:?}: use missing, always or never", f.pull)
+    })?;
+    let choice: RouteChoice = f.route.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let r = xrun::reference::ImageRef::parse(image_name)?;
     let wanted: Option<xrun::platform::Platform> =
         f.platform.as_deref().map(str::parse).transpose()?;
     let store = xrun::store::Store::open(&g.root)?;
-    let mut found = store.find_image(&r.name(), &r.tag_or_digest(), wanted.as_ref())?;
-    if found.is_none() && wanted.is_none() {
-        // No variant for this host: one to emulate (the first with a usable handler).
-        found = super::route::pick_foreign(&store, &r.name(), &r.tag_or_digest())?;
+    let mut records = assess::find_records(&store, &r)?;
+    let has_wanted = |records: &[xrun::store::ImageRecord]| match &wanted {
+        None => !records.is_empty(),
+        Some(p) => {
+            let av: Vec<_> = records.iter().map(|r| r.platform.clone()).collect();
+            xrun::platform::Matcher::new(p).best(&av).is_some()
+        }
+    };
+    let pull = match policy {
+        PullPolicy::Always => true,
+        PullPolicy::Missing => !has_wanted(&records),
+        PullPolicy::Never => false,
+    };
+    if pull {
+        let opts = PullOptions {
+            platform: wanted.clone(),
+            client: ClientOptions::from_config(&xrun::config::Config::load()?, &[]),
+            unpack: true,
+            ..Default::default()
+        };
+        let progress: Box<dyn Progress> = if f.quiet {
+            Box::new(progress::Silent)
+        } else {
+            Box::new(StderrLines)
+        };
+        xrun::registry::ensure_image(&store, &r, policy, &opts, progress.as_ref())
+            .map_err(|e| anyhow::anyhow!("pulling {image_name}: {e}"))?;
+        records = assess::find_records(&store, &r)?;
     }
-    let record = found.ok_or_else(|| match f.pull.as_str() {
-        "never" => anyhow::anyhow!(
-            "no such image {} in the store (--pull never): run `xrun pull {}` first",
-            image_name,
-            image_name
-        ),
-        _ => anyhow::anyhow!(
-            "no such image {} in the store: run `xrun pull {}` first",
-            image_name,
-            image_name
-        ),
-    })?;
+    if !has_wanted(&records) {
+        let what = match &wanted {
+            Some(p) => format!("platform {p} of {image_name}"),
+            None => format!("image {image_name}"),
+        };
+        anyhow::bail!(
+            "no such {what} in the store{}: run `xrun pull {}{image_name}` first",
+            if policy == PullPolicy::Never {
+                " (--pull never)"
+            } else {
+                ""
+            },
+            wanted
+                .as_ref()
+                .map(|p| format!("--platform {p} "))
+                .unwrap_or_default()
+        );
+    }
+    let host = assess::host_profile();
+    let available: Vec<_> = records.iter().map(|r| r.platform.clone()).collect();
+    let index = match &wanted {
+        Some(p) => xrun::platform::Matcher::new(p)
+            .best(&available)
+            .expect("checked above"),
+        None => match xrun::plan::report::select_platform(&host, &available) {
+            Ok(i) => i,
+            Err(v) => {
+                let req = xrun::kernelcheck::ImageRequirements::default();
+                return Ok(Err(super::route::refusal(image_name, &v, &req, choice)));
+            }
+        },
+    };
+    let record = &records[index];
+    // No collection between unpacking the layers and leasing them for the container.
+    let gc = store.lease()?;
+    let image = store.image(record)?;
+    let ov = Override {
+        entrypoint: f.entrypoint.clone().map(|e| vec![e]),
+        cmd: (!command.is_empty()).then(|| command.clone()),
+    };
     let routed =
-        super::route::route_for(&f.route, &record.platform, &record.manifest_digest, &g.root)?;
-    let image = store.image(&record)?;
-    Ok((
-        ImageInput::from_store(image_name, &image),
+        match super::route::route_for(image_name, &store, &image, &ov, &host, choice, f.dry_run)? {
+            Ok(r) => r,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+    Ok(Ok(Resolved {
+        image: ImageInput::from_store(image_name, &image),
         command,
-        Some(routed),
-    ))
+        routed: Some(routed),
+        diff_ids: record.layers.iter().map(|l| l.diff_id.clone()).collect(),
+        _gc: Some(gc),
+    }))
 }
 
 fn options(f: &ContainerFlags, command: Vec<String>) -> Result<RunOptions, RuntimeError> {
@@ -217,7 +317,20 @@ fn create_record(
     f: &ContainerFlags,
     foreground: bool,
 ) -> anyhow::Result<Result<Created, RuntimeError>> {
-    let (image, command, routed) = resolve_image(g, f)?;
+    let resolved = match resolve_image(g, f)? {
+        Ok(r) => r,
+        Err(refusal) => {
+            eprintln!("xrun: {}", refusal.0);
+            return Ok(Ok(Created::Done(125)));
+        }
+    };
+    let Resolved {
+        image,
+        command,
+        routed,
+        diff_ids,
+        _gc,
+    } = resolved;
     let mut opts = match options(f, command) {
         Ok(o) => o,
         Err(e) => return Ok(Err(e)),
@@ -239,7 +352,10 @@ fn create_record(
             "command: {}",
             runtime::spec::command(&image, &opts).join(" ")
         );
-        return Ok(Ok(Created::Done(0)));
+        let unrunnable = routed
+            .as_ref()
+            .is_some_and(|r| r.route == xrun::plan::Route::Unrunnable);
+        return Ok(Ok(Created::Done(if unrunnable { 125 } else { 0 })));
     }
     if let Some(r) = &routed
         && !f.quiet
@@ -249,11 +365,14 @@ fn create_record(
     }
     if let Some(vm) = routed.as_ref().and_then(|r| r.vm.as_ref()) {
         if !foreground {
-            anyhow::bail!("the vm route runs in the foreground only: use xrun run without -d");
+            anyhow::bail!(
+                "the vm route runs in the foreground only: use xrun run without -d (xrun create and -d are not supported on the vm route yet)"
+            );
         }
         if let Err(e) = opts.validate() {
             return Ok(Err(e));
         }
+        // The GC lease stays held while the VM reads the layers.
         return Ok(Ok(Created::Done(super::route::run_vm(vm, &image, &opts)?)));
     }
     let c = match Containers::open(&g.root) {
@@ -261,7 +380,20 @@ fn create_record(
         Err(e) => return Ok(Err(e)),
     };
     lifecycle::cleanup_stale(&c);
-    Ok(lifecycle::create(&c, image, opts).map(|r| Created::Container(c, r.id)))
+    let id = match lifecycle::create(&c, image, opts) {
+        Ok(r) => r.id,
+        Err(e) => return Ok(Err(e)),
+    };
+    if !diff_ids.is_empty() {
+        // Before anything is mounted: prune/rmi keep these snapshots until `rm`.
+        let store = xrun::store::Store::open(&g.root)?;
+        if let Err(e) = store.lease_snapshots(&id, &diff_ids) {
+            let _ = lifecycle::remove(&c, &id, true);
+            return Err(anyhow::anyhow!(e).context("leasing the image's layers"));
+        }
+    }
+    drop(_gc);
+    Ok(Ok(Created::Container(c, id)))
 }
 
 /// `xrun run`.

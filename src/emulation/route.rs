@@ -214,6 +214,10 @@ pub fn runs_natively(host: &Platform, image: &Platform) -> bool {
 
 /// Decides the route for an image of platform `image` on a host of platform `host`, reading
 /// binfmt_misc through `state` only when emulation is considered.
+///
+/// `xrun run` no longer decides with this architecture-only rule: it takes the verdict of
+/// `crate::assess` (the plan `xrun check` uses), and calls [`prepare`] once the plan chose the
+/// emulated route.
 pub fn decide(
     host: &Platform,
     image: &Platform,

@@ -145,7 +145,8 @@ fn route_detail(r: &Route) -> String {
     }
 }
 
-fn reason_line(r: &Reason) -> String {
+/// One reason as `xrun check` words it: `[route] severity code: message`.
+pub fn reason_line(r: &Reason) -> String {
     let route = r
         .route
         .map(|k| format!("{k:?}").to_lowercase())

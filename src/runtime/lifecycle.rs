@@ -222,9 +222,23 @@ fn finish(c: &Containers, id: &str, mut session: Session) -> Result<i32, Runtime
     })?;
     cleanup(c, &rec)?;
     if rec.options.auto_remove {
-        c.remove_dir(id)?;
+        remove_dir(c, id)?;
     }
     code
+}
+
+/// Removes a stopped container's directory, then releases its snapshot lease in the store
+/// (taken by `xrun create`/`run`; a missing lease is fine), so `xrun image prune` may free
+/// the layers it no longer needs.
+fn remove_dir(c: &Containers, id: &str) -> Result<(), RuntimeError> {
+    c.remove_dir(id)?;
+    if let Some(root) = c.dir().parent()
+        && let Ok(store) = crate::store::Store::open(root)
+        && let Err(e) = store.release_snapshots(id)
+    {
+        tracing::warn!("releasing the snapshot lease of {id}: {e}");
+    }
+    Ok(())
 }
 
 /// Removes what a stopped container leaves behind: the runtime's state and cgroups, the
@@ -249,7 +263,7 @@ pub fn run_attached(
         Err(e) => {
             if remove_on_error || rec.options.auto_remove {
                 let _ = cleanup(c, &rec);
-                let _ = c.remove_dir(id);
+                let _ = remove_dir(c, id);
             }
             return Err(e);
         }
@@ -309,7 +323,7 @@ pub fn start_detached(
     };
     if remove_on_error && let Ok(rec) = c.load(id) {
         let _ = cleanup(c, &rec);
-        let _ = c.remove_dir(id);
+        let _ = remove_dir(c, id);
     }
     Err(err)
 }
@@ -379,7 +393,7 @@ pub fn cleanup_stale(c: &Containers) {
             }
         });
         if rec.options.auto_remove && updated.is_ok() {
-            let _ = c.remove_dir(&rec.id);
+            let _ = remove_dir(c, &rec.id);
         }
     }
 }
@@ -471,7 +485,7 @@ pub fn remove(c: &Containers, key: &str, force: bool) -> Result<ContainerRecord,
         )));
     }
     cleanup(c, &rec2)?;
-    c.remove_dir(&rec.id)?;
+    remove_dir(c, &rec.id)?;
     Ok(rec)
 }
 

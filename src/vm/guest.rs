@@ -10,6 +10,10 @@ use serde::Deserialize;
 
 use super::VmError;
 use crate::digest::{Digest, Hasher};
+use crate::kernelcheck::HostProfile;
+use crate::kernelcheck::kconfig::{parse_config, parse_version};
+use crate::kernelcheck::profile::{CpuInfo, KernelInfo};
+use crate::platform::Platform;
 
 /// How the kernel is booted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -219,6 +223,64 @@ impl Guest {
             }
         }
         Guest::from_dir(&dest)
+    }
+
+    /// The guest kernel described as a [`HostProfile`], so the plan checks an image's
+    /// requirements against it with the same rules as a host (`PlanOptions::guest`): the
+    /// release and version from `guest.json`, the options from the guest's kernel config,
+    /// module support with every module the guest ships as available, the base modules as
+    /// loaded; built-in modules are judged from the config (`CONFIG_…=y`), since the
+    /// guest's `modules.builtin` is not shipped (`modules_builtin_complete` is false). CPU: 4 KiB pages (the
+    /// Debian cloud kernels); on amd64 the CPU level is `accel_level` (KVM: the host's;
+    /// TCG `-cpu max` in qemu ≥ 7.2 emulates up to x86-64-v3, no AVX-512).
+    pub fn profile(&self, accel_level: u8) -> Result<HostProfile, VmError> {
+        let text = fs::read_to_string(&self.config)
+            .map_err(VmError::io(self.config.display().to_string()))?;
+        let config = parse_config(&text);
+        let platform = Platform {
+            os: "linux".into(),
+            architecture: self.arch.clone(),
+            ..Default::default()
+        };
+        let machine = match self.arch.as_str() {
+            "amd64" => "x86_64",
+            "arm64" => "aarch64",
+            other => other,
+        };
+        Ok(HostProfile {
+            schema_version: crate::kernelcheck::profile::SCHEMA_VERSION,
+            name: format!("guest {} {}", self.arch, self.kernel_release),
+            platform,
+            os_release: None,
+            cpu: CpuInfo {
+                machine: machine.into(),
+                amd64_level: if self.arch == "amd64" { accel_level } else { 0 },
+                count: 1,
+                page_size: 4096,
+                endianness: "little".into(),
+                ..Default::default()
+            },
+            kernel: KernelInfo {
+                release: self.kernel_release.clone(),
+                version: parse_version(&self.kernel_release).unwrap_or([0, 0, 0]),
+                config_source: Some(format!("guest {}", self.config.display())),
+                config,
+                modules_supported: true,
+                modules_loaded: self.base_modules.clone(),
+                modules_builtin: Vec::new(),
+                modules_available: self.modules.keys().cloned().collect(),
+                modules_builtin_complete: false,
+                checks: Vec::new(),
+            },
+            cgroups: Default::default(),
+            namespaces: Vec::new(),
+            user_namespaces: Default::default(),
+            seccomp: false,
+            security: Default::default(),
+            filesystems: Vec::new(),
+            emulation: Default::default(),
+            unknowns: Vec::new(),
+        })
     }
 
     /// The optional modules this guest ships (beyond the ones always loaded).
