@@ -515,7 +515,9 @@ fn bundle_runs_with_runc_and_crun() {
     if !capable() {
         return;
     }
-    let _g = shared();
+    // Mounts the hugetlb v1 hierarchy for crun (global host state that libcontainer reads):
+    // no other container may be created meanwhile.
+    let _g = exclusive();
     use xrun::runtime::{Bundle, BundleExtras, ImageInput, RunOptions};
     let rootfs = busybox_rootfs();
     // Two layers: the top one overrides a file of the bottom one.
