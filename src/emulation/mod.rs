@@ -87,25 +87,6 @@ pub enum EmulationError {
         /// Why it is unusable.
         reason: String,
     },
-    /// `--route native` for an image the host cannot run natively.
-    #[error(
-        "{image} does not run natively on this {host} host; use --route auto or emulated \
-         (or --platform {host})"
-    )]
-    NotNative {
-        /// The image's platform.
-        image: String,
-        /// The host's platform.
-        host: String,
-    },
-    /// `--route emulated` for an architecture the host runs natively.
-    #[error(
-        "{platform} runs natively on this host: binfmt emulation only serves foreign architectures; use --route auto or native"
-    )]
-    NativeArch {
-        /// The image's platform.
-        platform: String,
-    },
     /// The emulated route is not available for a platform.
     #[error("cannot emulate {platform}: {reason}; fix: {fix}")]
     NoUsableHandler {

@@ -154,114 +154,6 @@ pub fn refine_profile_handlers(
     }
 }
 
-/// Which route the user asks for (`--route`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RouteRequest {
-    /// Native when the host runs the image, else emulated, else vm.
-    #[default]
-    Auto,
-    /// Only native.
-    Native,
-    /// Only emulated.
-    Emulated,
-    /// Only vm.
-    Vm,
-}
-
-impl std::str::FromStr for RouteRequest {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(RouteRequest::Auto),
-            "native" => Ok(RouteRequest::Native),
-            "emulated" => Ok(RouteRequest::Emulated),
-            "vm" => Ok(RouteRequest::Vm),
-            _ => Err(format!(
-                "unknown route {s:?} (expected auto, native, emulated or vm)"
-            )),
-        }
-    }
-}
-
-/// Where a container of a given platform runs on this host.
-#[derive(Debug)]
-pub enum Decision {
-    /// Namespaces on the host kernel, no emulation.
-    Native,
-    /// Through qemu-user via binfmt_misc.
-    Emulated(EmulatedRoute),
-    /// The vm route: asked for, or (`why_not_emulated`) the emulated route is not available.
-    /// A caller without a vm route reports `why_not_emulated` (it carries the fix).
-    Vm {
-        /// Why the emulated route cannot take it (`None` when the vm route was asked for).
-        why_not_emulated: Option<EmulationError>,
-    },
-}
-
-/// Whether a host of platform `host` runs images of `image` natively (containerd's matching,
-/// plus 386 on amd64).
-pub fn runs_natively(host: &Platform, image: &Platform) -> bool {
-    let host_n = host.normalize();
-    let image_n = image.normalize();
-    if crate::platform::Matcher::new(&host_n).matches(&image_n) {
-        return true;
-    }
-    // Same architecture, other variant (e.g. an amd64/v4 image on a v3 host): still not a
-    // case for emulation; the native route's checks explain it.
-    arch::for_platform(&image_n).is_some_and(|s| s.is_native_on(&host_n.architecture))
-}
-
-/// Decides the route for an image of platform `image` on a host of platform `host`, reading
-/// binfmt_misc through `state` only when emulation is considered.
-///
-/// `xrun run` no longer decides with this architecture-only rule: it takes the verdict of
-/// `crate::assess` (the plan `xrun check` uses), and calls [`prepare`] once the plan chose the
-/// emulated route.
-pub fn decide(
-    host: &Platform,
-    image: &Platform,
-    request: RouteRequest,
-    state: impl FnOnce() -> Result<BinfmtState, EmulationError>,
-) -> Result<Decision, EmulationError> {
-    let native = runs_natively(host, image);
-    match request {
-        RouteRequest::Vm => Ok(Decision::Vm {
-            why_not_emulated: None,
-        }),
-        RouteRequest::Native if native => Ok(Decision::Native),
-        RouteRequest::Native => Err(EmulationError::NotNative {
-            image: image.normalize().to_string(),
-            host: host.normalize().to_string(),
-        }),
-        RouteRequest::Auto if native => Ok(Decision::Native),
-        RouteRequest::Emulated if native => Err(EmulationError::NativeArch {
-            platform: image.normalize().to_string(),
-        }),
-        RouteRequest::Emulated => select(&state()?, image).map(Decision::Emulated),
-        RouteRequest::Auto => match select(&state()?, image) {
-            Ok(r) => Ok(Decision::Emulated(r)),
-            Err(e) => Ok(Decision::Vm {
-                why_not_emulated: Some(e),
-            }),
-        },
-    }
-}
-
-/// Among an image's platforms (none native here), the index of the one to emulate: the first
-/// with a usable handler, else the first xrun knows how to emulate, else the first.
-pub fn pick_foreign(state: &BinfmtState, platforms: &[Platform]) -> Option<usize> {
-    platforms
-        .iter()
-        .position(|p| select(state, p).is_ok())
-        .or_else(|| {
-            platforms
-                .iter()
-                .position(|p| arch::for_platform(p).is_some())
-        })
-        .or(if platforms.is_empty() { None } else { Some(0) })
-}
-
 /// Makes a gathered host profile agree with what the kernel will really do: its handlers in the
 /// kernel's match order (newest first, so the one in use for an architecture comes first) and
 /// shadowed handlers marked unusable (see [`refine_profile_handlers`]). A profile of another
@@ -292,69 +184,16 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn no_state() -> Result<BinfmtState, EmulationError> {
-        panic!("binfmt_misc must not be read for a native decision")
-    }
-
     #[test]
-    fn native_decisions_do_not_read_binfmt() {
-        let host = p("linux/amd64/v3");
-        for img in ["linux/amd64", "linux/amd64/v2", "linux/386"] {
-            assert!(matches!(
-                decide(&host, &p(img), RouteRequest::Auto, no_state).unwrap(),
-                Decision::Native
-            ));
-        }
-        assert!(matches!(
-            decide(
-                &p("linux/arm64"),
-                &p("linux/arm/v7"),
-                RouteRequest::Native,
-                no_state
-            )
-            .unwrap(),
-            Decision::Native
-        ));
-    }
-
-    #[test]
-    fn forced_routes_that_cannot_work_say_so() {
-        let host = p("linux/amd64");
-        let e = decide(&host, &p("linux/arm64"), RouteRequest::Native, no_state).unwrap_err();
-        assert!(e.to_string().contains("does not run natively"), "{e}");
-        let e = decide(&host, &p("linux/amd64"), RouteRequest::Emulated, no_state).unwrap_err();
-        assert!(e.to_string().contains("runs natively"), "{e}");
-        assert!(matches!(
-            decide(&host, &p("linux/amd64"), RouteRequest::Vm, no_state).unwrap(),
-            Decision::Vm {
-                why_not_emulated: None
-            }
-        ));
-    }
-
-    #[test]
-    fn auto_without_binfmt_goes_to_vm_with_the_fix() {
-        let empty = || {
-            Ok(BinfmtState {
-                dir: "/nonexistent".into(),
-                mounted: true,
-                enabled: true,
-                handlers: vec![],
-            })
+    fn no_handler_names_the_fix() {
+        let empty = BinfmtState {
+            dir: "/nonexistent".into(),
+            mounted: true,
+            enabled: true,
+            handlers: vec![],
         };
-        match decide(
-            &p("linux/amd64"),
-            &p("linux/arm64"),
-            RouteRequest::Auto,
-            empty,
-        )
-        .unwrap()
-        {
-            Decision::Vm {
-                why_not_emulated: Some(e),
-            } => assert!(e.to_string().contains("xrun binfmt install arm64"), "{e}"),
-            other => panic!("{other:?}"),
-        }
+        let e = select(&empty, &p("linux/arm64")).unwrap_err().to_string();
+        assert!(e.contains("xrun binfmt install arm64"), "{e}");
     }
 
     #[test]
