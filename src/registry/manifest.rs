@@ -2,20 +2,14 @@
 //! the structure), parsing of indexes/lists and image manifests, image configs, and the
 //! selection of an index entry for a platform with xrun's own [`Matcher`].
 
-use serde::Deserialize;
-
 use super::error::RegistryError;
-use crate::digest::Digest;
 use crate::platform::{Matcher, Platform};
+/// The OCI JSON shapes are the store's: one definition for the pull and the store.
+pub use crate::store::{
+    ConfigSummary as ImageConfig, DOCKER_LIST, DOCKER_MANIFEST, Descriptor, Index,
+    Manifest as ImageManifest, OCI_INDEX, OCI_MANIFEST, RootFs,
+};
 
-/// OCI image index.
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-/// Docker manifest list.
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-/// OCI image manifest.
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-/// Docker image manifest, schema 2.
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// Docker schema 1 (refused).
 pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
 /// Docker schema 1, signed (refused).
@@ -34,25 +28,6 @@ pub enum ManifestKind {
     Image,
 }
 
-/// A descriptor, as in `manifests`, `config` and `layers`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Descriptor {
-    /// The content's media type.
-    #[serde(default)]
-    pub media_type: String,
-    /// The content's digest.
-    pub digest: Digest,
-    /// The content's size in bytes.
-    pub size: u64,
-    /// The platform (index entries only).
-    #[serde(default)]
-    pub platform: Option<Platform>,
-    /// Annotations.
-    #[serde(default)]
-    pub annotations: std::collections::BTreeMap<String, String>,
-}
-
 impl Descriptor {
     /// Whether this index entry is an image for a real platform (not a buildx attestation
     /// manifest or an `unknown/unknown` entry).
@@ -66,62 +41,6 @@ impl Descriptor {
             None => false,
         }
     }
-}
-
-/// An OCI index or Docker manifest list.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Index {
-    /// Always 2.
-    pub schema_version: u32,
-    /// The media type, when the body names it.
-    #[serde(default)]
-    pub media_type: Option<String>,
-    /// The manifests.
-    pub manifests: Vec<Descriptor>,
-}
-
-/// An OCI or Docker schema 2 image manifest.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ImageManifest {
-    /// Always 2.
-    pub schema_version: u32,
-    /// The media type, when the body names it.
-    #[serde(default)]
-    pub media_type: Option<String>,
-    /// The image config blob.
-    pub config: Descriptor,
-    /// Layers, lowest first.
-    #[serde(default)]
-    pub layers: Vec<Descriptor>,
-}
-
-/// The parts of an image config the pull needs.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ImageConfig {
-    /// `os`.
-    #[serde(default)]
-    pub os: String,
-    /// `architecture`.
-    #[serde(default)]
-    pub architecture: String,
-    /// `variant`.
-    #[serde(default)]
-    pub variant: Option<String>,
-    /// `rootfs`.
-    pub rootfs: RootFs,
-}
-
-/// `rootfs` of an image config.
-#[derive(Debug, Clone, Deserialize)]
-pub struct RootFs {
-    /// `layers`.
-    #[serde(rename = "type", default)]
-    pub kind: String,
-    /// Digests of the uncompressed layers, lowest first.
-    #[serde(default)]
-    pub diff_ids: Vec<Digest>,
 }
 
 impl ImageConfig {
@@ -176,10 +95,24 @@ pub fn detect(reference: &str, body: &[u8]) -> Result<ManifestKind, RegistryErro
 
 /// Parses an index body.
 pub fn parse_index(reference: &str, body: &[u8]) -> Result<Index, RegistryError> {
-    serde_json::from_slice(body).map_err(|e| RegistryError::Invalid {
+    let i: Index = serde_json::from_slice(body).map_err(|e| RegistryError::Invalid {
         reference: reference.to_string(),
         what: "index",
         message: e.to_string(),
+    })?;
+    schema_version_2(reference, "index", i.schema_version)?;
+    Ok(i)
+}
+
+/// Every accepted index and manifest says `schemaVersion: 2`.
+fn schema_version_2(reference: &str, what: &'static str, v: u32) -> Result<(), RegistryError> {
+    if v == 2 {
+        return Ok(());
+    }
+    Err(RegistryError::Invalid {
+        reference: reference.to_string(),
+        what,
+        message: format!("schemaVersion {v}, expected 2"),
     })
 }
 
@@ -190,6 +123,7 @@ pub fn parse_image(reference: &str, body: &[u8]) -> Result<ImageManifest, Regist
         what: "manifest",
         message: e.to_string(),
     })?;
+    schema_version_2(reference, "manifest", m.schema_version)?;
     Ok(m)
 }
 
@@ -288,6 +222,23 @@ mod tests {
             r#"{{"schemaVersion":2,{media}"manifests":[{}]}}"#,
             m.join(",")
         )
+    }
+
+    #[test]
+    fn only_schema_version_2_parses() {
+        let cfg = format!(
+            r#"{{"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"x","digest":"sha256:{}","size":1}},"layers":[]}}"#,
+            "a".repeat(64)
+        );
+        let with = |v: &str| cfg.replacen('{', &format!("{{{v}"), 1);
+        assert!(parse_image("r", with(r#""schemaVersion":2,"#).as_bytes()).is_ok());
+        for bad in [with(r#""schemaVersion":1,"#), cfg.clone()] {
+            let e = parse_image("r", bad.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains("expected 2"), "{e}");
+        }
+        let idx = r#"{"schemaVersion":1,"manifests":[]}"#;
+        assert!(parse_index("r", idx.as_bytes()).is_err());
+        assert!(parse_index("r", br#"{"schemaVersion":2,"manifests":[]}"#).is_ok());
     }
 
     #[test]

@@ -16,8 +16,8 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 /// Docker manifest list media type.
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
-/// A content descriptor (the fields the store uses).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A content descriptor (the fields xrun uses), in manifests, indexes and OCI layouts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Descriptor {
     /// Media type.
     #[serde(rename = "mediaType", default)]
@@ -37,6 +37,9 @@ pub struct Descriptor {
 /// An image manifest (OCI or Docker schema 2).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Manifest {
+    /// `schemaVersion` (2 for every accepted type; 0 when absent).
+    #[serde(rename = "schemaVersion", default)]
+    pub schema_version: u32,
     /// Media type, when the manifest states it.
     #[serde(rename = "mediaType", default)]
     pub media_type: Option<String>,
@@ -50,6 +53,9 @@ pub struct Manifest {
 /// An image index or manifest list.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Index {
+    /// `schemaVersion` (2 for every accepted type; 0 when absent).
+    #[serde(rename = "schemaVersion", default)]
+    pub schema_version: u32,
     /// Media type, when stated.
     #[serde(rename = "mediaType", default)]
     pub media_type: Option<String>,
@@ -58,7 +64,7 @@ pub struct Index {
     pub manifests: Vec<Descriptor>,
 }
 
-/// The parts of an image config the store needs.
+/// The parts of an image config the store and the pull need.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ConfigSummary {
     /// `os`.
