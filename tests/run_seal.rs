@@ -48,7 +48,14 @@ fn check(method: Option<&str>, expect_errno: i32, expect_text: &str) {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let id = stdout(&o).trim().to_string();
-    let pid = monitor_pid(&id).expect("the monitor runs");
+    // A monitor may be re-executing itself (the memfd fallback does so right after reporting
+    // ready); its cmdline reads empty meanwhile: look again for a few seconds.
+    let mut found = None;
+    wait_for(5, || {
+        found = monitor_pid(&id);
+        found.is_some()
+    });
+    let pid = found.expect("the monitor runs");
 
     // From the host, as root: the link opens the protected file, not the binary.
     let exe = format!("/proc/{pid}/exe");
