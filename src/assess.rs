@@ -70,6 +70,13 @@ pub fn host_profile() -> HostProfile {
     p
 }
 
+/// This machine's profile without the emulation facts ([`HostProfile::gather_without_emulation`]):
+/// enough for a native verdict, which never depends on them. `xrun run` starts with it and
+/// gathers [`host_profile`] only when the verdict is not native.
+pub fn host_profile_without_emulation() -> HostProfile {
+    HostProfile::gather_without_emulation()
+}
+
 /// Every stored record of a reference (all its platforms), sorted by platform.
 pub fn find_records(store: &Store, r: &ImageRef) -> Result<Vec<ImageRecord>, StoreError> {
     let name = r.name();

@@ -233,7 +233,15 @@ fn resolve_image(
                 .unwrap_or_default()
         );
     }
-    let host = assess::host_profile();
+    tracing::debug!("phase: image found");
+    // A native verdict never depends on the emulation facts: gather them only when needed.
+    let native_first = matches!(choice, RouteChoice::Auto | RouteChoice::Native);
+    let mut host = if native_first {
+        assess::host_profile_without_emulation()
+    } else {
+        assess::host_profile()
+    };
+    tracing::debug!("phase: host profile gathered");
     let available: Vec<_> = records.iter().map(|r| r.platform.clone()).collect();
     let index = match &wanted {
         Some(p) => xrun::platform::Matcher::new(p)
@@ -255,11 +263,18 @@ fn resolve_image(
         entrypoint: f.entrypoint.clone().map(|e| vec![e]),
         cmd: (!command.is_empty()).then(|| command.clone()),
     };
-    let routed =
-        match super::route::route_for(image_name, &store, &image, &ov, &host, choice, f.dry_run)? {
-            Ok(r) => r,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
+    let mut routed =
+        super::route::route_for(image_name, &store, &image, &ov, &host, choice, f.dry_run)?;
+    if native_first && !matches!(&routed, Ok(r) if r.route == xrun::plan::Route::Native) {
+        host = assess::host_profile();
+        routed =
+            super::route::route_for(image_name, &store, &image, &ov, &host, choice, f.dry_run)?;
+    }
+    let routed = match routed {
+        Ok(r) => r,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    tracing::debug!("phase: routed");
     Ok(Ok(Resolved {
         image: ImageInput::from_store(image_name, &image),
         command,
@@ -393,16 +408,19 @@ fn create_record(
         }
     }
     drop(_gc);
+    tracing::debug!("phase: container recorded");
     Ok(Ok(Created::Container(c, id)))
 }
 
 /// `xrun run`.
 pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
+    tracing::debug!("phase: run");
     if !a.detach
         && let Err(e) = runtime::seal::ensure_sealed()
     {
         return fail(e);
     }
+    tracing::debug!("phase: sealed");
     let (c, id) = match create_record(g, &a.flags, !a.detach)? {
         Ok(Created::Container(c, id)) => (c, id),
         Ok(Created::Done(code)) => return Ok(code),

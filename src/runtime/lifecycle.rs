@@ -69,7 +69,8 @@ fn launch(
     let id = rec.id.as_str();
     let opts = &rec.options;
     let bundle = c.bundle(id);
-    bundle.prepare(id, &rec.image, opts, extras)?;
+    let spec = bundle.prepare(id, &rec.image, opts, extras)?;
+    tracing::debug!("phase: bundle prepared");
     let engine = Engine::from_option(opts.runtime.as_ref());
     let result = (|| {
         let foreground = matches!(attach, Attach::Foreground);
@@ -134,12 +135,15 @@ fn launch(
         };
         let mut running = executor::start(
             &bundle,
+            &spec,
             &c.runtime_root(id),
+            &c.seccomp_cache(),
             id,
             &engine,
             stdio,
             console.as_ref().map(|s| s.path()),
         )?;
+        tracing::debug!("phase: container started");
         let mut pump = None;
         let mut raw = None;
         if let Some(sock) = &console {
@@ -205,6 +209,7 @@ fn open_log(c: &Containers, id: &str) -> Result<std::fs::File, RuntimeError> {
 
 fn finish(c: &Containers, id: &str, mut session: Session) -> Result<i32, RuntimeError> {
     let code = executor::wait(&mut session.running);
+    tracing::debug!("phase: container exited");
     if let Some(p) = session.pump.take() {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -220,9 +225,12 @@ fn finish(c: &Containers, id: &str, mut session: Session) -> Result<i32, Runtime
         r.finished = Some(super::state::now());
         r.pid = None;
     })?;
+    tracing::debug!("phase: exit recorded");
     cleanup(c, &rec)?;
+    tracing::debug!("phase: cleaned up");
     if rec.options.auto_remove {
         remove_dir(c, id)?;
+        tracing::debug!("phase: removed");
     }
     code
 }
@@ -575,7 +583,9 @@ pub fn exec(
         user: None,
     };
     let mut running = executor::exec(
+        &spec,
         &c.runtime_root(&rec.id),
+        &c.seccomp_cache(),
         &rec.id,
         &engine,
         &req,
