@@ -156,8 +156,8 @@ impl Guest {
     }
 
     /// Loads the guest for `arch` from an OCI image layout (an index of per-arch images, each
-    /// with one layer holding the guest directory), verifying digests, and unpacking it once
-    /// under `unpack_cache/<manifest hex>`.
+    /// with one layer holding the guest directory; `index.json` either is that index or names
+    /// it), verifying digests, and unpacking it once under `unpack_cache/<manifest hex>`.
     pub fn from_oci_layout(
         layout: &Path,
         arch: &str,
@@ -167,7 +167,16 @@ impl Guest {
             path: layout.to_path_buf(),
             message,
         };
-        let index: serde_json::Value = read_json(layout, &layout.join("index.json"))?;
+        let mut index: serde_json::Value = read_json(layout, &layout.join("index.json"))?;
+        // index.json may name one image index (what ci/guest-image writes, so skopeo copies
+        // it whole), or list the per-arch images itself (older layouts).
+        if let Some([only]) = index["manifests"].as_array().map(Vec::as_slice)
+            && only["mediaType"].as_str() == Some(crate::store::OCI_INDEX)
+        {
+            let bytes = read_blob(layout, &descriptor_digest(layout, only)?)?;
+            index = serde_json::from_slice(&bytes)
+                .map_err(|e| bad(format!("the image index: {e}")))?;
+        }
         let manifests = index["manifests"]
             .as_array()
             .ok_or_else(|| bad("index.json has no manifests".into()))?;
