@@ -33,23 +33,24 @@ pub enum VmError {
         message: String,
     },
     /// The guest image could not be pulled (or is not in the store with `--pull never`).
-    #[error("VM guest image {reference}: {source}")]
+    #[error("VM guest image {reference}: {cause}")]
     GuestPull {
         /// The guest image reference.
         reference: String,
-        /// The registry's (or the store's) error.
-        source: Box<crate::registry::RegistryError>,
+        /// The registry's (or the store's) error (shown in the message, so not a `source`).
+        cause: Box<crate::registry::RegistryError>,
     },
     /// The file system holding the rootfs image cache is full.
     #[error(
-        "no space left on device in {dir} while building the VM root file system of the image \
-         (about {needed_mib} MiB needed): free space there or use a --root on a larger file system"
+        "no space left on device in {dir} while building the VM root file system image (the \
+         image's files take {files_mib} MiB; building needs up to twice that): free space there \
+         or use a --root on a larger file system"
     )]
     NoSpace {
         /// The rootfs image cache directory.
         dir: PathBuf,
-        /// The image's flattened size, rounded up (MiB).
-        needed_mib: u64,
+        /// The size of the image's files (all layers), rounded up (MiB).
+        files_mib: u64,
     },
     /// The image asks for a kernel module the guest does not ship.
     #[error("the VM guest ({release}) has no kernel module {module:?} (it ships: {available})")]

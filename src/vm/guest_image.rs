@@ -89,7 +89,7 @@ impl GuestImage {
     fn pull_error(&self, e: impl Into<RegistryError>) -> VmError {
         VmError::GuestPull {
             reference: self.reference.to_string(),
-            source: Box::new(e.into()),
+            cause: Box::new(e.into()),
         }
     }
 
