@@ -52,16 +52,13 @@ fn guest_layout(scratch: &Path) -> Option<PathBuf> {
     let layout = Path::new(GUEST_CACHE).join("oci");
     let index = read_json(&layout.join("index.json"));
     let entries = index["manifests"].as_array().unwrap();
-    if entries.len() == 1
-        && entries[0]["mediaType"] == "application/vnd.oci.image.index.v1+json"
-    {
+    if entries.len() == 1 && entries[0]["mediaType"] == "application/vnd.oci.image.index.v1+json" {
         return Some(layout);
     }
     let out = scratch.join("guest-oci");
     fs::create_dir_all(out.join("blobs/sha256")).unwrap();
     for b in fs::read_dir(layout.join("blobs/sha256")).unwrap().flatten() {
-        std::os::unix::fs::symlink(b.path(), out.join("blobs/sha256").join(b.file_name()))
-            .unwrap();
+        std::os::unix::fs::symlink(b.path(), out.join("blobs/sha256").join(b.file_name())).unwrap();
     }
     let bytes = fs::read(layout.join("index.json")).unwrap();
     let hex = common::sha256_hex(&bytes);
@@ -205,11 +202,17 @@ fn a_pulled_guest_boots_and_profiles_the_vm_route() {
         .output()
         .unwrap();
     let (so, se) = text(&o);
-    eprintln!("run --vm-kernel (pull of image and guest, boot, exit): {:?}", t.elapsed());
+    eprintln!(
+        "run --vm-kernel (pull of image and guest, boot, exit): {:?}",
+        t.elapsed()
+    );
     assert_eq!(o.status.code(), Some(7), "{so}{se}");
     assert_eq!(so, format!("{}\nx86_64\n", w.release_amd64), "{se}");
     assert!(se.contains("6.1: Pulling from xrun-guest"), "{se}");
-    assert!(se.contains(&format!("amd64 kernel {}", w.release_amd64)), "{se}");
+    assert!(
+        se.contains(&format!("amd64 kernel {}", w.release_amd64)),
+        "{se}"
+    );
     // Only the amd64 guest entered the store.
     let rows = images(&env);
     let guest_repo = w.guest.rsplit_once(':').unwrap().0.to_string();
@@ -225,7 +228,15 @@ fn a_pulled_guest_boots_and_profiles_the_vm_route() {
     let o = env
         .cmd()
         .env("XRUN_GUEST", env.scratch().join("no-local-guest"))
-        .args(["run", "--dry-run", "-q", "--route", "vm", "--vm-kernel", &w.guest])
+        .args([
+            "run",
+            "--dry-run",
+            "-q",
+            "--route",
+            "vm",
+            "--vm-kernel",
+            &w.guest,
+        ])
         .arg(w.reg.image("bb:arm64"))
         .output()
         .unwrap();
@@ -253,7 +264,11 @@ fn a_pulled_guest_boots_and_profiles_the_vm_route() {
     let fc = fixtures_check_dir();
     for (name, tag) in [("module", "module:1"), ("kernel-min", "kmin:1")] {
         w.reg.push_layout(&fc.join(name), tag);
-        let o = env.cmd().args(["pull", "-q", &w.reg.image(tag)]).output().unwrap();
+        let o = env
+            .cmd()
+            .args(["pull", "-q", &w.reg.image(tag)])
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{:?}", text(&o));
     }
     let check = |image: &str| {
@@ -311,7 +326,16 @@ fn refused_guest_references_leave_nothing_behind() {
     let before_snaps = files_under(&env.root().join("snapshots"));
     let run = |vm_kernel: &str, image: &str| {
         env.cmd()
-            .args(["run", "--rm", "-q", "--route", "vm", "--vm-kernel", vm_kernel, image])
+            .args([
+                "run",
+                "--rm",
+                "-q",
+                "--route",
+                "vm",
+                "--vm-kernel",
+                vm_kernel,
+                image,
+            ])
             .args(["uname", "-r"])
             .output()
             .unwrap()
@@ -386,14 +410,26 @@ fn the_config_names_the_guest_and_the_flag_overrides_it() {
     let o = env
         .cmd()
         .env("XRUN_GUEST", env.scratch().join("no-local-guest"))
-        .args(["check", "--route", "vm", "--require", "vm", "--format", "json", &bb])
+        .args([
+            "check",
+            "--route",
+            "vm",
+            "--require",
+            "vm",
+            "--format",
+            "json",
+            &bb,
+        ])
         .output()
         .unwrap();
     let (so, se) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{so}{se}");
     assert!(!so.contains("guest-unprofiled"), "{so}");
     // A bad config value is reported in one line; the flag wins over it.
-    env.write_config(&format!(r#"{{"vm-kernel": "{}"}}"#, w.reg.image("xrun-guest:gone")));
+    env.write_config(&format!(
+        r#"{{"vm-kernel": "{}"}}"#,
+        w.reg.image("xrun-guest:gone")
+    ));
     assert_refused(&dry(&[]), "xrun-guest:gone");
     let o = dry(&["--vm-kernel", &w.guest]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));

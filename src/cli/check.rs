@@ -48,7 +48,11 @@ pub struct CheckArgs {
     /// Check the vm route against this guest image (pulled when not in the store, as `xrun
     /// run --vm-kernel` would boot it; default: the config's `vm-kernel`, else the local
     /// guest).
-    #[arg(long = "vm-kernel", value_name = "REF", conflicts_with = "guest_profile")]
+    #[arg(
+        long = "vm-kernel",
+        value_name = "REF",
+        conflicts_with = "guest_profile"
+    )]
     pub vm_kernel: Option<String>,
     /// Output format: table or json.
     #[arg(long, default_value = "table")]

@@ -262,11 +262,12 @@ fn resolve_image(
         entrypoint: f.entrypoint.clone().map(|e| vec![e]),
         cmd: (!command.is_empty()).then(|| command.clone()),
     };
-    let routed =
-        match super::route::route_for(image_name, &store, &image, &ov, &host, choice, f.dry_run, vm_kernel)? {
-            Ok(r) => r,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
+    let routed = match super::route::route_for(
+        image_name, &store, &image, &ov, &host, choice, f.dry_run, vm_kernel,
+    )? {
+        Ok(r) => r,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
     Ok(Ok(Resolved {
         image: ImageInput::from_store(image_name, &image),
         command,

@@ -174,8 +174,8 @@ impl Guest {
             && only["mediaType"].as_str() == Some(crate::store::OCI_INDEX)
         {
             let bytes = read_blob(layout, &descriptor_digest(layout, only)?)?;
-            index = serde_json::from_slice(&bytes)
-                .map_err(|e| bad(format!("the image index: {e}")))?;
+            index =
+                serde_json::from_slice(&bytes).map_err(|e| bad(format!("the image index: {e}")))?;
         }
         let manifests = index["manifests"]
             .as_array()

@@ -217,10 +217,7 @@ impl GuestImage {
             return Err(self.not_a_guest(arch, no_annotation()));
         }
         if record.platform.normalize().architecture != arch {
-            return Err(self.not_a_guest(
-                arch,
-                format!("the image pulled is {}", record.platform),
-            ));
+            return Err(self.not_a_guest(arch, format!("the image pulled is {}", record.platform)));
         }
         if record.layers.len() != 1 {
             return Err(self.not_a_guest(
@@ -235,10 +232,9 @@ impl GuestImage {
         let dir = &image.layer_dirs[0];
         let g = Guest::from_dir(dir).map_err(|e| self.not_a_guest(arch, e.to_string()))?;
         if g.arch != arch {
-            return Err(self.not_a_guest(
-                arch,
-                format!("its guest.json says architecture {}", g.arch),
-            ));
+            return Err(
+                self.not_a_guest(arch, format!("its guest.json says architecture {}", g.arch))
+            );
         }
         Ok(g)
     }
@@ -250,9 +246,7 @@ impl GuestImage {
             .store
             .remove_records(std::slice::from_ref(record))
             .is_ok()
-            && let Err(e) = self
-                .store
-                .prune_unreferenced(std::slice::from_ref(record))
+            && let Err(e) = self.store.prune_unreferenced(std::slice::from_ref(record))
         {
             tracing::debug!("leaving {}'s blobs for the next prune: {e}", record.name);
         }

@@ -37,7 +37,11 @@ pub fn image_for(
         Ok(()) => Ok((dest, true)),
         Err(e) if is_no_space(&e) => Err(VmError::NoSpace {
             dir: cache_dir.to_path_buf(),
-            files_mib: layer_dirs.iter().map(|d| files_size(d, 0)).sum::<u64>().div_ceil(1 << 20),
+            files_mib: layer_dirs
+                .iter()
+                .map(|d| files_size(d, 0))
+                .sum::<u64>()
+                .div_ceil(1 << 20),
         }),
         Err(e) => Err(e),
     }
@@ -66,7 +70,10 @@ fn build(cache_dir: &Path, dest: &Path, layer_dirs: &[PathBuf]) -> Result<(), Vm
 fn is_no_space(e: &VmError) -> bool {
     match e {
         VmError::Io { source, .. } => {
-            matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+            matches!(
+                source.raw_os_error(),
+                Some(libc::ENOSPC) | Some(libc::EDQUOT)
+            )
         }
         VmError::Tool { message, .. } => {
             let m = message.to_ascii_lowercase();
