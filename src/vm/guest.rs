@@ -437,6 +437,69 @@ mod tests {
         ));
     }
 
+    /// Writes an OCI layout holding the guest in `g` (amd64), either with `index.json` naming
+    /// one nested index (`nested`) or listing the image itself.
+    fn layout(g: &Path, out: &Path, nested: bool) {
+        let blobs = out.join("blobs/sha256");
+        fs::create_dir_all(&blobs).unwrap();
+        let put = |bytes: &[u8]| {
+            let d = Digest::of(bytes);
+            fs::write(blobs.join(d.hex()), bytes).unwrap();
+            (d.to_string(), bytes.len())
+        };
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        for f in ["guest.json", "kernel", "initrd.img", "config"] {
+            tar.append_path_with_name(g.join(f), f).unwrap();
+        }
+        let (layer, lsize) = put(&tar.into_inner().unwrap().finish().unwrap());
+        let (cfg, csize) = put(br#"{"architecture":"amd64","os":"linux"}"#);
+        let manifest = serde_json::json!({"schemaVersion": 2,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": csize},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": lsize}]});
+        let (m, msize) = put(manifest.to_string().as_bytes());
+        let mut index = serde_json::json!({"schemaVersion": 2, "mediaType": crate::store::OCI_INDEX,
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m,
+                           "size": msize, "platform": {"architecture": "amd64", "os": "linux"}}]});
+        if nested {
+            let (i, isize) = put(index.to_string().as_bytes());
+            index = serde_json::json!({"schemaVersion": 2, "mediaType": crate::store::OCI_INDEX,
+                "manifests": [{"mediaType": crate::store::OCI_INDEX, "digest": i, "size": isize}]});
+        }
+        fs::write(out.join("index.json"), index.to_string()).unwrap();
+        fs::write(out.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    }
+
+    #[test]
+    fn oci_layouts_with_or_without_a_nested_index_load() {
+        let d = tempfile::tempdir().unwrap();
+        let g = d.path().join("g");
+        fs::create_dir(&g).unwrap();
+        fake(&g);
+        for nested in [true, false] {
+            let l = d.path().join(format!("layout-{nested}"));
+            layout(&g, &l, nested);
+            let cache = d.path().join(format!("cache-{nested}"));
+            let got = Guest::from_oci_layout(&l, "amd64", &cache).unwrap();
+            assert_eq!(got.kernel_release, "6.1.0-x");
+            assert!(matches!(
+                Guest::from_oci_layout(&l, "arm64", &cache),
+                Err(VmError::GuestMissing { .. })
+            ));
+            // A tampered nested index is refused.
+            if nested {
+                let index: serde_json::Value =
+                    serde_json::from_slice(&fs::read(l.join("index.json")).unwrap()).unwrap();
+                let hex = &index["manifests"][0]["digest"].as_str().unwrap()[7..];
+                fs::write(l.join("blobs/sha256").join(hex), b"{}").unwrap();
+                let e = Guest::from_oci_layout(&l, "amd64", &d.path().join("c2")).unwrap_err();
+                assert!(e.to_string().contains("does not match"), "{e}");
+            }
+        }
+    }
+
     #[test]
     fn missing_files_are_reported() {
         let d = tempfile::tempdir().unwrap();

@@ -377,6 +377,22 @@ mod tests {
     }
 
     #[test]
+    fn a_full_disk_is_recognized_from_io_and_mkfs_errors() {
+        let io = |errno| VmError::io("x")(std::io::Error::from_raw_os_error(errno));
+        assert!(is_no_space(&io(libc::ENOSPC)));
+        assert!(is_no_space(&io(libc::EDQUOT)));
+        assert!(!is_no_space(&io(libc::EACCES)));
+        let tool = |m: &str| VmError::Tool {
+            tool: "mkfs.erofs".into(),
+            message: m.into(),
+        };
+        assert!(is_no_space(&tool(
+            "<E> erofs: \tCould not format the device : [Error 28] No space left on device"
+        )));
+        assert!(!is_no_space(&tool("<E> erofs: invalid option")));
+    }
+
+    #[test]
     fn users_resolve_from_the_image() {
         let t = tempfile::tempdir().unwrap();
         fs::create_dir_all(t.path().join("etc")).unwrap();
