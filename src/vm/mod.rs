@@ -11,11 +11,15 @@
 //! named virtio serial ports ([`serial`]). [`qemu`] builds the command line and decides the
 //! accelerator (TCG unless KVM is truly usable).
 //!
+//! A guest may also come from a registry: [`GuestImage`] pulls the guest image `--vm-kernel
+//! REF` names for the architecture needed.
+//!
 //! The entry point is [`run`] (or [`run_image`], which builds the rootfs image first).
 
 pub mod disk;
 mod error;
 pub mod guest;
+pub mod guest_image;
 pub mod qemu;
 pub mod rootfs;
 pub mod runcpio;
@@ -24,5 +28,6 @@ pub mod serial;
 
 pub use error::VmError;
 pub use guest::Guest;
+pub use guest_image::GuestImage;
 pub use qemu::{Accel, AccelChoice, choose_accel};
 pub use runner::{VmExit, VmIo, VmSpec, run, run_image};
