@@ -36,8 +36,9 @@ fn check(method: Option<&str>, expect_errno: i32, expect_text: &str) {
         "-d",
         "--rootfs",
         rootfs.to_str().unwrap(),
-        "sleep",
-        "30",
+        "sh",
+        "-c",
+        "echo before; sleep 1; echo after >&2; exec sleep 30",
     ]);
     if let Some(m) = method {
         detached.env("_XRUN_SEAL", m);
@@ -72,6 +73,16 @@ fn check(method: Option<&str>, expect_errno: i32, expect_text: &str) {
         assert!(
             wait_for(10, on_disk),
             "the monitor still runs from its copy"
+        );
+        // The output pipes went along: what was written before and after is in the log,
+        // each on its stream.
+        assert!(
+            wait_for(10, || {
+                let o = root.run(&["logs", &id]);
+                stdout(&o) == "before\n" && stderr(&o) == "after\n"
+            }),
+            "logs across the re-execution: {:?}",
+            root.run(&["logs", &id])
         );
         let o = root.run(&["stop", "-t", "1", &id]);
         assert!(o.status.success(), "{}", stderr(&o));

@@ -300,22 +300,38 @@ fn is_monitor_resume() -> bool {
 }
 
 /// In a monitor that re-executed itself from disk ([`resume_monitor_from_disk`]): the pid of
-/// the container process to keep waiting for (removed from the environment).
-pub fn take_monitor_resume() -> Option<i32> {
+/// the container process to keep waiting for, and the read ends of its output pipes when it
+/// has them (removed from the environment; the descriptors become close-on-exec again).
+pub fn take_monitor_resume() -> Option<(i32, Option<(OwnedFd, OwnedFd)>)> {
     if !is_monitor_resume() {
         return None;
     }
-    let pid = std::env::var(RESUME_ENV).ok()?.parse().ok();
+    let value = std::env::var(RESUME_ENV).ok()?;
     // SAFETY: the monitor is single-threaded at this point (nothing started yet).
     unsafe { std::env::remove_var(RESUME_ENV) };
-    pid
+    let mut parts = value.split(':');
+    let pid = parts.next()?.parse().ok()?;
+    let fds: Vec<i32> = parts.filter_map(|p| p.parse().ok()).collect();
+    let pipes = match fds[..] {
+        [out, err] if out > 2 && err > 2 && out != err => {
+            for fd in [out, err] {
+                // SAFETY: descriptors this process inherited for exactly this purpose.
+                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            }
+            // SAFETY: as above; nothing else owns them.
+            Some(unsafe { (OwnedFd::from_raw_fd(out), OwnedFd::from_raw_fd(err)) })
+        }
+        _ => None,
+    };
+    Some((pid, pipes))
 }
 
 /// Re-executes this monitor (`xrun internal monitor ID`) from the on-disk binary, told to
-/// wait for container process `pid` (its child, which stays its child across exec). Used once
-/// the container runs: no xrun process is inside it any more, so the protection is no longer
-/// needed and the memfd copy is dropped. Returns only on error.
-pub fn resume_monitor_from_disk(pid: i32) -> RuntimeError {
+/// wait for container process `pid` (its child, which stays its child across exec) and to
+/// copy its output `pipes` (kept open across the exec) into its log. Used once the container
+/// runs: no xrun process is inside it any more, so the protection is no longer needed and
+/// the memfd copy is dropped. Returns only on error.
+pub fn resume_monitor_from_disk(pid: i32, pipes: Option<&(OwnedFd, OwnedFd)>) -> RuntimeError {
     let exe = match original_exe() {
         Ok(e) => e,
         Err(e) => return e,
@@ -336,12 +352,26 @@ pub fn resume_monitor_from_disk(pid: i32) -> RuntimeError {
             CString::new(b).ok()
         })
         .collect();
-    if let Ok(v) = CString::new(format!("{RESUME_ENV}={pid}")) {
+    let mut value = pid.to_string();
+    if let Some((out, err)) = pipes {
+        for fd in [out, err] {
+            // SAFETY: clearing close-on-exec on descriptors this process owns.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) };
+        }
+        value = format!("{pid}:{}:{}", out.as_raw_fd(), err.as_raw_fd());
+    }
+    if let Ok(v) = CString::new(format!("{RESUME_ENV}={value}")) {
         env.push(v);
     }
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     let err = nix::unistd::fexecve(file.as_raw_fd(), &args, &env).unwrap_err();
+    if let Some((out, err)) = pipes {
+        for fd in [out, err] {
+            // SAFETY: as above, undone after the failed exec.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
     RuntimeError::io("re-executing the monitor", err.into())
 }
 
