@@ -259,7 +259,13 @@ fn finish(c: &Containers, id: &str, mut session: Session) -> Result<i32, Runtime
         r.pid = None;
     })?;
     tracing::debug!("phase: exit recorded");
-    cleanup(c, &rec)?;
+    // Its PID 1 is reaped: nothing of it runs any more.
+    executor::delete_exited(
+        &c.runtime_root(&rec.id),
+        &rec.id,
+        &Engine::from_option(rec.options.runtime.as_ref()),
+    );
+    c.bundle(&rec.id).unmount_rootfs()?;
     tracing::debug!("phase: cleaned up");
     if rec.options.auto_remove {
         remove_dir(c, id)?;
