@@ -281,8 +281,11 @@ pub fn open_persistent(exe: &Path) -> Result<OwnedFd, RuntimeError> {
         )));
     }
     std::fs::create_dir_all(&view).map_err(|e| RuntimeError::io("creating /run/xrun/exe", e))?;
-    std::fs::write(base.join(format!("{key}.name")), name.as_bytes())
-        .map_err(|e| RuntimeError::io("creating /run/xrun/exe", e))?;
+    std::fs::write(
+        base.join(format!("{key}.source")),
+        exe.as_os_str().as_bytes(),
+    )
+    .map_err(|e| RuntimeError::io("creating /run/xrun/exe", e))?;
     let fs = overlay_context(dir, &empty)?;
     let mnt = create_and_mount(&fs)?;
     let target = cstr(view.as_os_str().as_bytes())?;
@@ -307,9 +310,9 @@ pub fn open_persistent(exe: &Path) -> Result<OwnedFd, RuntimeError> {
     })
 }
 
-/// Detaches the views whose binary was replaced or removed on disk since (the overlay shows
-/// the directory's current files: another size or mtime than its key recorded); the views of
-/// other binaries in use (debug, release builds) stay.
+/// Detaches the views whose binary was replaced or removed on disk since (judged from the
+/// binary's path, recorded next to the view: an overlay may keep showing a replaced lower
+/// file); the views of other binaries in use (debug, release builds) stay.
 fn drop_stale_views(base: &Path, keep: &str) {
     use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(base) else {
@@ -317,19 +320,24 @@ fn drop_stale_views(base: &Path, keep: &str) {
     };
     for e in entries.flatten() {
         let key = e.file_name().to_string_lossy().into_owned();
-        if key.starts_with('.') || key.ends_with(".name") || key == keep {
+        if key.starts_with('.') || key.contains(".source") || key == keep {
             continue;
         }
-        let fields: Vec<&str> = key.split(['-', '.']).collect();
-        let Some(name) = std::fs::read(base.join(format!("{key}.name"))).ok() else {
-            continue;
-        };
-        let current = std::fs::metadata(e.path().join(std::ffi::OsStr::from_bytes(&name)))
+        let record = base.join(format!("{key}.source"));
+        let current = std::fs::read(&record)
             .ok()
-            .map(|m| format!("{:x}-{:x}.{:x}", m.size(), m.mtime(), m.mtime_nsec()));
-        let recorded =
-            (fields.len() == 5).then(|| format!("{}-{}.{}", fields[2], fields[3], fields[4]));
-        if current.is_some() && current == recorded {
+            .and_then(|p| std::fs::metadata(std::ffi::OsStr::from_bytes(&p)).ok())
+            .map(|m| {
+                format!(
+                    "{:x}-{:x}-{:x}-{:x}.{:x}",
+                    m.dev(),
+                    m.ino(),
+                    m.size(),
+                    m.mtime(),
+                    m.mtime_nsec()
+                )
+            });
+        if current.as_deref() == Some(key.as_str()) {
             continue;
         }
         if let Ok(c) = cstr(e.path().as_os_str().as_bytes()) {
@@ -338,7 +346,7 @@ fn drop_stale_views(base: &Path, keep: &str) {
                 libc::umount2(c.as_ptr(), libc::MNT_DETACH);
                 libc::rmdir(c.as_ptr());
             }
-            let _ = std::fs::remove_file(base.join(format!("{key}.name")));
+            let _ = std::fs::remove_file(record);
         }
     }
 }
