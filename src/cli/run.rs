@@ -307,16 +307,12 @@ fn options(f: &ContainerFlags, command: Vec<String>) -> Result<RunOptions, Runti
 enum Created {
     /// A container record (to start).
     Container(Containers, String),
-    /// Nothing to start: `--dry-run` printed the plan, or the vm route already ran (its code).
+    /// Nothing to start: `--dry-run` printed the plan, or a refusal (its code).
     Done(u8),
 }
 
 /// Creates the container record (see [`Created`]).
-fn create_record(
-    g: &Global,
-    f: &ContainerFlags,
-    foreground: bool,
-) -> anyhow::Result<Result<Created, RuntimeError>> {
+fn create_record(g: &Global, f: &ContainerFlags) -> anyhow::Result<Result<Created, RuntimeError>> {
     let resolved = match resolve_image(g, f)? {
         Ok(r) => r,
         Err(refusal) => {
@@ -363,27 +359,29 @@ fn create_record(
     {
         eprintln!("{line}");
     }
-    if let Some(vm) = routed.as_ref().and_then(|r| r.vm.as_ref()) {
-        if !foreground {
-            anyhow::bail!(
-                "the vm route runs in the foreground only: use xrun run without -d (xrun create and -d are not supported on the vm route yet)"
-            );
-        }
-        if let Err(e) = opts.validate() {
-            return Ok(Err(e));
-        }
-        // The GC lease stays held while the VM reads the layers.
-        return Ok(Ok(Created::Done(super::route::run_vm(vm, &image, &opts)?)));
+    let vm = routed.as_ref().and_then(|r| r.vm.as_ref());
+    if vm.is_some() {
+        opts.route = runtime::options::ExecRoute::Vm;
     }
     let c = match Containers::open(&g.root) {
         Ok(c) => c,
         Err(e) => return Ok(Err(e)),
     };
     lifecycle::cleanup_stale(&c);
+    let launch_input = vm.map(|_| (image.clone(), opts.clone()));
     let id = match lifecycle::create(&c, image, opts) {
         Ok(r) => r.id,
         Err(e) => return Ok(Err(e)),
     };
+    if let (Some(vm), Some((image, opts))) = (vm, launch_input) {
+        // What `start` needs to boot the VM again, next to the record.
+        let saved = super::route::vm_launch(vm, &image, &opts, &id[..12])
+            .and_then(|l| Ok(l.save(&c.container_dir(&id))?));
+        if let Err(e) = saved {
+            let _ = lifecycle::remove(&c, &id, true);
+            return Err(e.context("recording the VM of the container"));
+        }
+    }
     if !diff_ids.is_empty() {
         // Before anything is mounted: prune/rmi keep these snapshots until `rm`.
         let store = xrun::store::Store::open(&g.root)?;
@@ -403,7 +401,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
     {
         return fail(e);
     }
-    let (c, id) = match create_record(g, &a.flags, !a.detach)? {
+    let (c, id) = match create_record(g, &a.flags)? {
         Ok(Created::Container(c, id)) => (c, id),
         Ok(Created::Done(code)) => return Ok(code),
         Err(e) => return fail(e),
@@ -415,7 +413,13 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         println!("{id}");
         return Ok(0);
     }
-    match lifecycle::run_attached(&c, &id, &BundleExtras::default(), true) {
+    match lifecycle::run_attached(
+        &c,
+        &id,
+        &BundleExtras::default(),
+        true,
+        &super::route::VmMachines,
+    ) {
         Ok(code) => Ok(code.clamp(0, 255) as u8),
         Err(e) => fail(e),
     }
@@ -423,7 +427,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
 
 /// `xrun create`.
 pub fn create(g: &Global, a: CreateArgs) -> anyhow::Result<u8> {
-    match create_record(g, &a.flags, false)? {
+    match create_record(g, &a.flags)? {
         Ok(Created::Container(_, id)) => {
             println!("{id}");
             Ok(0)

@@ -43,6 +43,7 @@ pub mod cgroups;
 pub mod executor;
 pub mod init;
 pub mod lifecycle;
+pub mod machine;
 pub mod monitor;
 pub mod options;
 pub mod resolve;

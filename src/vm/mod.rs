@@ -22,6 +22,7 @@
 pub mod disk;
 mod error;
 pub mod guest;
+pub mod launch;
 pub mod qemu;
 pub mod rootfs;
 pub mod runcpio;
@@ -30,5 +31,6 @@ pub mod serial;
 
 pub use error::VmError;
 pub use guest::Guest;
+pub use launch::VmLaunch;
 pub use qemu::{Accel, AccelChoice, choose_accel};
 pub use runner::{VmControl, VmExit, VmIo, VmRun, VmSpec, run, run_image, start, start_image};

@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -385,8 +385,8 @@ impl VmRun {
         }
     }
 
-    /// Waits for the end of the VM; returns the command's exit status. Nothing is left
-    /// running.
+    /// Waits for the end of the VM; returns the command's exit status (128+N when qemu was
+    /// killed by signal N). Nothing is left running.
     pub fn wait(mut self) -> Result<VmExit, VmError> {
         let outcome = self.poll(false);
         let total_time = self.start.elapsed();
@@ -412,10 +412,19 @@ impl VmRun {
                 boot_time: self.boot_time,
                 total_time,
             }),
-            None => Err(VmError::GuestFailed {
-                qemu_status: st.to_string(),
-                console: tail(),
-            }),
+            None => match st.signal() {
+                // Killed (SIGKILL from `xrun kill`/`rm -f`): like a killed process.
+                Some(sig) => Ok(VmExit {
+                    code: 128 + sig,
+                    accel: self.accel.clone(),
+                    boot_time: self.boot_time,
+                    total_time,
+                }),
+                None => Err(VmError::GuestFailed {
+                    qemu_status: st.to_string(),
+                    console: tail(),
+                }),
+            },
         }
     }
 
