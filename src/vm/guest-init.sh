@@ -155,6 +155,10 @@ if [ -e /xrun/tty ]; then
     i=$((i + 1)); [ $i -gt 300 ] && fail "the terminal (virtio console) did not appear"; usleep 10000
   done
   tty=/dev/hvc0; in=$tty; out=$tty; err=$tty
+  # The virtio console resets its size to 0x0 (asynchronously) on every first open: keep it
+  # open here (fd 9, not passed on) and let the reset pass before setting the size.
+  exec 9<> $tty
+  usleep 20000
   read -r rows cols < /xrun/tty
   [ "${rows:-0}" -gt 0 ] && stty -F $tty rows "$rows" cols "$cols"
 fi
@@ -176,5 +180,5 @@ control() {
 control &
 
 echo S > "$exitport"
-chroot /newroot /.xrun/busybox sh /.xrun/stage2 < "$in" > "$out" 2> "$err"
+chroot /newroot /.xrun/busybox sh /.xrun/stage2 < "$in" > "$out" 2> "$err" 9<&-
 finish $?
