@@ -155,6 +155,9 @@ fn detached_vm_container_logs_signals_and_stops() {
         text(&run(&env, &["logs", "web"]))
     );
     assert!(ps_line(&env, "web").contains("Up "));
+    let o = run(&env, &["exec", "web", "true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not supported on the vm route"));
 
     // `logs -f` follows until the container stops; stop sends SIGTERM into the guest: the
     // command (not PID 1 there) dies of it, well within the timeout.
@@ -193,6 +196,16 @@ fn detached_vm_container_logs_signals_and_stops() {
 fn created_vm_container_keeps_its_disk_across_starts_until_rm() {
     let _b = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
     let Some(env) = setup() else { return };
+    // What a VM cannot honour is refused up front, in one line, creating nothing.
+    let o = run(
+        &env,
+        &["create", "--route", "vm", "-v", "/tmp:/x", IMAGE, "true"],
+    );
+    assert_eq!(o.status.code(), Some(125), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains("-v is not supported on the vm route"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(stdout(&run(&env, &["ps", "-aq"])), "");
     let o = run(
         &env,
         &[

@@ -236,6 +236,24 @@ pub fn describe(r: &Routed) -> Vec<String> {
     v
 }
 
+/// The options the vm route cannot honour, as the one error line to give (`None`: fine).
+pub fn vm_unsupported(opts: &RunOptions) -> Option<String> {
+    let flag = if !opts.volumes.is_empty() {
+        "-v"
+    } else if opts.read_only {
+        "--read-only"
+    } else if opts.network == xrun::runtime::Network::Host {
+        "--network host"
+    } else if opts.runtime.is_some() {
+        "--runtime"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{flag} is not supported on the vm route (the container runs in a VM): drop it, or use another --route"
+    ))
+}
+
 /// How to boot container `short_id`'s VM on the vm route (saved in its directory, so `start`
 /// boots it again): the command, environment, user, resources of `image` + `opts`.
 pub fn vm_launch(

@@ -335,6 +335,15 @@ fn create_record(g: &Global, f: &ContainerFlags) -> anyhow::Result<Result<Create
     if emulated.is_some() {
         opts.route = runtime::options::ExecRoute::Emulated;
     }
+    let vm = routed.as_ref().and_then(|r| r.vm.as_ref());
+    if vm.is_some() {
+        opts.route = runtime::options::ExecRoute::Vm;
+        if !f.dry_run
+            && let Some(why) = super::route::vm_unsupported(&opts)
+        {
+            return Ok(Err(RuntimeError::BadInput(why)));
+        }
+    }
     if f.dry_run {
         println!("image: {}", image.name);
         if let Some(r) = &routed {
@@ -358,10 +367,6 @@ fn create_record(g: &Global, f: &ContainerFlags) -> anyhow::Result<Result<Create
         && let Some(line) = super::route::notice(r)
     {
         eprintln!("{line}");
-    }
-    let vm = routed.as_ref().and_then(|r| r.vm.as_ref());
-    if vm.is_some() {
-        opts.route = runtime::options::ExecRoute::Vm;
     }
     let c = match Containers::open(&g.root) {
         Ok(c) => c,
