@@ -5,13 +5,15 @@
 //!
 //! The vm route is checked against the guest kernel when one is known ([`GuestChoice`]):
 //! a given profile, or the local guest for the image's architecture ([`local_guest`], the
-//! one `xrun run` boots), described by [`Guest::profile`]. Since the plan tries native, then
+//! one `xrun run` boots) or a guest image pulled for it ([`GuestChoice::Image`],
+//! `--vm-kernel`), described by [`Guest::profile`]. Since the plan tries native, then
 //! emulated, then vm, the guest is only looked up when the verdict without it is `vm` or
 //! `unrunnable` (the result is the same as with the guest known from the start).
 
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::kernelcheck::HostProfile;
 use crate::kernelcheck::entrypoint::Override;
@@ -20,7 +22,7 @@ use crate::plan::{PlanOptions, ReasonCode, Route, RouteChoice, Severity, Verdict
 use crate::platform::Platform;
 use crate::reference::ImageRef;
 use crate::store::{Image, ImageRecord, Store, StoreError};
-use crate::vm::{Guest, VmError};
+use crate::vm::{Guest, GuestImage, VmError};
 
 /// Bumped when the scan's output changes meaning: older cache entries are then ignored.
 pub const CACHE_VERSION: u32 = 1;
@@ -49,6 +51,23 @@ pub enum GuestChoice {
     /// The local guest for the image's architecture, if there is one (guest layouts are
     /// unpacked under this directory: `<root>/vm/guests`).
     Local(PathBuf),
+    /// The guest image `--vm-kernel` (or the config's `vm-kernel`) names, pulled for the
+    /// image's architecture when the vm route is considered; not being able to get it is an
+    /// error.
+    Image(Arc<GuestImage>),
+}
+
+impl GuestChoice {
+    /// The guest this choice boots for `arch` (OCI terms): `None` when there is none to
+    /// profile (`None`, `Given`, or no local guest); a guest image that cannot be pulled or
+    /// is not a guest for `arch` is an error.
+    pub fn find(&self, arch: &str) -> Result<Option<Guest>, VmError> {
+        match self {
+            GuestChoice::None | GuestChoice::Given(_) => Ok(None),
+            GuestChoice::Local(cache) => Ok(local_guest(arch, cache)),
+            GuestChoice::Image(image) => image.guest(arch).map(Some),
+        }
+    }
 }
 
 /// What [`assess`] found.
@@ -58,7 +77,7 @@ pub struct Assessment {
     pub requirements: ImageRequirements,
     /// The plan's verdict.
     pub verdict: Verdict,
-    /// The local guest whose profile was used (`GuestChoice::Local` only).
+    /// The guest whose profile was used (`GuestChoice::Local` or `Image` only).
     pub guest: Option<Guest>,
 }
 
@@ -68,6 +87,13 @@ pub fn host_profile() -> HostProfile {
     let mut p = HostProfile::gather();
     crate::emulation::route::refine_profile(&mut p);
     p
+}
+
+/// This machine's profile without the emulation facts ([`HostProfile::gather_without_emulation`]):
+/// enough for a native verdict, which never depends on them. `xrun run` starts with it and
+/// gathers [`host_profile`] only when the verdict is not native.
+pub fn host_profile_without_emulation() -> HostProfile {
+    HostProfile::gather_without_emulation()
 }
 
 /// Every stored record of a reference (all its platforms), sorted by platform.
@@ -212,7 +238,7 @@ pub fn decide(
             opts.guest = Some((**p).clone());
             Ok((plan(host, req, &opts), None))
         }
-        GuestChoice::Local(cache) => {
+        GuestChoice::Local(_) | GuestChoice::Image(_) => {
             let first = plan(host, req, &opts);
             if matches!(first.route, Route::Native | Route::Emulated { .. }) {
                 return Ok((first, None));
@@ -223,7 +249,7 @@ pub fn decide(
             }
             .normalize()
             .architecture;
-            let Some(g) = local_guest(&arch, cache) else {
+            let Some(g) = guest.find(&arch)? else {
                 return Ok((first, None));
             };
             opts.guest = Some(g.profile(guest_level(host))?);

@@ -17,7 +17,9 @@ pub struct Config {
     /// Registries (`host` or `host:port`) reached over plain HTTP, like Docker's
     /// `insecure-registries`. Loopback hosts are always allowed over HTTP.
     pub insecure_registries: Vec<String>,
-    /// The guest image for the VM route (a reference), when not the built-in default.
+    /// `vm-kernel`: the guest image (a reference, as `ci/guest-image` builds and `skopeo copy
+    /// --all` publishes) the VM route pulls for the image's architecture and boots, instead
+    /// of the local guest; `--vm-kernel REF` overrides it.
     pub vm_kernel: Option<String>,
     /// Registry mirrors: `docker.io` → `127.0.0.1:5000`, like `registry-mirrors`.
     pub registry_mirrors: std::collections::BTreeMap<String, String>,

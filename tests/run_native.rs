@@ -174,6 +174,7 @@ fn hardening_like_runc_defaults() {
              wc -c < /proc/timer_list; ls /sys/firmware | wc -l; \
              echo 1 > /proc/sys/kernel/domainname 2>/dev/null || echo procsys-ro; \
              unshare -n true 2>/dev/null || echo unshare-denied; \
+             unshare -U true 2>/dev/null && echo userns-allowed || echo userns-denied; \
              touch /sys/x 2>/dev/null || echo sys-ro; \
              ls /dev | tr '\\n' ' '; echo; echo $(hostname | wc -c)",
         ],
@@ -192,15 +193,17 @@ fn hardening_like_runc_defaults() {
         out.contains("procsys-ro") && out.contains("unshare-denied") && out.contains("sys-ro"),
         "{out}"
     );
+    // Needs no capability: only Docker's seccomp profile denies a user namespace.
+    assert!(out.contains("userns-denied"), "{out}");
     for dev in [
         "null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm",
     ] {
         assert!(
-            lines[9].split(' ').any(|d| d == dev),
+            lines[10].split(' ').any(|d| d == dev),
             "/dev/{dev} missing: {out}"
         );
     }
-    assert_eq!(lines[10], "13", "hostname is the 12-digit short id: {out}");
+    assert_eq!(lines[11], "13", "hostname is the 12-digit short id: {out}");
 
     let o = root.bb(
         &["--network", "host"],
@@ -336,7 +339,8 @@ fn detached_lifecycle_ps_logs_exec_stop_rm() {
         "web",
         "sh",
         "-c",
-        "hostname; cat /proc/1/cmdline | head -c 2; echo; echo $$",
+        "hostname; cat /proc/1/cmdline | head -c 2; echo; echo $$; \
+         grep '^Seccomp:' /proc/self/status; unshare -U true 2>/dev/null || echo userns-denied",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
@@ -344,6 +348,9 @@ fn detached_lifecycle_ps_logs_exec_stop_rm() {
     assert_eq!(l[0], &id[..12]);
     assert_eq!(l[1], "sh");
     assert_ne!(l[2], "1");
+    // The exec'd process runs under the container's seccomp filter too.
+    assert_eq!(l[3], "Seccomp:\t2", "{out}");
+    assert_eq!(l[4], "userns-denied", "{out}");
     assert_eq!(
         root.run(&["exec", "web", "sh", "-c", "exit 4"])
             .status

@@ -45,6 +45,15 @@ pub struct CheckArgs {
     /// guest's description, when one exists for the image's architecture).
     #[arg(long = "guest-profile", value_name = "FILE")]
     pub guest_profile: Option<PathBuf>,
+    /// Check the vm route against this guest image (pulled when not in the store, as `xrun
+    /// run --vm-kernel` would boot it; default: the config's `vm-kernel`, else the local
+    /// guest).
+    #[arg(
+        long = "vm-kernel",
+        value_name = "REF",
+        conflicts_with = "guest_profile"
+    )]
+    pub vm_kernel: Option<String>,
     /// Output format: table or json.
     #[arg(long, default_value = "table")]
     pub format: String,
@@ -132,22 +141,35 @@ pub fn check(g: &Global, a: CheckArgs) -> anyhow::Result<u8> {
         }
         None => None,
     };
-    // The vm route is checked against: the given guest profile; else, for this host, the
+    // The vm route is checked against: the given guest profile; else the guest image
+    // (`--vm-kernel`, the config's `vm-kernel`) for every host; else, for this host, the
     // local guest `xrun run` would boot (when there is one for the image's architecture);
     // else it is provisional (`guest-unprofiled`).
-    let local_guest = match &guest {
-        Some(p) => GuestChoice::Given(Box::new(p.clone())),
-        None => GuestChoice::Local(g.root.join("vm").join("guests")),
+    let guest_image = match &guest {
+        None => super::run::guest_image(
+            &g.root,
+            &xrun::config::Config::load()?,
+            a.vm_kernel.as_deref(),
+            xrun::registry::PullPolicy::Missing,
+            false,
+        )?,
+        Some(_) => None,
     };
-    let other_guest = match guest {
-        Some(p) => GuestChoice::Given(Box::new(p)),
-        None => GuestChoice::None,
+    let local_guest = match (&guest, &guest_image) {
+        (Some(p), _) => GuestChoice::Given(Box::new(p.clone())),
+        (None, Some(i)) => GuestChoice::Image(i.clone()),
+        (None, None) => GuestChoice::Local(g.root.join("vm").join("guests")),
+    };
+    let other_guest = match (guest, guest_image) {
+        (Some(p), _) => GuestChoice::Given(Box::new(p)),
+        (None, Some(i)) => GuestChoice::Image(i),
+        (None, None) => GuestChoice::None,
     };
     let decide = |h: &HostInput, req: &xrun::kernelcheck::ImageRequirements| {
         let choice = if h.local { &local_guest } else { &other_guest };
         assess::decide(&h.profile, req, a.route, choice)
             .map(|(v, _)| v)
-            .context("reading the guest's description")
+            .map_err(anyhow::Error::new)
     };
 
     let mut images: Vec<ImageEntry> = Vec::new();

@@ -84,7 +84,8 @@ pub fn refusal(image: &str, v: &Verdict, req: &ImageRequirements, choice: RouteC
 }
 
 /// Decides and prepares the route of `image` (command `ov`) on `host` with `--route choice`.
-/// `dry_run`: a missing guest or handler is shown, not an error.
+/// `dry_run`: a missing guest or handler is shown, not an error. `vm_kernel`: the guest
+/// image `--vm-kernel` (or the config) names, instead of the local guest.
 #[allow(clippy::too_many_arguments)]
 pub fn route_for(
     name: &str,
@@ -94,9 +95,13 @@ pub fn route_for(
     host: &HostProfile,
     choice: RouteChoice,
     dry_run: bool,
+    vm_kernel: Option<std::sync::Arc<xrun::vm::GuestImage>>,
 ) -> anyhow::Result<Result<Routed, Refusal>> {
     let cache = store.root().join("vm");
-    let guests = GuestChoice::Local(cache.join("guests"));
+    let guests = match vm_kernel {
+        Some(i) => GuestChoice::Image(i),
+        None => GuestChoice::Local(cache.join("guests")),
+    };
     let a = assess::assess(store, image, ov, host, choice, &guests)?;
     let platform = image.record.platform.normalize();
     let (mut effective, mut guest) = (a.verdict.clone(), a.guest.clone());
@@ -133,7 +138,10 @@ pub fn route_for(
             Err(e) => return Ok(Err(Refusal(e.to_string()))),
         },
         Route::Vm { arch, .. } => {
-            let guest = guest.or_else(|| assess::local_guest(arch, &cache.join("guests")));
+            let guest = match guest {
+                Some(g) => Some(g),
+                None => guests.find(arch)?,
+            };
             if guest.is_none() && !dry_run {
                 let detail = match Guest::locate(arch, &cache.join("guests")) {
                     Err(e) => e.to_string(),

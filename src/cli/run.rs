@@ -85,6 +85,11 @@ pub struct ContainerFlags {
     /// Route: auto (native, else emulated, else vm), native, emulated or vm.
     #[arg(long, default_value = "auto", value_name = "ROUTE")]
     pub route: String,
+    /// The VM guest for the vm route: an image (as `ci/guest-image` builds and `skopeo copy
+    /// --all` publishes) pulled per `--pull` for the image's architecture (default: the
+    /// config's `vm-kernel`, else the local guest).
+    #[arg(long = "vm-kernel", value_name = "REF")]
+    pub vm_kernel: Option<String>,
     /// Print the plan (image, platform, route, emulator) and exit without creating anything.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
@@ -128,7 +133,7 @@ pub fn fail(e: RuntimeError) -> anyhow::Result<u8> {
 
 /// Pull progress for `run`/`create`: Docker's plain lines, all on stderr (stdout belongs to
 /// the container).
-struct StderrLines;
+pub(super) struct StderrLines;
 
 impl Progress for StderrLines {
     fn start(&self, tag: &str, repository: &str) {
@@ -186,6 +191,8 @@ fn resolve_image(
     let wanted: Option<xrun::platform::Platform> =
         f.platform.as_deref().map(str::parse).transpose()?;
     let store = xrun::store::Store::open(&g.root)?;
+    let config = xrun::config::Config::load()?;
+    let vm_kernel = guest_image(&g.root, &config, f.vm_kernel.as_deref(), policy, f.quiet)?;
     let mut records = assess::find_records(&store, &r)?;
     let has_wanted = |records: &[xrun::store::ImageRecord]| match &wanted {
         None => !records.is_empty(),
@@ -202,7 +209,7 @@ fn resolve_image(
     if pull {
         let opts = PullOptions {
             platform: wanted.clone(),
-            client: ClientOptions::from_config(&xrun::config::Config::load()?, &[]),
+            client: ClientOptions::from_config(&config, &[]),
             unpack: true,
             ..Default::default()
         };
@@ -233,7 +240,15 @@ fn resolve_image(
                 .unwrap_or_default()
         );
     }
-    let host = assess::host_profile();
+    tracing::debug!("phase: image found");
+    // A native verdict never depends on the emulation facts: gather them only when needed.
+    let native_first = matches!(choice, RouteChoice::Auto | RouteChoice::Native);
+    let mut host = if native_first {
+        assess::host_profile_without_emulation()
+    } else {
+        assess::host_profile()
+    };
+    tracing::debug!("phase: host profile gathered");
     let available: Vec<_> = records.iter().map(|r| r.platform.clone()).collect();
     let index = match &wanted {
         Some(p) => xrun::platform::Matcher::new(p)
@@ -255,11 +270,27 @@ fn resolve_image(
         entrypoint: f.entrypoint.clone().map(|e| vec![e]),
         cmd: (!command.is_empty()).then(|| command.clone()),
     };
-    let routed =
-        match super::route::route_for(image_name, &store, &image, &ov, &host, choice, f.dry_run)? {
-            Ok(r) => r,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
+    let mut routed = super::route::route_for(
+        image_name,
+        &store,
+        &image,
+        &ov,
+        &host,
+        choice,
+        f.dry_run,
+        vm_kernel.clone(),
+    )?;
+    if native_first && !matches!(&routed, Ok(r) if r.route == xrun::plan::Route::Native) {
+        host = assess::host_profile();
+        routed = super::route::route_for(
+            image_name, &store, &image, &ov, &host, choice, f.dry_run, vm_kernel,
+        )?;
+    }
+    let routed = match routed {
+        Ok(r) => r,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    tracing::debug!("phase: routed");
     Ok(Ok(Resolved {
         image: ImageInput::from_store(image_name, &image),
         command,
@@ -267,6 +298,38 @@ fn resolve_image(
         diff_ids: record.layers.iter().map(|l| l.diff_id.clone()).collect(),
         _gc: Some(gc),
     }))
+}
+
+/// The guest image `--vm-kernel` (else the config's `vm-kernel`) names, if any; pulled
+/// later, only when the vm route is considered.
+pub(super) fn guest_image(
+    root: &std::path::Path,
+    config: &xrun::config::Config,
+    flag: Option<&str>,
+    policy: PullPolicy,
+    quiet: bool,
+) -> anyhow::Result<Option<std::sync::Arc<xrun::vm::GuestImage>>> {
+    let (r, from) = match (flag, config.vm_kernel.as_deref()) {
+        (Some(r), _) => (r, "--vm-kernel".to_string()),
+        (None, Some(r)) => (
+            r,
+            format!("vm-kernel in {}", xrun::config::Config::path().display()),
+        ),
+        (None, None) => return Ok(None),
+    };
+    let reference = xrun::reference::ImageRef::parse(r).with_context(|| format!("{from} {r}"))?;
+    let progress: Box<dyn Progress> = if quiet {
+        Box::new(progress::Silent)
+    } else {
+        Box::new(StderrLines)
+    };
+    Ok(Some(std::sync::Arc::new(xrun::vm::GuestImage::new(
+        xrun::store::Store::open(root)?,
+        reference,
+        policy,
+        ClientOptions::from_config(config, &[]),
+        progress,
+    ))))
 }
 
 fn options(f: &ContainerFlags, command: Vec<String>) -> Result<RunOptions, RuntimeError> {
@@ -396,16 +459,19 @@ fn create_record(g: &Global, f: &ContainerFlags) -> anyhow::Result<Result<Create
         }
     }
     drop(_gc);
+    tracing::debug!("phase: container recorded");
     Ok(Ok(Created::Container(c, id)))
 }
 
 /// `xrun run`.
 pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
+    tracing::debug!("phase: run");
     if !a.detach
         && let Err(e) = runtime::seal::ensure_sealed()
     {
         return fail(e);
     }
+    tracing::debug!("phase: sealed");
     let (c, id) = match create_record(g, &a.flags)? {
         Ok(Created::Container(c, id)) => (c, id),
         Ok(Created::Done(code)) => return Ok(code),

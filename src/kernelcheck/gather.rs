@@ -33,8 +33,19 @@ impl HostProfile {
         Self::gather_from(&HostSource::live())
     }
 
+    /// The profile of this machine without the emulation facts (binfmt handlers, qemu
+    /// binaries, KVM), which only the emulated and vm routes need: what `xrun run` gathers
+    /// first, since a native verdict never depends on them (see [`crate::assess`]).
+    pub fn gather_without_emulation() -> HostProfile {
+        Self::gather_facts(&HostSource::live(), false)
+    }
+
     /// The profile of the host `src` describes (this machine, or a recorded one).
     pub fn gather_from(src: &HostSource) -> HostProfile {
+        Self::gather_facts(src, true)
+    }
+
+    fn gather_facts(src: &HostSource, with_emulation: bool) -> HostProfile {
         let mut unknowns: Vec<UnknownFact> = Vec::new();
         let mut unknown = |fact: &str, reason: String| {
             unknowns.push(UnknownFact {
@@ -114,20 +125,14 @@ impl HostProfile {
                 Vec::new()
             }
         };
-        let bf = binfmt::gather(src, mounts.as_deref(), &mut unknowns);
-        let (qemu_user, qemu_system) = qemu::gather(src);
-        let k = kvm::gather(src, &cpu.machine, &cpu.flags);
-        let emulation = EmulationInfo {
-            binfmt_mounted: bf.path.is_some(),
-            binfmt_enabled: bf.enabled,
-            binfmt_path: bf.path,
-            handlers: bf.handlers,
-            qemu_user,
-            qemu_system,
-            kvm_present: k.present,
-            kvm_usable: k.usable,
-            kvm_note: k.note,
-            kvm_module: k.module,
+        let emulation = if with_emulation {
+            Self::emulation_facts(src, mounts.as_deref(), &cpu, &mut unknowns)
+        } else {
+            unknowns.push(UnknownFact {
+                fact: "emulation".into(),
+                reason: "not gathered (only the emulated and vm routes need it)".into(),
+            });
+            EmulationInfo::default()
         };
         let os_release = src
             .read("/etc/os-release")
@@ -150,6 +155,31 @@ impl HostProfile {
             filesystems,
             emulation,
             unknowns,
+        }
+    }
+}
+
+impl HostProfile {
+    fn emulation_facts(
+        src: &HostSource,
+        mounts: Option<&[mountinfo::Mount]>,
+        cpu: &crate::kernelcheck::profile::CpuInfo,
+        unknowns: &mut Vec<UnknownFact>,
+    ) -> EmulationInfo {
+        let bf = binfmt::gather(src, mounts, unknowns);
+        let (qemu_user, qemu_system) = qemu::gather(src);
+        let k = kvm::gather(src, &cpu.machine, &cpu.flags);
+        EmulationInfo {
+            binfmt_mounted: bf.path.is_some(),
+            binfmt_enabled: bf.enabled,
+            binfmt_path: bf.path,
+            handlers: bf.handlers,
+            qemu_user,
+            qemu_system,
+            kvm_present: k.present,
+            kvm_usable: k.usable,
+            kvm_note: k.note,
+            kvm_module: k.module,
         }
     }
 }

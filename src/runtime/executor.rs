@@ -76,14 +76,18 @@ impl Running {
     }
 }
 
-/// libcontainer's workload executor, with one addition: under `-t` the pty on stdin becomes
-/// the process's controlling terminal (libcontainer has already made it a session leader).
+/// libcontainer's workload executor, with two additions: under `-t` the pty on stdin becomes
+/// the process's controlling terminal (libcontainer has already made it a session leader), and
+/// the seccomp program compiled once by [`super::seccomp_bpf`] is loaded right before `execve`.
 #[derive(Clone)]
 struct XrunExecutor;
 
 impl Executor for XrunExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         super::tty::take_controlling_terminal(unsafe { std::os::fd::BorrowedFd::borrow_raw(0) });
+        // The last step before execve, as runc does: the compiled seccomp program.
+        super::seccomp_bpf::load_armed()
+            .map_err(|e| ExecutorError::Other(format!("loading the seccomp filter: {e}")))?;
         DefaultExecutor {}.exec(spec)
     }
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
@@ -99,9 +103,16 @@ fn lc_err(what: &str, e: impl std::fmt::Display) -> RuntimeError {
 /// With `console`, the container's terminal is made inside it (its own devpts, bound to
 /// `/dev/console`) and its master side is sent over that unix socket (runc's console-socket
 /// protocol); `stdio` is then unused.
+///
+/// `spec` is the bundle's `config.json`; the built-in runtime takes its seccomp profile as a
+/// program compiled once (cached in `seccomp_cache`) and runs a copy of the spec without it,
+/// kept in `state_root` (see [`super::seccomp_bpf`]).
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     bundle: &Bundle,
+    spec: &Spec,
     state_root: &Path,
+    seccomp_cache: &Path,
     id: &str,
     engine: &Engine,
     stdio: Stdio,
@@ -110,13 +121,48 @@ pub fn start(
     std::fs::create_dir_all(state_root)
         .map_err(|e| RuntimeError::io("creating runtime state dir", e))?;
     match engine {
-        Engine::Libcontainer => start_libcontainer(bundle, state_root, id, stdio, console),
+        Engine::Libcontainer => {
+            let dir = libcontainer_bundle(bundle, spec, state_root, seccomp_cache)?;
+            start_libcontainer(&dir, state_root, id, stdio, console)
+        }
         Engine::External(bin) => start_external(bin, bundle, state_root, id, stdio),
     }
 }
 
-fn start_libcontainer(
+/// Arms the compiled seccomp program of `spec` and returns the bundle directory libcontainer
+/// runs: the bundle itself without a profile, else a copy of the spec without it (rootfs made
+/// absolute) in `state_root`.
+fn libcontainer_bundle(
     bundle: &Bundle,
+    spec: &Spec,
+    state_root: &Path,
+    seccomp_cache: &Path,
+) -> Result<PathBuf, RuntimeError> {
+    let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) else {
+        super::seccomp_bpf::arm(None);
+        return Ok(bundle.dir.clone());
+    };
+    super::seccomp_bpf::arm(Some(super::seccomp_bpf::cached(&profile, seccomp_cache)?));
+    let mut lc = spec.clone();
+    if let Some(linux) = lc.linux_mut() {
+        linux.set_seccomp(None);
+    }
+    if let Some(root) = lc.root_mut() {
+        let abs = if root.path().is_absolute() {
+            root.path().clone()
+        } else {
+            bundle.dir.join(root.path())
+        };
+        root.set_path(abs);
+    }
+    let json = serde_json::to_vec(&lc).map_err(|e| RuntimeError::Runtime(e.to_string()))?;
+    std::fs::write(state_root.join("config.json"), json)
+        .map_err(|e| RuntimeError::io("writing the runtime's config.json", e))?;
+    Ok(state_root.to_path_buf())
+}
+
+fn start_libcontainer(
+    bundle_dir: &Path,
     state_root: &Path,
     id: &str,
     stdio: Stdio,
@@ -135,7 +181,7 @@ fn start_libcontainer(
         .with_console_socket(console)
         .validate_id()
         .map_err(|e| lc_err("container id", e))?
-        .as_init(&bundle.dir)
+        .as_init(bundle_dir)
         .with_systemd(false)
         .with_detach(console.is_some())
         .build();
@@ -288,9 +334,13 @@ pub struct ExecRequest {
     pub user: Option<(u32, u32)>,
 }
 
-/// Runs a process in the running container `id` (joining its namespaces and cgroup).
+/// Runs a process in the running container `id` (joining its namespaces and cgroup), under
+/// the seccomp profile of the container's `spec` (the bundle's `config.json`).
+#[allow(clippy::too_many_arguments)]
 pub fn exec(
+    spec: &Spec,
     state_root: &Path,
+    seccomp_cache: &Path,
     id: &str,
     engine: &Engine,
     req: &ExecRequest,
@@ -299,6 +349,11 @@ pub fn exec(
 ) -> Result<Running, RuntimeError> {
     match engine {
         Engine::Libcontainer => {
+            let program = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+                Some(p) => Some(super::seccomp_bpf::cached(p, seccomp_cache)?),
+                None => None,
+            };
+            super::seccomp_bpf::arm(program);
             let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
             let _ = std::io::stdout().flush();
             let _ = std::io::stderr().flush();

@@ -75,7 +75,8 @@ fn launch(
     let id = rec.id.as_str();
     let opts = &rec.options;
     let bundle = c.bundle(id);
-    bundle.prepare(id, &rec.image, opts, extras)?;
+    let spec = bundle.prepare(id, &rec.image, opts, extras)?;
+    tracing::debug!("phase: bundle prepared");
     let engine = Engine::from_option(opts.runtime.as_ref());
     let result = (|| {
         let foreground = matches!(attach, Attach::Foreground);
@@ -140,12 +141,15 @@ fn launch(
         };
         let mut running = executor::start(
             &bundle,
+            &spec,
             &c.runtime_root(id),
+            &c.seccomp_cache(),
             id,
             &engine,
             stdio,
             console.as_ref().map(|s| s.path()),
         )?;
+        tracing::debug!("phase: container started");
         let mut pump = None;
         let mut raw = None;
         if let Some(sock) = &console {
@@ -321,6 +325,7 @@ fn finish(c: &Containers, id: &str, mut session: Session) -> Result<i32, Runtime
         (None, Some(r)) => executor::wait(r),
         (None, None) => Err(RuntimeError::Runtime("nothing was started".into())),
     };
+    tracing::debug!("phase: container exited");
     if let Some(p) = session.pump.take() {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -336,9 +341,12 @@ fn finish(c: &Containers, id: &str, mut session: Session) -> Result<i32, Runtime
         r.finished = Some(super::state::now());
         r.pid = None;
     })?;
+    tracing::debug!("phase: exit recorded");
     cleanup(c, &rec)?;
+    tracing::debug!("phase: cleaned up");
     if rec.options.auto_remove {
         remove_dir(c, id)?;
+        tracing::debug!("phase: removed");
     }
     code
 }
@@ -726,7 +734,9 @@ pub fn exec(
         user: None,
     };
     let mut running = executor::exec(
+        &spec,
         &c.runtime_root(&rec.id),
+        &c.seccomp_cache(),
         &rec.id,
         &engine,
         &req,

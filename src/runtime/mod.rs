@@ -57,6 +57,7 @@ pub mod options;
 pub mod resolve;
 pub mod seal;
 pub mod seccomp;
+pub mod seccomp_bpf;
 pub mod signals;
 pub mod spec;
 pub mod state;

@@ -251,6 +251,15 @@ impl Containers {
         self.container_dir(id).join("runtime")
     }
 
+    /// Where compiled seccomp programs are cached (`<root>/cache/seccomp`).
+    pub fn seccomp_cache(&self) -> PathBuf {
+        self.dir
+            .parent()
+            .unwrap_or(&self.dir)
+            .join("cache")
+            .join("seccomp")
+    }
+
     /// The log of container `id`.
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.container_dir(id).join("log")

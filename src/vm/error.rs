@@ -22,6 +22,36 @@ pub enum VmError {
         /// What is wrong.
         message: String,
     },
+    /// `--vm-kernel REF` (or the config's `vm-kernel`) names no usable guest image.
+    #[error("{reference} is not a VM guest image for {arch}: {message}")]
+    NotAGuest {
+        /// The guest image reference.
+        reference: String,
+        /// The guest architecture wanted (OCI terms).
+        arch: String,
+        /// What is wrong, and what to do.
+        message: String,
+    },
+    /// The guest image could not be pulled (or is not in the store with `--pull never`).
+    #[error("VM guest image {reference}: {cause}")]
+    GuestPull {
+        /// The guest image reference.
+        reference: String,
+        /// The registry's (or the store's) error (shown in the message, so not a `source`).
+        cause: Box<crate::registry::RegistryError>,
+    },
+    /// The file system holding the rootfs image cache is full.
+    #[error(
+        "no space left on device in {dir} while building the VM root file system image (the \
+         image's files take {files_mib} MiB; building needs up to twice that): free space there \
+         or use a --root on a larger file system"
+    )]
+    NoSpace {
+        /// The rootfs image cache directory.
+        dir: PathBuf,
+        /// The size of the image's files (all layers), rounded up (MiB).
+        files_mib: u64,
+    },
     /// The image asks for a kernel module the guest does not ship.
     #[error("the VM guest ({release}) has no kernel module {module:?} (it ships: {available})")]
     ModuleUnavailable {

@@ -156,8 +156,8 @@ impl Guest {
     }
 
     /// Loads the guest for `arch` from an OCI image layout (an index of per-arch images, each
-    /// with one layer holding the guest directory), verifying digests, and unpacking it once
-    /// under `unpack_cache/<manifest hex>`.
+    /// with one layer holding the guest directory; `index.json` either is that index or names
+    /// it), verifying digests, and unpacking it once under `unpack_cache/<manifest hex>`.
     pub fn from_oci_layout(
         layout: &Path,
         arch: &str,
@@ -167,7 +167,16 @@ impl Guest {
             path: layout.to_path_buf(),
             message,
         };
-        let index: serde_json::Value = read_json(layout, &layout.join("index.json"))?;
+        let mut index: serde_json::Value = read_json(layout, &layout.join("index.json"))?;
+        // index.json may name one image index (what ci/guest-image writes, so skopeo copies
+        // it whole), or list the per-arch images itself (older layouts).
+        if let Some([only]) = index["manifests"].as_array().map(Vec::as_slice)
+            && only["mediaType"].as_str() == Some(crate::store::OCI_INDEX)
+        {
+            let bytes = read_blob(layout, &descriptor_digest(layout, only)?)?;
+            index =
+                serde_json::from_slice(&bytes).map_err(|e| bad(format!("the image index: {e}")))?;
+        }
         let manifests = index["manifests"]
             .as_array()
             .ok_or_else(|| bad("index.json has no manifests".into()))?;
@@ -426,6 +435,69 @@ mod tests {
             g.module_load_order(&["nope".into()]),
             Err(VmError::ModuleUnavailable { .. })
         ));
+    }
+
+    /// Writes an OCI layout holding the guest in `g` (amd64), either with `index.json` naming
+    /// one nested index (`nested`) or listing the image itself.
+    fn layout(g: &Path, out: &Path, nested: bool) {
+        let blobs = out.join("blobs/sha256");
+        fs::create_dir_all(&blobs).unwrap();
+        let put = |bytes: &[u8]| {
+            let d = Digest::of(bytes);
+            fs::write(blobs.join(d.hex()), bytes).unwrap();
+            (d.to_string(), bytes.len())
+        };
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        for f in ["guest.json", "kernel", "initrd.img", "config"] {
+            tar.append_path_with_name(g.join(f), f).unwrap();
+        }
+        let (layer, lsize) = put(&tar.into_inner().unwrap().finish().unwrap());
+        let (cfg, csize) = put(br#"{"architecture":"amd64","os":"linux"}"#);
+        let manifest = serde_json::json!({"schemaVersion": 2,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": csize},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": lsize}]});
+        let (m, msize) = put(manifest.to_string().as_bytes());
+        let mut index = serde_json::json!({"schemaVersion": 2, "mediaType": crate::store::OCI_INDEX,
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m,
+                           "size": msize, "platform": {"architecture": "amd64", "os": "linux"}}]});
+        if nested {
+            let (i, isize) = put(index.to_string().as_bytes());
+            index = serde_json::json!({"schemaVersion": 2, "mediaType": crate::store::OCI_INDEX,
+                "manifests": [{"mediaType": crate::store::OCI_INDEX, "digest": i, "size": isize}]});
+        }
+        fs::write(out.join("index.json"), index.to_string()).unwrap();
+        fs::write(out.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    }
+
+    #[test]
+    fn oci_layouts_with_or_without_a_nested_index_load() {
+        let d = tempfile::tempdir().unwrap();
+        let g = d.path().join("g");
+        fs::create_dir(&g).unwrap();
+        fake(&g);
+        for nested in [true, false] {
+            let l = d.path().join(format!("layout-{nested}"));
+            layout(&g, &l, nested);
+            let cache = d.path().join(format!("cache-{nested}"));
+            let got = Guest::from_oci_layout(&l, "amd64", &cache).unwrap();
+            assert_eq!(got.kernel_release, "6.1.0-x");
+            assert!(matches!(
+                Guest::from_oci_layout(&l, "arm64", &cache),
+                Err(VmError::GuestMissing { .. })
+            ));
+            // A tampered nested index is refused.
+            if nested {
+                let index: serde_json::Value =
+                    serde_json::from_slice(&fs::read(l.join("index.json")).unwrap()).unwrap();
+                let hex = &index["manifests"][0]["digest"].as_str().unwrap()[7..];
+                fs::write(l.join("blobs/sha256").join(hex), b"{}").unwrap();
+                let e = Guest::from_oci_layout(&l, "amd64", &d.path().join("c2")).unwrap_err();
+                assert!(e.to_string().contains("does not match"), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -21,6 +21,9 @@ const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque
 
 /// Returns the cached erofs image for `key` (the image's manifest digest), building it from
 /// `layer_dirs` (lowest first) when absent. The bool says whether it was built now.
+///
+/// The image is built in a temporary directory inside `cache_dir` and renamed into place
+/// when complete: on any error (a full disk is [`VmError::NoSpace`]) nothing is left behind.
 pub fn image_for(
     cache_dir: &Path,
     key: &Digest,
@@ -30,6 +33,23 @@ pub fn image_for(
     if dest.is_file() {
         return Ok((dest, false));
     }
+    match build(cache_dir, &dest, layer_dirs) {
+        Ok(()) => Ok((dest, true)),
+        Err(e) if is_no_space(&e) => Err(VmError::NoSpace {
+            dir: cache_dir.to_path_buf(),
+            files_mib: layer_dirs
+                .iter()
+                .map(|d| files_size(d, 0))
+                .sum::<u64>()
+                .div_ceil(1 << 20),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// Flattens and builds into a temporary directory (removed when dropped, also on errors),
+/// then renames the image to `dest`.
+fn build(cache_dir: &Path, dest: &Path, layer_dirs: &[PathBuf]) -> Result<(), VmError> {
     fs::create_dir_all(cache_dir).map_err(VmError::io(cache_dir.display().to_string()))?;
     let flat = tempfile::Builder::new()
         .prefix(".flat-")
@@ -42,8 +62,39 @@ pub fn image_for(
     flatten(layer_dirs, &root)?;
     let tmp_img = flat.path().join("image.erofs");
     mkfs_erofs(&root, &tmp_img)?;
-    fs::rename(&tmp_img, &dest).map_err(VmError::io(dest.display().to_string()))?;
-    Ok((dest, true))
+    fs::rename(&tmp_img, dest).map_err(VmError::io(dest.display().to_string()))?;
+    Ok(())
+}
+
+/// Whether `e` says the file system is full (or over quota).
+fn is_no_space(e: &VmError) -> bool {
+    match e {
+        VmError::Io { source, .. } => {
+            matches!(
+                source.raw_os_error(),
+                Some(libc::ENOSPC) | Some(libc::EDQUOT)
+            )
+        }
+        VmError::Tool { message, .. } => {
+            let m = message.to_ascii_lowercase();
+            m.contains("no space left") || m.contains("enospc") || m.contains("quota exceeded")
+        }
+        _ => false,
+    }
+}
+
+/// The bytes of the regular files under `dir` (symlinks not followed).
+fn files_size(dir: &Path, depth: usize) -> u64 {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() && depth < 4096 => files_size(&e.path(), depth + 1),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Runs `mkfs.erofs` (uncompressed: reads are cheapest under TCG).
@@ -323,6 +374,22 @@ mod tests {
         assert!(!root.join("opq/.wh..wh..opq").exists());
         // The lower layer is untouched.
         assert!(l1.join("etc/a").exists());
+    }
+
+    #[test]
+    fn a_full_disk_is_recognized_from_io_and_mkfs_errors() {
+        let io = |errno| VmError::io("x")(std::io::Error::from_raw_os_error(errno));
+        assert!(is_no_space(&io(libc::ENOSPC)));
+        assert!(is_no_space(&io(libc::EDQUOT)));
+        assert!(!is_no_space(&io(libc::EACCES)));
+        let tool = |m: &str| VmError::Tool {
+            tool: "mkfs.erofs".into(),
+            message: m.into(),
+        };
+        assert!(is_no_space(&tool(
+            "<E> erofs: \tCould not format the device : [Error 28] No space left on device"
+        )));
+        assert!(!is_no_space(&tool("<E> erofs: invalid option")));
     }
 
     #[test]

@@ -523,8 +523,18 @@ impl TestRegistry {
         self.skopeo_push(fixture_name, repo_tag, &["--format", "v2s2"])
     }
 
+    /// Pushes every image of the OCI layout at `layout` (its whole index, e.g. the guest
+    /// layout `ci/guest-image` writes) as `repo:tag` with `skopeo copy --all`, keeping its
+    /// format. Returns the pushed top-level digest.
+    pub fn push_layout(&self, layout: &Path, repo_tag: &str) -> String {
+        self.skopeo_copy(format!("oci:{}", layout.display()), repo_tag, &[])
+    }
+
     fn skopeo_push(&self, fixture_name: &str, repo_tag: &str, extra: &[&str]) -> String {
-        let src = fixture_ref(fixture_name);
+        self.skopeo_copy(fixture_ref(fixture_name), repo_tag, extra)
+    }
+
+    fn skopeo_copy(&self, src: String, repo_tag: &str, extra: &[&str]) -> String {
         let digest_file = tempfile::NamedTempFile::new().unwrap();
         let mut cmd = Command::new("skopeo");
         cmd.args([
