@@ -450,6 +450,16 @@ fn create_record(g: &Global, f: &ContainerFlags) -> anyhow::Result<Result<Create
             return Err(e.context("recording the VM of the container"));
         }
     }
+    // A guest pulled from a registry is a layer snapshot of the store: leased too, so the
+    // container boots again after `rmi` of the guest image.
+    let guest_dir = vm.and_then(|v| v.guest.as_ref()).map(|gu| gu.dir.clone());
+    let mut diff_ids = diff_ids;
+    if let Some(d) = guest_dir
+        .as_deref()
+        .and_then(|d| guest_snapshot(&g.root, d))
+    {
+        diff_ids.push(d);
+    }
     if !diff_ids.is_empty() {
         // Before anything is mounted: prune/rmi keep these snapshots until `rm`.
         let store = xrun::store::Store::open(&g.root)?;
@@ -461,6 +471,18 @@ fn create_record(g: &Global, f: &ContainerFlags) -> anyhow::Result<Result<Create
     drop(_gc);
     tracing::debug!("phase: container recorded");
     Ok(Ok(Created::Container(c, id)))
+}
+
+/// The diff_id of the store's layer snapshot `dir` is, if it is one (`<root>/snapshots/<hex>`).
+fn guest_snapshot(root: &std::path::Path, dir: &std::path::Path) -> Option<xrun::digest::Digest> {
+    let snapshots = std::fs::canonicalize(root.join("snapshots")).ok()?;
+    let dir = std::fs::canonicalize(dir).ok()?;
+    if dir.parent()? != snapshots {
+        return None;
+    }
+    format!("sha256:{}", dir.file_name()?.to_str()?)
+        .parse()
+        .ok()
 }
 
 /// `xrun run`.
@@ -505,5 +527,24 @@ pub fn create(g: &Global, a: CreateArgs) -> anyhow::Result<u8> {
         }
         Ok(Created::Done(code)) => Ok(code),
         Err(e) => fail(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guest_snapshot;
+
+    #[test]
+    fn a_guest_in_a_store_snapshot_is_leased_by_its_diff_id() {
+        let root = tempfile::tempdir().unwrap();
+        let hex = "ab".repeat(32);
+        let snap = root.path().join("snapshots").join(&hex);
+        std::fs::create_dir_all(&snap).unwrap();
+        let d = guest_snapshot(root.path(), &snap).unwrap();
+        assert_eq!(d.to_string(), format!("sha256:{hex}"));
+        let elsewhere = root.path().join("guest");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        assert!(guest_snapshot(root.path(), &elsewhere).is_none());
+        assert!(guest_snapshot(root.path(), &root.path().join("snapshots/x")).is_none());
     }
 }
