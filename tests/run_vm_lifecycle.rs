@@ -1,7 +1,7 @@
 //! VM-route containers are first-class containers: `run -d`, `create`/`start`, `ps`, `logs`,
 //! `kill`, `stop`, `rm -f`, a killed monitor, and `-it` on a terminal, with the real binary,
 //! real qemu-system (TCG here) and the guest `ci/guest-image` builds. Each boot costs
-//! seconds: the boots are few (7 in this file) and serialized.
+//! seconds: the boots are few (8 in this file) and serialized.
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -258,11 +258,43 @@ fn kill_rm_force_and_a_killed_monitor_leave_nothing_running() {
     let _b = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
     let Some(env) = setup() else { return };
     // kill (SIGKILL): the VM goes, 137 like Docker.
-    let id = run_detached(&env, &["--name", "k"], &["sleep", "1000"]);
+    let id = run_detached(
+        &env,
+        &["--name", "k"],
+        &["sh", "-c", "trap '' TERM; echo ready; sleep 1000"],
+    );
     let o = run(&env, &["kill", "k"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         wait_for(20, || ps_line(&env, "k").contains("Exited (137)")),
+        "{}",
+        ps_line(&env, "k")
+    );
+    assert_no_qemu(&env);
+
+    // start (detached) again; stop of a command that ignores SIGTERM: killed after the
+    // timeout, 137.
+    let readies = || stdout(&run(&env, &["logs", "k"])).matches("ready").count();
+    let before = readies();
+    let o = run(&env, &["start", "k"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(ps_line(&env, "k").contains("Up "), "{}", ps_line(&env, "k"));
+    // Once the command ignores SIGTERM (it said "ready" once more).
+    assert!(
+        wait_for(60, || readies() == before + 1),
+        "{}",
+        text(&run(&env, &["logs", "k"]))
+    );
+    let t = Instant::now();
+    let o = run(&env, &["stop", "-t", "2", "k"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
+    assert!(
+        ps_line(&env, "k").contains("Exited (137)"),
         "{}",
         ps_line(&env, "k")
     );

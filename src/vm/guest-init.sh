@@ -104,8 +104,6 @@ ln /bin/busybox /helper/busybox
 if [ -d /xrun ]; then cp -a /xrun /helper/run; else mkdir /helper/run; fi
 mount --bind /helper /newroot/.xrun
 cat > /helper/stage2 <<'STAGE2'
-# This shell's pid is the command's (exec all the way): the init signals it from the host.
-echo $$ > /.xrun/run/pid
 readval() { v="$(cat "$1"; echo x)"; v="${v%x}"; }
 wd=/; [ -s /.xrun/run/workdir ] && { readval /.xrun/run/workdir; wd=$v; }
 ug=; [ -s /.xrun/run/user ] && { readval /.xrun/run/user; ug=$v; }
@@ -142,6 +140,9 @@ for a in "$@"; do
   set -- "$@" "$a"
 done
 shift $n
+# This shell's pid is the command's (exec all the way): once written, the init delivers the
+# host's signals to it (until then they wait, so none hits this script instead).
+echo $$ > /.xrun/run/pid
 umount -l /.xrun 2>/dev/null
 rmdir /.xrun 2>/dev/null
 exec "$@"
