@@ -161,6 +161,8 @@ pub struct VmRun {
     control: VmControl,
     accel: AccelChoice,
     dir: RunDir,
+    /// qemu's exit status, once reaped.
+    status: Option<ExitStatus>,
 }
 
 /// The run's directory: a temporary one, or the caller's (emptied and removed at the end).
@@ -361,6 +363,7 @@ pub fn start(guest: &Guest, rootfs: &Path, spec: &VmSpec, io: VmIo) -> Result<Vm
         control: VmControl(tx),
         accel,
         dir,
+        status: None,
     })
 }
 
@@ -379,9 +382,18 @@ impl VmRun {
     /// (`Ok(false)`; [`VmRun::wait`] then says why). A boot over the bound is an error (qemu
     /// is killed).
     pub fn wait_started(&mut self) -> Result<bool, VmError> {
-        match self.poll(true)? {
-            None => Ok(true),
-            Some(_) => Ok(false),
+        match self.poll(true) {
+            Ok(None) => Ok(true),
+            Ok(Some(_)) => Ok(false),
+            Err(VmError::Timeout { phase, limit, .. }) => {
+                let d = self.dir.path();
+                Err(VmError::Timeout {
+                    phase,
+                    limit,
+                    console: diagnostics(&d.join("console.log"), &d.join("qemu.err")),
+                })
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -446,10 +458,14 @@ impl VmRun {
         loop {
             let status = match self.guard.0.as_mut() {
                 Some(c) => c.try_wait().map_err(VmError::io("waiting for qemu"))?,
-                None => return Err(VmError::BadSpec("the VM was already waited for".into())),
+                None => match self.status {
+                    Some(st) => return Ok(Some(st)),
+                    None => return Err(VmError::BadSpec("qemu is gone".into())),
+                },
             };
             if let Some(st) = status {
                 self.guard.0 = None;
+                self.status = Some(st);
                 return Ok(Some(st));
             }
             let elapsed = self.start.elapsed();
