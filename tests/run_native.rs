@@ -705,3 +705,99 @@ fn interactive_tty_shell() {
     assert!(out.contains("30 100"), "window size: {out}");
     assert_eq!(o.status.code(), Some(3), "{out}");
 }
+
+#[test]
+fn exec_tty_is_a_terminal_of_the_container() {
+    if !capable() {
+        return;
+    }
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipping: script(1) not installed");
+        return;
+    }
+    let _g = shared();
+    let root = Root::new();
+    let rootfs = busybox_rootfs();
+    let o = root.run(&[
+        "run",
+        "-d",
+        "--name",
+        "ttyexec",
+        "--rootfs",
+        &rootfs.display().to_string(),
+        "sleep",
+        "60",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Without a terminal on xrun's side, -t still gives the command one, in the container's
+    // own devpts (the detached container has none: it is the first).
+    let o = root.run(&["exec", "-t", "ttyexec", "tty"]);
+    assert_eq!(stdout(&o).trim(), "/dev/pts/0", "{}", stderr(&o));
+    // -it from a real terminal: window size, typed input, exit code.
+    let inner = format!("stty rows 31 cols 101; {XRUN} exec -it ttyexec sh");
+    let mut child = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .env("XRUN_ROOT", root.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut i = child.stdin.take().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let _ = i.write_all(b"tty; echo $((6*7)); stty size\n");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let _ = i.write_all(b"exit 5\n");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let o = child.wait_with_output().unwrap();
+    let out = stdout(&o);
+    assert!(out.contains("/dev/pts/"), "{out}");
+    assert!(out.contains("42"), "{out}");
+    assert!(out.contains("31 101"), "window size: {out}");
+    assert_eq!(o.status.code(), Some(5), "{out}");
+    assert!(root.run(&["rm", "-f", "ttyexec"]).status.success());
+}
+
+#[test]
+fn logs_keep_stdout_and_stderr_apart() {
+    if !capable() {
+        return;
+    }
+    let _g = shared();
+    let root = Root::new();
+    let rootfs = busybox_rootfs();
+    let o = root.run(&[
+        "run",
+        "-d",
+        "--name",
+        "streams",
+        "--rootfs",
+        &rootfs.display().to_string(),
+        "sh",
+        "-c",
+        "echo out1; echo err1 >&2; printf 'out2\\0bin'; echo; echo err2 >&2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(wait_for(10, || {
+        let ps = stdout(&root.run(&["ps", "-a"]));
+        ps.lines()
+            .any(|l| l.contains("streams") && l.contains("Exited (0)"))
+    }));
+    let o = root.run(&["logs", "streams"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout, b"out1\nout2\0bin\n", "binary-safe, stdout only");
+    assert_eq!(stderr(&o), "err1\nerr2\n");
+    let o = root.run(&["logs", "-t", "streams"]);
+    let first = stdout(&o).lines().next().unwrap_or_default().to_string();
+    let (ts, rest) = first.split_once(' ').expect("timestamp first");
+    assert_eq!(rest, "out1", "{first}");
+    assert!(
+        ts.len() >= 20 && ts.starts_with("20") && ts.ends_with('Z'),
+        "RFC 3339 timestamp: {first}"
+    );
+    // -f on a stopped container prints what there is and ends.
+    let o = root.run(&["logs", "-f", "streams"]);
+    assert_eq!(o.stdout, b"out1\nout2\0bin\n");
+}

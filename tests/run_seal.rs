@@ -36,8 +36,9 @@ fn check(method: Option<&str>, expect_errno: i32, expect_text: &str) {
         "-d",
         "--rootfs",
         rootfs.to_str().unwrap(),
-        "sleep",
-        "30",
+        "sh",
+        "-c",
+        "echo before; sleep 1; echo after >&2; exec sleep 30",
     ]);
     if let Some(m) = method {
         detached.env("_XRUN_SEAL", m);
@@ -72,6 +73,16 @@ fn check(method: Option<&str>, expect_errno: i32, expect_text: &str) {
         assert!(
             wait_for(10, on_disk),
             "the monitor still runs from its copy"
+        );
+        // The output pipes went along: what was written before and after is in the log,
+        // each on its stream.
+        assert!(
+            wait_for(10, || {
+                let o = root.run(&["logs", &id]);
+                stdout(&o) == "before\n" && stderr(&o) == "after\n"
+            }),
+            "logs across the re-execution: {:?}",
+            root.run(&["logs", &id])
         );
         let o = root.run(&["stop", "-t", "1", &id]);
         assert!(o.status.success(), "{}", stderr(&o));
@@ -119,8 +130,20 @@ fn runtime_binary_cannot_be_overwritten() {
         return;
     }
     let _g = shared();
-    // Default: the detached read-only overlay.
+    // Default: the persistent read-only overlay view under /run/xrun/exe.
     check(None, libc::EROFS, "Read-only file system");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        mounts.lines().any(|l| l
+            .split(' ')
+            .nth(4)
+            .is_some_and(|m| m.starts_with("/run/xrun/exe/"))
+            && l.contains(" - overlay ")
+            && l.split(' ').nth(5).is_some_and(|o| o.starts_with("ro"))),
+        "the persistent view is a read-only overlay: {mounts}"
+    );
+    // Where that view cannot be made: a detached read-only overlay per run.
+    check(Some("detached"), libc::EROFS, "Read-only file system");
     // The fallback, a sealed memfd copy (its seal is checked in the unit tests of
     // runtime::seal): the monitor drops the copy once the container runs.
     check(Some("memfd"), libc::EPERM, "Operation not permitted");

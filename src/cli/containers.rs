@@ -1,6 +1,6 @@
 //! `xrun start/ps/logs/stop/kill/rm/exec` and the hidden internal commands. Owner: runtime.
 
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use xrun::runtime::{self, BundleExtras, Containers, Status, lifecycle, signals, state};
@@ -37,6 +37,9 @@ pub struct LogsArgs {
     /// Follow the log until the container stops.
     #[arg(short, long)]
     pub follow: bool,
+    /// Show when each piece of output arrived (RFC 3339, UTC).
+    #[arg(short, long)]
+    pub timestamps: bool,
     /// Container.
     pub container: String,
 }
@@ -262,26 +265,48 @@ pub fn logs(g: &Global, a: LogsArgs) -> anyhow::Result<u8> {
         }
         Err(e) => return fail(runtime::RuntimeError::io("reading the log", e)),
     };
-    let mut out = std::io::stdout().lock();
+    // Records go back to the stream they came from (see xrun::runtime::log).
+    let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 65536];
+    let emit = |pending: &mut Vec<u8>| -> anyhow::Result<()> {
+        let (records, used) = runtime::log::decode(pending)?;
+        let mut out = std::io::stdout().lock();
+        let mut err = std::io::stderr().lock();
+        for r in records {
+            let w: &mut dyn Write = match r.stream {
+                runtime::log::Stream::Stdout => &mut out,
+                runtime::log::Stream::Stderr => &mut err,
+            };
+            if a.timestamps {
+                write!(w, "{} ", r.time)?;
+            }
+            w.write_all(&r.data)?;
+        }
+        out.flush()?;
+        err.flush()?;
+        pending.drain(..used);
+        Ok(())
+    };
     loop {
         let n = f.read(&mut buf).unwrap_or(0);
         if n > 0 {
-            out.write_all(&buf[..n])?;
+            pending.extend_from_slice(&buf[..n]);
+            if pending.len() > (1 << 20) {
+                emit(&mut pending)?;
+            }
             continue;
         }
-        out.flush()?;
+        emit(&mut pending)?;
         if !a.follow {
             return Ok(0);
         }
         let running = c.load(&rec.id).map(|r| r.is_running()).unwrap_or(false);
         if !running {
             // One last read for what was written just before the exit.
-            let pos = f.stream_position().unwrap_or(0);
-            let _ = f.seek(std::io::SeekFrom::Start(pos));
             let mut rest = Vec::new();
             let _ = f.read_to_end(&mut rest);
-            out.write_all(&rest)?;
+            pending.extend_from_slice(&rest);
+            emit(&mut pending)?;
             return Ok(0);
         }
         std::thread::sleep(Duration::from_millis(50));

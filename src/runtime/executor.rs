@@ -88,10 +88,52 @@ impl Executor for XrunExecutor {
         // The last step before execve, as runc does: the compiled seccomp program.
         super::seccomp_bpf::load_armed()
             .map_err(|e| ExecutorError::Other(format!("loading the seccomp filter: {e}")))?;
+        let args = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().clone())
+            .unwrap_or_default();
+        // The signals blocked since the start (see `start_libcontainer`) stay blocked, and
+        // pending, for xrun's init, which waits for them; anything else starts with none.
+        if !super::init::is_init(&args) {
+            nix::sys::signal::SigSet::all()
+                .thread_unblock()
+                .map_err(|e| ExecutorError::Other(format!("unblocking signals: {e}")))?;
+        }
         DefaultExecutor {}.exec(spec)
     }
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
         DefaultExecutor {}.validate(spec)
+    }
+}
+
+/// Blocks the forwarded signals in this thread until dropped, then restores its mask.
+struct BlockedSignals(Option<nix::sys::signal::SigSet>);
+
+impl BlockedSignals {
+    fn block() -> BlockedSignals {
+        let mut old = nix::sys::signal::SigSet::empty();
+        let set = super::init::forwarded_signals();
+        match nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&set),
+            Some(&mut old),
+        ) {
+            Ok(()) => BlockedSignals(Some(old)),
+            Err(_) => BlockedSignals(None),
+        }
+    }
+}
+
+impl Drop for BlockedSignals {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            let _ = nix::sys::signal::pthread_sigmask(
+                nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                Some(old),
+                None,
+            );
+        }
     }
 }
 
@@ -171,6 +213,10 @@ fn start_libcontainer(
     let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
+    // The container's PID 1 drops signals it has no handler for: from its creation until its
+    // `execve`, the signals xrun forwards stay blocked (pending), inherited by the cloned
+    // processes; this thread's own mask comes back after the start.
+    let _mask = BlockedSignals::block();
     let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_executor(XrunExecutor)
         .with_root_path(state_root)
@@ -322,6 +368,39 @@ pub fn delete(state_root: &Path, id: &str, engine: &Engine) {
     super::cgroups::remove_leftovers(id);
 }
 
+/// Writes the process of an `exec -t` (the container's process with the request's command,
+/// environment on top of the container's, working directory, user and a terminal) for
+/// libcontainer; returns its path.
+fn write_exec_process(
+    spec: &Spec,
+    state_root: &Path,
+    req: &ExecRequest,
+) -> Result<PathBuf, RuntimeError> {
+    let mut p = spec.process().clone().unwrap_or_default();
+    p.set_args(Some(req.args.clone()));
+    let mut env = p.env().clone().unwrap_or_default();
+    for e in &req.env {
+        let key = e.split('=').next().unwrap_or_default();
+        env.retain(|x| x.split('=').next() != Some(key));
+        env.push(e.clone());
+    }
+    p.set_env(Some(env));
+    if let Some(cwd) = &req.cwd {
+        p.set_cwd(PathBuf::from(cwd));
+    }
+    if let Some((u, g)) = req.user {
+        let mut user = p.user().clone();
+        user.set_uid(u);
+        user.set_gid(g);
+        p.set_user(user);
+    }
+    p.set_terminal(Some(true));
+    let path = state_root.join(format!("exec-{}.json", std::process::id()));
+    let json = serde_json::to_vec(&p).map_err(|e| RuntimeError::Runtime(e.to_string()))?;
+    std::fs::write(&path, json).map_err(|e| RuntimeError::io("writing the exec process", e))?;
+    Ok(path)
+}
+
 /// What `exec` runs in a running container.
 pub struct ExecRequest {
     /// The command.
@@ -345,7 +424,7 @@ pub fn exec(
     engine: &Engine,
     req: &ExecRequest,
     stdio: Stdio,
-    tty: bool,
+    console: Option<&Path>,
 ) -> Result<Running, RuntimeError> {
     match engine {
         Engine::Libcontainer => {
@@ -365,6 +444,13 @@ pub fn exec(
                         .map(|(k, v)| (k.to_string(), v.to_string()))
                 })
                 .collect();
+            // With a terminal, the whole process (the container's, with the command, the
+            // environment and `terminal`) goes to libcontainer as a process.json, so the
+            // terminal is made in the container's own devpts and sent over the console socket.
+            let process_file = match console {
+                Some(_) => Some(write_exec_process(spec, state_root, req)?),
+                None => None,
+            };
             let mut b = ContainerBuilder::new(id.to_string(), SyscallType::default())
                 .with_executor(XrunExecutor)
                 .with_root_path(state_root)
@@ -372,16 +458,21 @@ pub fn exec(
                 .with_stdin(stdio.stdin)
                 .with_stdout(stdio.stdout)
                 .with_stderr(stdio.stderr)
+                .with_console_socket(console)
                 .as_tenant()
                 .with_container_args(req.args.clone())
                 .with_env(env)
                 .with_cwd(req.cwd.as_ref())
-                .with_detach(false);
+                .with_process(process_file.as_ref())
+                .with_detach(console.is_some());
             if let Some((u, g)) = req.user {
                 b = b.with_user(Some(u)).with_group(Some(g));
             }
-            let _ = tty;
-            let pid = b.build().map_err(|e| lc_err("exec", e))?;
+            let built = b.build();
+            if let Some(f) = &process_file {
+                let _ = std::fs::remove_file(f);
+            }
+            let pid = built.map_err(|e| lc_err("exec", e))?;
             drop(guard);
             Ok(Running { pid, child: None })
         }

@@ -85,6 +85,21 @@ fn soname(lib: &Path) -> Option<String> {
     elf.soname.map(str::to_string)
 }
 
+/// Whether a container process's `args` start xrun's init (see [`init_mounts`]).
+pub fn is_init(args: &[String]) -> bool {
+    args.first()
+        .is_some_and(|a| a.starts_with(&format!("{INIT_DIR}/")))
+        && args
+            .windows(2)
+            .any(|w| w[0] == "internal" && w[1] == "init")
+}
+
+/// The signals the init waits for and passes on (all but the ones that cannot be caught or
+/// report a fault).
+pub fn forwarded_signals() -> SigSet {
+    all_signals()
+}
+
 fn all_signals() -> SigSet {
     let mut set = SigSet::empty();
     for s in Signal::iterator() {

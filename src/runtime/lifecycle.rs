@@ -63,7 +63,24 @@ struct Session {
     /// A machine container's run.
     machine: Option<Box<dyn Machine>>,
     pump: Option<std::thread::JoinHandle<()>>,
+    /// The read ends of the container's stdout and stderr pipes (detached), until
+    /// [`Session::pump_logs`] copies them into the log.
+    log_pipes: Option<(OwnedFd, OwnedFd)>,
+    /// Copy the container's stdout and stderr pipes into its log (detached).
+    log_pumps: Vec<std::thread::JoinHandle<()>>,
     _raw: Option<tty::RawMode>,
+}
+
+impl Session {
+    /// Starts copying the container's output pipes into its log (see [`super::log`]).
+    fn pump_logs(&mut self, c: &Containers, id: &str) -> Result<(), RuntimeError> {
+        if let Some((out, err)) = self.log_pipes.take() {
+            let (lo, le) = super::log::LogWriter::pair(open_log(c, id)?);
+            self.log_pumps.push(super::log::pump(out, lo));
+            self.log_pumps.push(super::log::pump(err, le));
+        }
+        Ok(())
+    }
 }
 
 fn launch(
@@ -78,6 +95,7 @@ fn launch(
     let spec = bundle.prepare(id, &rec.image, opts, extras)?;
     tracing::debug!("phase: bundle prepared");
     let engine = Engine::from_option(opts.runtime.as_ref());
+    let mut log_pipes = None;
     let result = (|| {
         let foreground = matches!(attach, Attach::Foreground);
         let mut console = None;
@@ -120,11 +138,14 @@ fn launch(
                 )
                 .map_err(|e| RuntimeError::io("writing config.json", e))?;
             }
-            let log: OwnedFd = open_log(c, id)?.into();
+            // Pipes, so the log keeps the two streams apart.
+            let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            log_pipes = Some((out_r, err_r));
             Stdio {
                 stdin: dev_null()?,
-                stdout: log.try_clone().map_err(|e| RuntimeError::io("log", e))?,
-                stderr: log,
+                stdout: out_w,
+                stderr: err_w,
             }
         };
         let winch_master = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(-1));
@@ -167,7 +188,7 @@ fn launch(
             let out: Box<dyn Write + Send> = if foreground {
                 Box::new(std::io::stdout())
             } else {
-                Box::new(open_log(c, id)?)
+                Box::new(super::log::LogWriter::pair(open_log(c, id)?).0)
             };
             let interactive = opts.interactive && foreground;
             if interactive {
@@ -183,6 +204,8 @@ fn launch(
             running: Some(running),
             machine: None,
             pump,
+            log_pipes: log_pipes.take(),
+            log_pumps: Vec::new(),
             _raw: raw,
         })
     })();
@@ -247,11 +270,11 @@ fn launch_machine(
             tty: opts.tty.then(terminal_size),
         }
     } else {
-        let log = open_log(c, id)?;
+        let (out, err) = super::log::LogWriter::pair(open_log(c, id)?);
         MachineIo {
             stdin: None,
-            stdout: Box::new(log.try_clone().map_err(|e| RuntimeError::io("log", e))?),
-            stderr: Box::new(log),
+            stdout: Box::new(out),
+            stderr: Box::new(err),
             tty: opts.tty.then_some((0, 0)),
         }
     };
@@ -293,6 +316,8 @@ fn launch_machine(
         running: None,
         machine: Some(m),
         pump: None,
+        log_pipes: None,
+        log_pumps: Vec::new(),
         _raw: raw,
     })
 }
@@ -326,10 +351,20 @@ fn finish(c: &Containers, id: &str, mut session: Session) -> Result<i32, Runtime
         (None, None) => Err(RuntimeError::Runtime("nothing was started".into())),
     };
     tracing::debug!("phase: container exited");
-    if let Some(p) = session.pump.take() {
+    let pumps: Vec<_> = session
+        .pump
+        .take()
+        .into_iter()
+        .chain(std::mem::take(&mut session.log_pumps))
+        .collect();
+    if !pumps.is_empty() {
+        // What the container wrote last is in the pipes: drain it (bounded: a process that
+        // escaped the container could hold a pipe open).
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = p.join();
+            for p in pumps {
+                let _ = p.join();
+            }
             let _ = tx.send(());
         });
         let _ = rx.recv_timeout(Duration::from_secs(2));
@@ -465,14 +500,17 @@ pub fn monitor(
     for s in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE] {
         unsafe { nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigIgn) }?;
     }
-    if let Some(pid) = super::seal::take_monitor_resume() {
+    if let Some((pid, pipes)) = super::seal::take_monitor_resume() {
         drop(ready);
-        let session = Session {
+        let mut session = Session {
             running: Some(executor::Running::adopt(Pid::from_raw(pid))),
             machine: None,
             pump: None,
+            log_pipes: pipes,
+            log_pumps: Vec::new(),
             _raw: None,
         };
+        session.pump_logs(c, id)?;
         return finish(c, id, session).map(|_| 0);
     }
     // Not inherited by what the monitor starts (a VM's qemu): `start_detached` reads the
@@ -482,7 +520,7 @@ pub fn monitor(
     }
     let mut ready = ready.map(std::fs::File::from);
     let rec = c.load(id)?;
-    let session = match launch_any(c, &rec, &Attach::Log, &BundleExtras::default(), machines) {
+    let mut session = match launch_any(c, &rec, &Attach::Log, &BundleExtras::default(), machines) {
         Ok(s) => s,
         Err(e) => {
             if let Some(r) = &mut ready {
@@ -504,14 +542,17 @@ pub fn monitor(
     // is in it any more), re-execute the on-disk binary to keep waiting: the container stays
     // this process's child across exec. Not with a terminal pump or an external runtime
     // process, which do not survive an exec.
+    // The output pipes go along (the pipes hold what the container writes meanwhile).
     if let Some(running) = &session.running
         && super::seal::current_protection() == Some(super::seal::Protection::Memfd)
         && session.pump.is_none()
         && !running.has_runtime_child()
     {
-        let e = super::seal::resume_monitor_from_disk(running.pid.as_raw());
+        let e =
+            super::seal::resume_monitor_from_disk(running.pid.as_raw(), session.log_pipes.as_ref());
         tracing::warn!("monitor of {id}: keeps the binary copy: {e}");
     }
+    session.pump_logs(c, id)?;
     finish(c, id, session).map(|_| 0)
 }
 
@@ -686,8 +727,29 @@ pub fn exec(
     let engine = Engine::from_option(rec.options.runtime.as_ref());
     let mut pump = None;
     let mut raw = None;
-    let mut winch: Option<Box<dyn Fn() + Send>> = None;
-    let stdio = if use_tty {
+    let winch_master = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(-1));
+    // libcontainer makes the terminal inside the container (its own devpts, so `tty` names
+    // it) and sends the master over a console socket; an external runtime gets one of xrun's.
+    let console = if use_tty && engine == Engine::Libcontainer {
+        let dir = std::path::Path::new("/run/xrun");
+        std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io("creating /run/xrun", e))?;
+        let sock = dir.join(format!(
+            "exec-{}-{}.sock",
+            &rec.id[..12],
+            std::process::id()
+        ));
+        Some(tty::ConsoleSocket::listen(&sock)?)
+    } else {
+        None
+    };
+    let mut host_master = None;
+    let stdio = if console.is_some() {
+        Stdio {
+            stdin: dev_null()?,
+            stdout: dev_null()?,
+            stderr: dev_null()?,
+        }
+    } else if use_tty {
         let pty = tty::open()?;
         let s = Stdio {
             stdin: pty
@@ -703,17 +765,7 @@ pub fn exec(
                 .try_clone()
                 .map_err(|e| RuntimeError::io("pty", e))?,
         };
-        if interactive {
-            raw = tty::RawMode::enter();
-        }
-        let m = pty.master.as_raw_fd();
-        winch = Some(Box::new(move || tty::copy_window_size(m)));
-        pump = Some(tty::pump(
-            &pty.master,
-            Box::new(std::io::stdout()),
-            interactive,
-        )?);
-        std::mem::forget(pty.master);
+        host_master = Some(pty.master);
         s
     } else {
         Stdio {
@@ -722,7 +774,13 @@ pub fn exec(
             stderr: dup_fd(2)?,
         }
     };
-    let fwd = signals::forward(winch)?;
+    let m = winch_master.clone();
+    let fwd = signals::forward(Some(Box::new(move || {
+        let fd = m.load(Ordering::SeqCst);
+        if fd >= 0 {
+            tty::copy_window_size(fd);
+        }
+    })))?;
     let mut env_all = env;
     if use_tty && !env_all.iter().any(|e| e.starts_with("TERM=")) {
         env_all.push("TERM=xterm".into());
@@ -741,8 +799,32 @@ pub fn exec(
         &engine,
         &req,
         stdio,
-        use_tty,
+        console.as_ref().map(|s| s.path()),
     )?;
+    let master = match &console {
+        Some(sock) => match sock.master() {
+            Ok(m) => Some(m),
+            Err(e) => {
+                let _ = nix::sys::signal::kill(running.pid, Signal::SIGKILL);
+                let _ = executor::wait(&mut running);
+                return Err(e);
+            }
+        },
+        None => host_master,
+    };
+    if let Some(master) = master {
+        tty::copy_window_size(master.as_raw_fd());
+        winch_master.store(master.as_raw_fd(), Ordering::SeqCst);
+        if interactive {
+            raw = tty::RawMode::enter();
+        }
+        pump = Some(tty::pump(
+            &master,
+            Box::new(std::io::stdout()),
+            interactive,
+        )?);
+        std::mem::forget(master);
+    }
     fwd.set_target(running.pid.as_raw());
     let code = executor::wait(&mut running);
     if let Some(p) = pump {

@@ -51,6 +51,7 @@ pub mod cgroups;
 pub mod executor;
 pub mod init;
 pub mod lifecycle;
+pub mod log;
 pub mod machine;
 pub mod monitor;
 pub mod options;

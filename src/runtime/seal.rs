@@ -10,7 +10,18 @@
 //! itself from a file that cannot be written, by anyone, through any path a container can
 //! reach:
 //!
-//! 1. **Detached read-only overlay (default, costs ~1 ms).** A new overlayfs superblock is
+//! 0. **Persistent read-only overlay view (default).** The same read-only overlay as in 1.
+//!    (the binary's directory over an empty directory, `/run/xrun/exe/.empty`), attached once
+//!    per binary version at `/run/xrun/exe/<device-inode-size-mtime>/` (tmpfs: gone at
+//!    reboot) and reused by every later run: a run then costs one `open` and the `execveat`.
+//!    A detached mount (1.) is torn down when its last user goes, and that costs an RCU grace
+//!    period (about 3 ms here) on every run, twice with its helper tmpfs. The view is as
+//!    read-only as 1. (superblock level, no upper layer); it is only reachable from the host's
+//!    mount namespace, where root is trusted anyway (containers pivot away from it). A view
+//!    whose binary was replaced on disk is detached lazily when a new one is attached.
+//!    `current_protection` accepts an attached overlay only under that directory.
+//! 1. **Detached read-only overlay (fallback when `/run/xrun/exe` cannot be used;
+//!    `_XRUN_SEAL=detached` forces it).** A new overlayfs superblock is
 //!    made with `fsopen("overlay")` whose only layers are two lower ones, the binary's
 //!    directory and an empty detached tmpfs (overlayfs wants two lower layers without an
 //!    upper one and refuses one directory twice), no upper layer, turned into a mount object with `fsmount` and
@@ -65,6 +76,7 @@ const MOUNT_ATTR_RDONLY: libc::c_uint = 0x1;
 const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
 const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
 const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
 /// How the running binary is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,10 +122,18 @@ pub fn protection_of(fd: &impl AsRawFd) -> Option<Protection> {
     }
     let mnt = stx.stx_mnt_id.to_string();
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let attached = info
+    // Detached, or xrun's own persistent view under PERSISTENT_DIR (see `open_persistent`).
+    let usable = match info
         .lines()
-        .any(|l| l.split(' ').next() == Some(mnt.as_str()));
-    (!attached).then_some(Protection::Overlay)
+        .find(|l| l.split(' ').next() == Some(mnt.as_str()))
+    {
+        None => true,
+        Some(l) => l
+            .split(' ')
+            .nth(4)
+            .is_some_and(|m| m.starts_with(&format!("{PERSISTENT_DIR}/"))),
+    };
+    usable.then_some(Protection::Overlay)
 }
 
 /// How this process's own binary is protected, if it is.
@@ -173,32 +193,154 @@ fn escape_layer(dir: &[u8]) -> Vec<u8> {
 /// Opens `exe` through a private read-only overlay mount that is attached nowhere (see the
 /// module doc). The returned fd is the only thing keeping that mount alive.
 pub fn open_protected(exe: &Path) -> Result<OwnedFd, RuntimeError> {
+    let (dir, name) = dir_and_name(exe)?;
+    // Overlayfs wants two lower layers when there is no upper one, and refuses a directory
+    // given twice (overlapping layers): the second is an empty, detached tmpfs.
+    let empty = create_and_mount(&fs_context(c"tmpfs")?)?;
+    let empty_path = PathBuf::from(format!("/proc/self/fd/{}", empty.as_raw_fd()));
+    let fs = overlay_context(dir, &empty_path)?;
+    finish_protected(fs, empty, name)
+}
+
+fn dir_and_name(exe: &Path) -> Result<(&Path, &std::ffi::OsStr), RuntimeError> {
     let dir = exe
         .parent()
         .ok_or_else(|| RuntimeError::BadInput(format!("{} has no directory", exe.display())))?;
     let name = exe
         .file_name()
         .ok_or_else(|| RuntimeError::BadInput(format!("{} has no file name", exe.display())))?;
-    // Overlayfs wants two lower layers when there is no upper one, and refuses a directory
-    // given twice (overlapping layers): the second is an empty, detached tmpfs.
-    let empty = create_and_mount(&fs_context(c"tmpfs")?)?;
-    let empty_path = cstr(format!("/proc/self/fd/{}", empty.as_raw_fd()).as_bytes())?;
-    let dir_c = cstr(dir.as_os_str().as_bytes())?;
+    Ok((dir, name))
+}
+
+/// An overlay superblock context (not created yet) with the two lower layers `top`, `bottom`.
+fn overlay_context(top: &Path, bottom: &Path) -> Result<OwnedFd, RuntimeError> {
+    let top_c = cstr(top.as_os_str().as_bytes())?;
+    let bottom_c = cstr(bottom.as_os_str().as_bytes())?;
     let fs = fs_context(c"overlay")?;
     // `lowerdir+` (Linux 6.8) takes a path without escaping; older kernels take a list.
-    let layered = fsconfig_string(&fs, c"lowerdir+", &dir_c)
-        && fsconfig_string(&fs, c"lowerdir+", &empty_path);
-    if !layered {
-        let fs2 = fs_context(c"overlay")?;
-        let mut list = escape_layer(dir.as_os_str().as_bytes());
-        list.push(b':');
-        list.extend_from_slice(empty_path.as_bytes());
-        if !fsconfig_string(&fs2, c"lowerdir", &cstr(&list)?) {
-            return Err(last_err("configuring the overlay of the xrun binary"));
-        }
-        return finish_protected(fs2, empty, name);
+    if fsconfig_string(&fs, c"lowerdir+", &top_c) && fsconfig_string(&fs, c"lowerdir+", &bottom_c) {
+        return Ok(fs);
     }
-    finish_protected(fs, empty, name)
+    let fs = fs_context(c"overlay")?;
+    let mut list = escape_layer(top.as_os_str().as_bytes());
+    list.push(b':');
+    list.extend_from_slice(&escape_layer(bottom.as_os_str().as_bytes()));
+    if !fsconfig_string(&fs, c"lowerdir", &cstr(&list)?) {
+        return Err(last_err("configuring the overlay of the xrun binary"));
+    }
+    Ok(fs)
+}
+
+/// Where the persistent protected views of xrun binaries are attached (see the module doc).
+pub const PERSISTENT_DIR: &str = "/run/xrun/exe";
+
+/// Opens `exe` through the persistent read-only overlay of its directory under
+/// [`PERSISTENT_DIR`]`/<key>` (the key names the binary's identity: device, inode, size,
+/// change time), attaching it first when it is not there yet. Costs no mount work once the
+/// view exists; a detached overlay costs an RCU grace period when its last user goes.
+pub fn open_persistent(exe: &Path) -> Result<OwnedFd, RuntimeError> {
+    use std::os::unix::fs::MetadataExt;
+    let (dir, name) = dir_and_name(exe)?;
+    let meta = std::fs::metadata(exe).map_err(|e| RuntimeError::io("the xrun binary", e))?;
+    let key = format!(
+        "{:x}-{:x}-{:x}-{:x}.{:x}",
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    );
+    let base = Path::new(PERSISTENT_DIR);
+    let view = base.join(&key);
+    let matches = |m: &std::fs::Metadata| {
+        m.size() == meta.size() && m.mtime() == meta.mtime() && m.mtime_nsec() == meta.mtime_nsec()
+    };
+    let open_view = || -> Option<OwnedFd> {
+        let f = std::fs::File::open(view.join(name)).ok()?;
+        let fd = OwnedFd::from(f);
+        let m = std::fs::File::from(fd.try_clone().ok()?).metadata().ok()?;
+        (matches(&m) && protection_of(&fd) == Some(Protection::Overlay)).then_some(fd)
+    };
+    if let Some(fd) = open_view() {
+        return Ok(fd);
+    }
+    std::fs::create_dir_all(base).map_err(|e| RuntimeError::io("creating /run/xrun/exe", e))?;
+    let lock = std::fs::File::create(base.join(".lock"))
+        .map_err(|e| RuntimeError::io("locking /run/xrun/exe", e))?;
+    <std::fs::File as fs4::FileExt>::lock(&lock)
+        .map_err(|e| RuntimeError::io("locking /run/xrun/exe", e))?;
+    if let Some(fd) = open_view() {
+        return Ok(fd);
+    }
+    let empty = base.join(".empty");
+    std::fs::create_dir_all(&empty).map_err(|e| RuntimeError::io("creating /run/xrun/exe", e))?;
+    if std::fs::read_dir(&empty).map_or(true, |mut d| d.next().is_some()) {
+        return Err(RuntimeError::Runtime(format!(
+            "{} is not an empty directory",
+            empty.display()
+        )));
+    }
+    std::fs::create_dir_all(&view).map_err(|e| RuntimeError::io("creating /run/xrun/exe", e))?;
+    std::fs::write(base.join(format!("{key}.name")), name.as_bytes())
+        .map_err(|e| RuntimeError::io("creating /run/xrun/exe", e))?;
+    let fs = overlay_context(dir, &empty)?;
+    let mnt = create_and_mount(&fs)?;
+    let target = cstr(view.as_os_str().as_bytes())?;
+    // SAFETY: plain syscall on descriptors and a C string this function owns.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc != 0 {
+        return Err(last_err("attaching the overlay of the xrun binary"));
+    }
+    drop(mnt);
+    drop_stale_views(base, &key);
+    open_view().ok_or_else(|| {
+        RuntimeError::Runtime("the persistent overlay of the xrun binary is not usable".into())
+    })
+}
+
+/// Detaches the views whose binary was replaced or removed on disk since (the overlay shows
+/// the directory's current files: another size or mtime than its key recorded); the views of
+/// other binaries in use (debug, release builds) stay.
+fn drop_stale_views(base: &Path, keep: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let key = e.file_name().to_string_lossy().into_owned();
+        if key.starts_with('.') || key.ends_with(".name") || key == keep {
+            continue;
+        }
+        let fields: Vec<&str> = key.split(['-', '.']).collect();
+        let Some(name) = std::fs::read(base.join(format!("{key}.name"))).ok() else {
+            continue;
+        };
+        let current = std::fs::metadata(e.path().join(std::ffi::OsStr::from_bytes(&name)))
+            .ok()
+            .map(|m| format!("{:x}-{:x}.{:x}", m.size(), m.mtime(), m.mtime_nsec()));
+        let recorded =
+            (fields.len() == 5).then(|| format!("{}-{}.{}", fields[2], fields[3], fields[4]));
+        if current.is_some() && current == recorded {
+            continue;
+        }
+        if let Ok(c) = cstr(e.path().as_os_str().as_bytes()) {
+            // SAFETY: plain syscalls on a C string; lazy, so running users keep their file.
+            unsafe {
+                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+                libc::rmdir(c.as_ptr());
+            }
+            let _ = std::fs::remove_file(base.join(format!("{key}.name")));
+        }
+    }
 }
 
 fn fs_context(fstype: &CStr) -> Result<OwnedFd, RuntimeError> {
@@ -300,22 +442,38 @@ fn is_monitor_resume() -> bool {
 }
 
 /// In a monitor that re-executed itself from disk ([`resume_monitor_from_disk`]): the pid of
-/// the container process to keep waiting for (removed from the environment).
-pub fn take_monitor_resume() -> Option<i32> {
+/// the container process to keep waiting for, and the read ends of its output pipes when it
+/// has them (removed from the environment; the descriptors become close-on-exec again).
+pub fn take_monitor_resume() -> Option<(i32, Option<(OwnedFd, OwnedFd)>)> {
     if !is_monitor_resume() {
         return None;
     }
-    let pid = std::env::var(RESUME_ENV).ok()?.parse().ok();
+    let value = std::env::var(RESUME_ENV).ok()?;
     // SAFETY: the monitor is single-threaded at this point (nothing started yet).
     unsafe { std::env::remove_var(RESUME_ENV) };
-    pid
+    let mut parts = value.split(':');
+    let pid = parts.next()?.parse().ok()?;
+    let fds: Vec<i32> = parts.filter_map(|p| p.parse().ok()).collect();
+    let pipes = match fds[..] {
+        [out, err] if out > 2 && err > 2 && out != err => {
+            for fd in [out, err] {
+                // SAFETY: descriptors this process inherited for exactly this purpose.
+                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            }
+            // SAFETY: as above; nothing else owns them.
+            Some(unsafe { (OwnedFd::from_raw_fd(out), OwnedFd::from_raw_fd(err)) })
+        }
+        _ => None,
+    };
+    Some((pid, pipes))
 }
 
 /// Re-executes this monitor (`xrun internal monitor ID`) from the on-disk binary, told to
-/// wait for container process `pid` (its child, which stays its child across exec). Used once
-/// the container runs: no xrun process is inside it any more, so the protection is no longer
-/// needed and the memfd copy is dropped. Returns only on error.
-pub fn resume_monitor_from_disk(pid: i32) -> RuntimeError {
+/// wait for container process `pid` (its child, which stays its child across exec) and to
+/// copy its output `pipes` (kept open across the exec) into its log. Used once the container
+/// runs: no xrun process is inside it any more, so the protection is no longer needed and
+/// the memfd copy is dropped. Returns only on error.
+pub fn resume_monitor_from_disk(pid: i32, pipes: Option<&(OwnedFd, OwnedFd)>) -> RuntimeError {
     let exe = match original_exe() {
         Ok(e) => e,
         Err(e) => return e,
@@ -336,12 +494,26 @@ pub fn resume_monitor_from_disk(pid: i32) -> RuntimeError {
             CString::new(b).ok()
         })
         .collect();
-    if let Ok(v) = CString::new(format!("{RESUME_ENV}={pid}")) {
+    let mut value = pid.to_string();
+    if let Some((out, err)) = pipes {
+        for fd in [out, err] {
+            // SAFETY: clearing close-on-exec on descriptors this process owns.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) };
+        }
+        value = format!("{pid}:{}:{}", out.as_raw_fd(), err.as_raw_fd());
+    }
+    if let Ok(v) = CString::new(format!("{RESUME_ENV}={value}")) {
         env.push(v);
     }
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     let err = nix::unistd::fexecve(file.as_raw_fd(), &args, &env).unwrap_err();
+    if let Some((out, err)) = pipes {
+        for fd in [out, err] {
+            // SAFETY: as above, undone after the failed exec.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
     RuntimeError::io("re-executing the monitor", err.into())
 }
 
@@ -357,7 +529,15 @@ pub fn ensure_sealed() -> Result<(), RuntimeError> {
     let fd = if want_memfd {
         sealed_copy()?
     } else {
-        match open_protected(&exe) {
+        let persistent = if std::env::var_os(METHOD_ENV).is_some_and(|m| m == "detached") {
+            Err(RuntimeError::Runtime("_XRUN_SEAL=detached".into()))
+        } else {
+            open_persistent(&exe)
+        };
+        match persistent.or_else(|e| {
+            tracing::debug!("persistent overlay of the binary: {e}; a detached one instead");
+            open_protected(&exe)
+        }) {
             Ok(fd) => fd,
             Err(e) => {
                 tracing::debug!("read-only overlay of the binary: {e}; copying it instead");
