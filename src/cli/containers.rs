@@ -143,7 +143,13 @@ pub fn start(g: &Global, a: StartArgs) -> anyhow::Result<u8> {
             if a.interactive {
                 let _ = c.update(&rec.id, |r| r.options.interactive = true);
             }
-            return match lifecycle::run_attached(&c, &rec.id, &BundleExtras::default(), false) {
+            return match lifecycle::run_attached(
+                &c,
+                &rec.id,
+                &BundleExtras::default(),
+                false,
+                &super::route::VmMachines,
+            ) {
                 Ok(code) => Ok(code.clamp(0, 255) as u8),
                 Err(e) => fail(e),
             };
@@ -400,7 +406,7 @@ pub fn internal(g: &Global, a: InternalCommand) -> anyhow::Result<u8> {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
-            match lifecycle::monitor(&c, &id, ready) {
+            match lifecycle::monitor(&c, &id, ready, &super::route::VmMachines) {
                 Ok(code) => Ok(code),
                 Err(e) => fail(e),
             }

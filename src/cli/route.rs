@@ -1,10 +1,12 @@
 //! Route glue for `xrun run`/`create`: the route is the verdict of [`xrun::assess`] — the same
 //! pure `plan` `xrun check` uses — then prepared: the emulated route's handler
 //! ([`xrun::emulation::route::prepare`]), the vm route's guest; plus the emulation notice, the
-//! `--dry-run` lines, and the vm route's run.
+//! `--dry-run` lines, and the vm route's containers: their launch description
+//! ([`vm_launch`]) and the runtime's machines for them ([`VmMachines`]).
 
 use std::path::PathBuf;
 
+use std::sync::Arc;
 use xrun::assess::{self, GuestChoice};
 use xrun::digest::Digest;
 use xrun::emulation::EmulatedRoute;
@@ -13,9 +15,12 @@ use xrun::kernelcheck::ImageRequirements;
 use xrun::kernelcheck::entrypoint::Override;
 use xrun::plan::{Route, RouteChoice, Severity, Verdict};
 use xrun::platform::Platform;
-use xrun::runtime::{ImageInput, RunOptions};
+
+use xrun::runtime::machine::{Machine, MachineControl, MachineIo, Machines};
+use xrun::runtime::options::ExecRoute;
+use xrun::runtime::{ContainerRecord, Containers, ImageInput, RunOptions, RuntimeError};
 use xrun::store::{Image, Store};
-use xrun::vm::{Guest, VmIo, VmSpec};
+use xrun::vm::{Guest, VmControl, VmIo, VmLaunch, VmRun, VmSpec};
 
 /// The route `xrun run` takes for an image.
 #[derive(Debug)]
@@ -239,18 +244,46 @@ pub fn describe(r: &Routed) -> Vec<String> {
     v
 }
 
-/// Runs the container's command on the vm route, in the foreground; returns its exit code.
-pub fn run_vm(vm: &VmRoute, image: &ImageInput, opts: &RunOptions) -> anyhow::Result<u8> {
-    if opts.tty {
-        anyhow::bail!("-t is not supported on the vm route (the command's streams are pipes)");
-    }
+/// The options the vm route cannot honour, as the one error line to give (`None`: fine).
+pub fn vm_unsupported(opts: &RunOptions) -> Option<String> {
+    let flag = if !opts.volumes.is_empty() {
+        "-v"
+    } else if opts.read_only {
+        "--read-only"
+    } else if opts.network == xrun::runtime::Network::Host {
+        "--network host"
+    } else if opts.runtime.is_some() {
+        "--runtime"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{flag} is not supported on the vm route (the container runs in a VM): drop it, or use another --route"
+    ))
+}
+
+/// How to boot container `short_id`'s VM on the vm route (saved in its directory, so `start`
+/// boots it again): the command, environment, user, resources of `image` + `opts`.
+pub fn vm_launch(
+    vm: &VmRoute,
+    image: &ImageInput,
+    opts: &RunOptions,
+    short_id: &str,
+) -> anyhow::Result<VmLaunch> {
     let guest = vm
         .guest
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("no guest for the vm route"))?;
     let config = image.config.config().clone().unwrap_or_default();
-    let hostname = opts.hostname.clone().unwrap_or_else(|| "xrun-vm".into());
-    let spec = VmSpec {
+    let hostname = opts
+        .hostname
+        .clone()
+        .unwrap_or_else(|| short_id.to_string());
+    Ok(VmLaunch {
+        guest_dir: guest.dir.clone(),
+        rootfs_cache: vm.cache.join("rootfs"),
+        manifest: vm.manifest.clone(),
+        layer_dirs: image.layer_dirs.clone(),
         argv: xrun::runtime::spec::command(image, opts),
         env: xrun::runtime::spec::environment(image, opts, &hostname, None),
         workdir: opts
@@ -278,15 +311,93 @@ pub fn run_vm(vm: &VmRoute, image: &ImageInput, opts: &RunOptions) -> anyhow::Re
                 .cloned()
                 .collect()
         },
-        ..VmSpec::default()
-    };
-    let exit = xrun::vm::run_image(
-        guest,
-        &vm.cache.join("rootfs"),
-        &vm.manifest,
-        &image.layer_dirs,
-        &spec,
-        VmIo::inherit(opts.interactive),
-    )?;
-    Ok(exit.code.clamp(0, 255) as u8)
+        // A `--rm` container's changes go with it: a tmpfs in the guest, no disk to make.
+        disk_size: if opts.auto_remove {
+            0
+        } else {
+            xrun::vm::launch::DEFAULT_DISK_SIZE
+        },
+    })
+}
+
+/// The runtime's [`Machines`] for the vm route: a container recorded on the vm route is its
+/// VM, booted from the `vm.json` in its directory.
+pub struct VmMachines;
+
+impl Machines for VmMachines {
+    fn machine(
+        &self,
+        c: &Containers,
+        rec: &ContainerRecord,
+    ) -> Result<Option<Box<dyn Machine>>, RuntimeError> {
+        if rec.options.route != ExecRoute::Vm {
+            return Ok(None);
+        }
+        let dir = c.container_dir(&rec.id);
+        let launch = VmLaunch::load(&dir).map_err(|e| RuntimeError::Corrupt(e.to_string()))?;
+        Ok(Some(Box::new(VmMachine {
+            dir,
+            launch,
+            run: None,
+        })))
+    }
+}
+
+/// One run of a VM container.
+struct VmMachine {
+    dir: PathBuf,
+    launch: VmLaunch,
+    run: Option<VmRun>,
+}
+
+fn vm_error(e: xrun::vm::VmError) -> RuntimeError {
+    RuntimeError::Runtime(e.to_string())
+}
+
+impl Machine for VmMachine {
+    fn start(&mut self, io: MachineIo) -> Result<(i32, Arc<dyn MachineControl>), RuntimeError> {
+        let vio = VmIo {
+            stdin: io.stdin,
+            stdout: io.stdout,
+            stderr: io.stderr,
+        };
+        let mut run = self
+            .launch
+            .start(&self.dir, io.tty, vio)
+            .map_err(vm_error)?;
+        if !run.wait_started().map_err(vm_error)? {
+            // The guest ended before starting the command: its reason went to stderr.
+            return Err(match run.wait() {
+                Ok(exit) => RuntimeError::Runtime(format!(
+                    "the VM ended before starting the command (status {})",
+                    exit.code
+                )),
+                Err(e) => vm_error(e),
+            });
+        }
+        let pid = run.pid() as i32;
+        let control = Arc::new(VmSignals(run.control()));
+        self.run = Some(run);
+        Ok((pid, control))
+    }
+
+    fn wait(&mut self) -> Result<i32, RuntimeError> {
+        let run = self
+            .run
+            .take()
+            .ok_or_else(|| RuntimeError::Runtime("the VM was not started".into()))?;
+        run.wait().map(|e| e.code).map_err(vm_error)
+    }
+}
+
+/// A VM's control as the runtime's [`MachineControl`].
+struct VmSignals(VmControl);
+
+impl MachineControl for VmSignals {
+    fn signal(&self, sig: i32) {
+        self.0.signal(sig);
+    }
+    fn resize(&self, rows: u16, cols: u16) {
+        self.0.resize(rows, cols);
+    }
 }

@@ -370,16 +370,12 @@ fn options(f: &ContainerFlags, command: Vec<String>) -> Result<RunOptions, Runti
 enum Created {
     /// A container record (to start).
     Container(Containers, String),
-    /// Nothing to start: `--dry-run` printed the plan, or the vm route already ran (its code).
+    /// Nothing to start: `--dry-run` printed the plan, or a refusal (its code).
     Done(u8),
 }
 
 /// Creates the container record (see [`Created`]).
-fn create_record(
-    g: &Global,
-    f: &ContainerFlags,
-    foreground: bool,
-) -> anyhow::Result<Result<Created, RuntimeError>> {
+fn create_record(g: &Global, f: &ContainerFlags) -> anyhow::Result<Result<Created, RuntimeError>> {
     let resolved = match resolve_image(g, f)? {
         Ok(r) => r,
         Err(refusal) => {
@@ -401,6 +397,15 @@ fn create_record(
     let emulated = routed.as_ref().and_then(|r| r.emulated.as_ref());
     if emulated.is_some() {
         opts.route = runtime::options::ExecRoute::Emulated;
+    }
+    let vm = routed.as_ref().and_then(|r| r.vm.as_ref());
+    if vm.is_some() {
+        opts.route = runtime::options::ExecRoute::Vm;
+        if !f.dry_run
+            && let Some(why) = super::route::vm_unsupported(&opts)
+        {
+            return Ok(Err(RuntimeError::BadInput(why)));
+        }
     }
     if f.dry_run {
         println!("image: {}", image.name);
@@ -426,27 +431,35 @@ fn create_record(
     {
         eprintln!("{line}");
     }
-    if let Some(vm) = routed.as_ref().and_then(|r| r.vm.as_ref()) {
-        if !foreground {
-            anyhow::bail!(
-                "the vm route runs in the foreground only: use xrun run without -d (xrun create and -d are not supported on the vm route yet)"
-            );
-        }
-        if let Err(e) = opts.validate() {
-            return Ok(Err(e));
-        }
-        // The GC lease stays held while the VM reads the layers.
-        return Ok(Ok(Created::Done(super::route::run_vm(vm, &image, &opts)?)));
-    }
     let c = match Containers::open(&g.root) {
         Ok(c) => c,
         Err(e) => return Ok(Err(e)),
     };
     lifecycle::cleanup_stale(&c);
+    let launch_input = vm.map(|_| (image.clone(), opts.clone()));
     let id = match lifecycle::create(&c, image, opts) {
         Ok(r) => r.id,
         Err(e) => return Ok(Err(e)),
     };
+    if let (Some(vm), Some((image, opts))) = (vm, launch_input) {
+        // What `start` needs to boot the VM again, next to the record.
+        let saved = super::route::vm_launch(vm, &image, &opts, &id[..12])
+            .and_then(|l| Ok(l.save(&c.container_dir(&id))?));
+        if let Err(e) = saved {
+            let _ = lifecycle::remove(&c, &id, true);
+            return Err(e.context("recording the VM of the container"));
+        }
+    }
+    // A guest pulled from a registry is a layer snapshot of the store: leased too, so the
+    // container boots again after `rmi` of the guest image.
+    let guest_dir = vm.and_then(|v| v.guest.as_ref()).map(|gu| gu.dir.clone());
+    let mut diff_ids = diff_ids;
+    if let Some(d) = guest_dir
+        .as_deref()
+        .and_then(|d| guest_snapshot(&g.root, d))
+    {
+        diff_ids.push(d);
+    }
     if !diff_ids.is_empty() {
         // Before anything is mounted: prune/rmi keep these snapshots until `rm`.
         let store = xrun::store::Store::open(&g.root)?;
@@ -460,6 +473,18 @@ fn create_record(
     Ok(Ok(Created::Container(c, id)))
 }
 
+/// The diff_id of the store's layer snapshot `dir` is, if it is one (`<root>/snapshots/<hex>`).
+fn guest_snapshot(root: &std::path::Path, dir: &std::path::Path) -> Option<xrun::digest::Digest> {
+    let snapshots = std::fs::canonicalize(root.join("snapshots")).ok()?;
+    let dir = std::fs::canonicalize(dir).ok()?;
+    if dir.parent()? != snapshots {
+        return None;
+    }
+    format!("sha256:{}", dir.file_name()?.to_str()?)
+        .parse()
+        .ok()
+}
+
 /// `xrun run`.
 pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
     tracing::debug!("phase: run");
@@ -469,7 +494,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         return fail(e);
     }
     tracing::debug!("phase: sealed");
-    let (c, id) = match create_record(g, &a.flags, !a.detach)? {
+    let (c, id) = match create_record(g, &a.flags)? {
         Ok(Created::Container(c, id)) => (c, id),
         Ok(Created::Done(code)) => return Ok(code),
         Err(e) => return fail(e),
@@ -481,7 +506,13 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         println!("{id}");
         return Ok(0);
     }
-    match lifecycle::run_attached(&c, &id, &BundleExtras::default(), true) {
+    match lifecycle::run_attached(
+        &c,
+        &id,
+        &BundleExtras::default(),
+        true,
+        &super::route::VmMachines,
+    ) {
         Ok(code) => Ok(code.clamp(0, 255) as u8),
         Err(e) => fail(e),
     }
@@ -489,12 +520,31 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
 
 /// `xrun create`.
 pub fn create(g: &Global, a: CreateArgs) -> anyhow::Result<u8> {
-    match create_record(g, &a.flags, false)? {
+    match create_record(g, &a.flags)? {
         Ok(Created::Container(_, id)) => {
             println!("{id}");
             Ok(0)
         }
         Ok(Created::Done(code)) => Ok(code),
         Err(e) => fail(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guest_snapshot;
+
+    #[test]
+    fn a_guest_in_a_store_snapshot_is_leased_by_its_diff_id() {
+        let root = tempfile::tempdir().unwrap();
+        let hex = "ab".repeat(32);
+        let snap = root.path().join("snapshots").join(&hex);
+        std::fs::create_dir_all(&snap).unwrap();
+        let d = guest_snapshot(root.path(), &snap).unwrap();
+        assert_eq!(d.to_string(), format!("sha256:{hex}"));
+        let elsewhere = root.path().join("guest");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        assert!(guest_snapshot(root.path(), &elsewhere).is_none());
+        assert!(guest_snapshot(root.path(), &root.path().join("snapshots/x")).is_none());
     }
 }

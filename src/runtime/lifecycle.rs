@@ -6,12 +6,15 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::executor::{self, Engine, ExecRequest, Running, Stdio};
+use super::machine::{Machine, MachineControl, MachineIo, Machines};
+use super::options::ExecRoute;
 use super::state::{Phase, ProcRef};
 use super::{
     BundleExtras, ContainerRecord, Containers, ImageInput, RunOptions, RuntimeError, signals, tty,
@@ -55,7 +58,10 @@ fn dev_null() -> Result<OwnedFd, RuntimeError> {
 
 /// Everything that must be undone or joined after the container exits.
 struct Session {
-    running: Running,
+    /// The OCI executor's container process (`None` for a machine).
+    running: Option<Running>,
+    /// A machine container's run.
+    machine: Option<Box<dyn Machine>>,
     pump: Option<std::thread::JoinHandle<()>>,
     /// The read ends of the container's stdout and stderr pipes (detached), until
     /// [`Session::pump_logs`] copies them into the log.
@@ -195,7 +201,8 @@ fn launch(
             f.set_target(running.pid.as_raw());
         }
         Ok(Session {
-            running,
+            running: Some(running),
+            machine: None,
             pump,
             log_pipes: log_pipes.take(),
             log_pumps: Vec::new(),
@@ -204,21 +211,128 @@ fn launch(
     })();
     match result {
         Ok(s) => {
-            let pid = ProcRef::of(s.running.pid.as_raw());
-            c.update(id, |r| {
-                r.phase = Phase::Running;
-                r.pid = pid;
-                r.owner = Some(ProcRef::me());
-                r.started = Some(super::state::now());
-                r.finished = None;
-                r.exit_code = None;
-            })?;
+            record_running(c, id, s.running.as_ref().map_or(0, |r| r.pid.as_raw()))?;
             Ok(s)
         }
         Err(e) => {
             let _ = bundle.unmount_rootfs();
             Err(e)
         }
+    }
+}
+
+fn record_running(c: &Containers, id: &str, pid: i32) -> Result<(), RuntimeError> {
+    let pid = ProcRef::of(pid);
+    c.update(id, |r| {
+        r.phase = Phase::Running;
+        r.pid = pid;
+        r.owner = Some(ProcRef::me());
+        r.started = Some(super::state::now());
+        r.finished = None;
+        r.exit_code = None;
+    })?;
+    Ok(())
+}
+
+/// xrun's terminal size (rows, columns), 0 when unknown.
+fn terminal_size() -> (u16, u16) {
+    tty::window_size(libc::STDOUT_FILENO)
+        .or_else(|| tty::window_size(libc::STDIN_FILENO))
+        .map_or((0, 0), |w| (w.ws_row, w.ws_col))
+}
+
+/// A machine's control, once it started; signals that arrive before wait for it.
+#[derive(Default)]
+struct ControlSlot {
+    control: Option<Arc<dyn MachineControl>>,
+    pending: Vec<i32>,
+}
+
+/// Starts machine container `rec` (see [`super::machine`]): its streams go to xrun's own
+/// (with `-t`, xrun's terminal in raw mode) or to the log; signals xrun receives (in the
+/// foreground) and those relayed to it by `xrun kill`/`stop` go to the command.
+fn launch_machine(
+    c: &Containers,
+    rec: &ContainerRecord,
+    attach: &Attach,
+    mut m: Box<dyn Machine>,
+) -> Result<Session, RuntimeError> {
+    let id = rec.id.as_str();
+    let opts = &rec.options;
+    let foreground = matches!(attach, Attach::Foreground);
+    let io = if foreground {
+        MachineIo {
+            stdin: opts
+                .interactive
+                .then(|| Box::new(std::io::stdin()) as Box<dyn Read + Send>),
+            stdout: Box::new(std::io::stdout()),
+            stderr: Box::new(std::io::stderr()),
+            tty: opts.tty.then(terminal_size),
+        }
+    } else {
+        let (out, err) = super::log::LogWriter::pair(open_log(c, id)?);
+        MachineIo {
+            stdin: None,
+            stdout: Box::new(out),
+            stderr: Box::new(err),
+            tty: opts.tty.then_some((0, 0)),
+        }
+    };
+    let slot = Arc::new(Mutex::new(ControlSlot::default()));
+    let s2 = slot.clone();
+    let resize = foreground && opts.tty;
+    signals::relay(
+        if foreground { signals::FORWARDED } else { &[] },
+        Box::new(move |sig| {
+            let mut s = s2.lock().unwrap_or_else(|e| e.into_inner());
+            if sig == libc::SIGWINCH && resize {
+                if let Some(c) = &s.control {
+                    let (rows, cols) = terminal_size();
+                    c.resize(rows, cols);
+                }
+                return;
+            }
+            match &s.control {
+                Some(c) => c.signal(sig),
+                None => s.pending.push(sig),
+            }
+        }),
+    )?;
+    let (pid, control) = m.start(io)?;
+    {
+        let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
+        for sig in std::mem::take(&mut s.pending) {
+            control.signal(sig);
+        }
+        s.control = Some(control);
+    }
+    let raw = if foreground && opts.tty && opts.interactive {
+        tty::RawMode::enter()
+    } else {
+        None
+    };
+    record_running(c, id, pid)?;
+    Ok(Session {
+        running: None,
+        machine: Some(m),
+        pump: None,
+        log_pipes: None,
+        log_pumps: Vec::new(),
+        _raw: raw,
+    })
+}
+
+/// Starts the container `rec`: a machine when `machines` makes one, else the OCI executor.
+fn launch_any(
+    c: &Containers,
+    rec: &ContainerRecord,
+    attach: &Attach,
+    extras: &BundleExtras,
+    machines: &dyn Machines,
+) -> Result<Session, RuntimeError> {
+    match machines.machine(c, rec)? {
+        Some(m) => launch_machine(c, rec, attach, m),
+        None => launch(c, rec, attach, extras),
     }
 }
 
@@ -231,7 +345,11 @@ fn open_log(c: &Containers, id: &str) -> Result<std::fs::File, RuntimeError> {
 }
 
 fn finish(c: &Containers, id: &str, mut session: Session) -> Result<i32, RuntimeError> {
-    let code = executor::wait(&mut session.running);
+    let code = match (session.machine.as_mut(), session.running.as_mut()) {
+        (Some(m), _) => m.wait(),
+        (None, Some(r)) => executor::wait(r),
+        (None, None) => Err(RuntimeError::Runtime("nothing was started".into())),
+    };
     tracing::debug!("phase: container exited");
     let pumps: Vec<_> = session
         .pump
@@ -298,14 +416,16 @@ fn cleanup(c: &Containers, rec: &ContainerRecord) -> Result<(), RuntimeError> {
 
 /// Runs container `id` attached to xrun's terminal until it exits; returns its exit code.
 /// `remove_on_error`: drop the container if it cannot be started (`run`, not `start`).
+/// `machines` makes the machine of a machine container (the vm route).
 pub fn run_attached(
     c: &Containers,
     id: &str,
     extras: &BundleExtras,
     remove_on_error: bool,
+    machines: &dyn Machines,
 ) -> Result<i32, RuntimeError> {
     let rec = c.load(id)?;
-    let session = match launch(c, &rec, &Attach::Foreground, extras) {
+    let session = match launch_any(c, &rec, &Attach::Foreground, extras, machines) {
         Ok(s) => s,
         Err(e) => {
             if remove_on_error || rec.options.auto_remove {
@@ -375,15 +495,22 @@ pub fn start_detached(
     Err(err)
 }
 
-/// The monitor's body (`xrun internal monitor ID`, fd 3 = readiness pipe).
-pub fn monitor(c: &Containers, id: &str, ready: Option<OwnedFd>) -> Result<u8, RuntimeError> {
+/// The monitor's body (`xrun internal monitor ID`, fd 3 = readiness pipe); `machines` makes
+/// the machine of a machine container (the vm route).
+pub fn monitor(
+    c: &Containers,
+    id: &str,
+    ready: Option<OwnedFd>,
+    machines: &dyn Machines,
+) -> Result<u8, RuntimeError> {
     for s in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE] {
         unsafe { nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigIgn) }?;
     }
     if let Some((pid, pipes)) = super::seal::take_monitor_resume() {
         drop(ready);
         let mut session = Session {
-            running: executor::Running::adopt(Pid::from_raw(pid)),
+            running: Some(executor::Running::adopt(Pid::from_raw(pid))),
+            machine: None,
             pump: None,
             log_pipes: pipes,
             log_pumps: Vec::new(),
@@ -392,9 +519,14 @@ pub fn monitor(c: &Containers, id: &str, ready: Option<OwnedFd>) -> Result<u8, R
         session.pump_logs(c, id)?;
         return finish(c, id, session).map(|_| 0);
     }
+    // Not inherited by what the monitor starts (a VM's qemu): `start_detached` reads the
+    // pipe to its end. (Only now: the seal's re-execution above needs it inherited.)
+    if let Some(fd) = &ready {
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
     let mut ready = ready.map(std::fs::File::from);
     let rec = c.load(id)?;
-    let mut session = match launch(c, &rec, &Attach::Log, &BundleExtras::default()) {
+    let mut session = match launch_any(c, &rec, &Attach::Log, &BundleExtras::default(), machines) {
         Ok(s) => s,
         Err(e) => {
             if let Some(r) = &mut ready {
@@ -417,14 +549,13 @@ pub fn monitor(c: &Containers, id: &str, ready: Option<OwnedFd>) -> Result<u8, R
     // this process's child across exec. Not with a terminal pump or an external runtime
     // process, which do not survive an exec.
     // The output pipes go along (the pipes hold what the container writes meanwhile).
-    if super::seal::current_protection() == Some(super::seal::Protection::Memfd)
+    if let Some(running) = &session.running
+        && super::seal::current_protection() == Some(super::seal::Protection::Memfd)
         && session.pump.is_none()
-        && !session.running.has_runtime_child()
+        && !running.has_runtime_child()
     {
-        let e = super::seal::resume_monitor_from_disk(
-            session.running.pid.as_raw(),
-            session.log_pipes.as_ref(),
-        );
+        let e =
+            super::seal::resume_monitor_from_disk(running.pid.as_raw(), session.log_pipes.as_ref());
         tracing::warn!("monitor of {id}: keeps the binary copy: {e}");
     }
     session.pump_logs(c, id)?;
@@ -479,6 +610,24 @@ fn wait_settled(c: &Containers, id: &str) {
     }
 }
 
+/// Sends `sig` to running container `rec`: to its process, or for a machine container
+/// (whose process is the machine, e.g. qemu) relayed by its owner to the command, except
+/// SIGKILL, which kills the machine.
+fn signal_container(rec: &ContainerRecord, sig: Signal) -> Result<(), RuntimeError> {
+    let pid = rec.pid.ok_or_else(|| {
+        RuntimeError::WrongState(format!("container {} has no process", rec.short_id()))
+    })?;
+    if rec.options.route == ExecRoute::Vm
+        && sig != Signal::SIGKILL
+        && let Some(owner) = rec.owner
+        && owner.alive()
+    {
+        return signals::send_relayed(owner.pid, sig);
+    }
+    nix::sys::signal::kill(Pid::from_raw(pid.pid), sig)?;
+    Ok(())
+}
+
 /// Sends `sig` to a running container.
 pub fn kill(c: &Containers, key: &str, sig: Signal) -> Result<ContainerRecord, RuntimeError> {
     let rec = c.find(key)?;
@@ -487,10 +636,7 @@ pub fn kill(c: &Containers, key: &str, sig: Signal) -> Result<ContainerRecord, R
             "container {key} is not running"
         )));
     }
-    let pid = rec
-        .pid
-        .ok_or_else(|| RuntimeError::WrongState(format!("container {key} has no process")))?;
-    nix::sys::signal::kill(Pid::from_raw(pid.pid), sig)?;
+    signal_container(&rec, sig)?;
     if sig == Signal::SIGKILL {
         wait_settled(c, &rec.id);
     }
@@ -507,7 +653,7 @@ pub fn stop(c: &Containers, key: &str, timeout: Duration) -> Result<ContainerRec
         return Ok(rec);
     }
     let pid = rec.pid.expect("running has a pid");
-    let _ = nix::sys::signal::kill(Pid::from_raw(pid.pid), Signal::SIGTERM);
+    let _ = signal_container(&rec, Signal::SIGTERM);
     if !wait_until(timeout, || !pid.alive()) {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid.pid), Signal::SIGKILL);
     }
@@ -562,6 +708,11 @@ pub fn exec(
     }
     if args.is_empty() {
         return Err(RuntimeError::BadInput("exec needs a command".into()));
+    }
+    if rec.options.route == ExecRoute::Vm {
+        return Err(RuntimeError::BadInput(format!(
+            "exec is not supported on the vm route (container {key} runs in a VM)"
+        )));
     }
     let bundle = c.bundle(&rec.id);
     let spec: oci_spec::runtime::Spec = serde_json::from_slice(

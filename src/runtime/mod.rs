@@ -22,7 +22,15 @@
 //!     etc/                 hostname, hosts, resolv.conf bind-mounted into the container
 //!     log                  stdout+stderr of a detached container
 //!     runtime/             the OCI runtime's own state (libcontainer's or runc's `--root`)
+//!     vm.json              vm route: how to boot the container's VM (`crate::vm::VmLaunch`)
+//!     disk.ext4            vm route: the writable layer, a sparse ext4 disk image
+//!     vm-run/              vm route: the running VM's initrd, sockets and console log
 //! ```
+//!
+//! A container on the vm route is a [`machine::Machine`] (made by the CLI's wiring, the
+//! runtime does not know the VM stage): the same record, owner, monitor, log and exit code,
+//! no bundle; its recorded process is qemu, and signals other than SIGKILL are relayed into
+//! the guest by the owner.
 //!
 //! Outside the root: `/run/xrun/console-<short id>-<pid>.sock`, the console socket that
 //! receives the terminal a `-t` container makes inside itself (removed once received).
@@ -44,6 +52,7 @@ pub mod executor;
 pub mod init;
 pub mod lifecycle;
 pub mod log;
+pub mod machine;
 pub mod monitor;
 pub mod options;
 pub mod resolve;

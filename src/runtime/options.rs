@@ -46,6 +46,8 @@ pub enum ExecRoute {
     Native,
     /// Foreign-architecture binaries through a binfmt_misc handler (qemu-user).
     Emulated,
+    /// In a VM with its own kernel: a [`super::machine::Machine`], not the OCI executor.
+    Vm,
 }
 
 impl ExecRoute {
@@ -54,6 +56,7 @@ impl ExecRoute {
         match self {
             ExecRoute::Native => "native",
             ExecRoute::Emulated => "emulated",
+            ExecRoute::Vm => "vm",
         }
     }
 }

@@ -53,9 +53,8 @@ impl Forwarder {
     }
 }
 
-/// Installs the handlers for [`FORWARDED`] and starts the forwarding thread. `on_winch` is
-/// called for SIGWINCH (resize the pty) instead of forwarding it.
-pub fn forward(on_winch: Option<Box<dyn Fn() + Send>>) -> Result<Forwarder, RuntimeError> {
+/// Creates the pipe the handlers write into (replacing an earlier one); returns its read end.
+fn handler_pipe() -> Result<OwnedFd, RuntimeError> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let wfd: RawFd = w.as_raw_fd();
     unsafe {
@@ -67,6 +66,13 @@ pub fn forward(on_winch: Option<Box<dyn Fn() + Send>>) -> Result<Forwarder, Runt
     if old >= 0 {
         drop(unsafe { OwnedFd::from_raw_fd(old) });
     }
+    Ok(r)
+}
+
+/// Installs the handlers for [`FORWARDED`] and starts the forwarding thread. `on_winch` is
+/// called for SIGWINCH (resize the pty) instead of forwarding it.
+pub fn forward(on_winch: Option<Box<dyn Fn() + Send>>) -> Result<Forwarder, RuntimeError> {
+    let r = handler_pipe()?;
     let act = SigAction::new(
         SigHandler::Handler(on_signal),
         SaFlags::SA_RESTART,
@@ -109,6 +115,76 @@ pub fn forward(on_winch: Option<Box<dyn Fn() + Send>>) -> Result<Forwarder, Runt
         }
     });
     Ok(Forwarder { target, pending })
+}
+
+/// The real-time signal that carries a signal number to relay (see [`send_relayed`]).
+fn relay_signo() -> libc::c_int {
+    libc::SIGRTMIN() + 2
+}
+
+extern "C" fn on_relayed(_sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let fd = PIPE_W.load(Ordering::Relaxed);
+    if fd >= 0 && !info.is_null() {
+        let b = unsafe { (*info).si_value().sival_ptr } as usize as u8;
+        unsafe { libc::write(fd, (&b as *const u8).cast(), 1) };
+    }
+}
+
+/// Asks process `owner` (the owner of a machine container, which runs [`relay`]) to deliver
+/// `sig` to the container's command: a queued real-time signal carrying the number, so any
+/// signal can be relayed without stopping or killing the owner itself.
+pub fn send_relayed(owner: i32, sig: Signal) -> Result<(), RuntimeError> {
+    let v = libc::sigval {
+        sival_ptr: (sig as i32 as usize) as *mut libc::c_void,
+    };
+    if unsafe { libc::sigqueue(owner, relay_signo(), v) } != 0 {
+        return Err(RuntimeError::io(
+            "relaying the signal to the container's owner",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Calls `deliver` with the number of every signal of `signals` this process receives (all
+/// of them, SIGWINCH too), and of every signal [`send_relayed`] to it. Replaces
+/// [`forward`]'s handlers.
+pub fn relay(signals: &[Signal], deliver: Box<dyn Fn(i32) + Send>) -> Result<(), RuntimeError> {
+    let r = handler_pipe()?;
+    let act = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for s in signals {
+        unsafe { sigaction(*s, &act) }?;
+    }
+    let mut rt: libc::sigaction = unsafe { std::mem::zeroed() };
+    rt.sa_sigaction = on_relayed as *const () as usize;
+    rt.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+    if unsafe { libc::sigaction(relay_signo(), &rt, std::ptr::null_mut()) } != 0 {
+        return Err(RuntimeError::io(
+            "installing the signal relay",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16];
+        loop {
+            let n = match nix::unistd::read(r.as_raw_fd(), &mut buf) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
+            };
+            for &b in &buf[..n] {
+                if b > 0 {
+                    deliver(b as i32);
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Parses a signal name or number (`TERM`, `SIGTERM`, `15`).

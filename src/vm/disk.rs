@@ -20,7 +20,7 @@ pub fn create(path: &Path, size: u64) -> Result<(), VmError> {
         .map_err(VmError::io(tmp.display().to_string()))?;
     drop(f);
     let out = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-m", "0", "-L", "xrun-rw"])
+        .args(["-q", "-F", "-m", "0", "-J", "size=8", "-L", "xrun-rw"])
         .arg(&tmp)
         .output()
         .map_err(|e| VmError::Tool {

@@ -1,5 +1,6 @@
 #!/bin/busybox sh
-# xrun guest init (PID 1 of the VM), built into the guest initrd by ci/guest-image.
+# xrun guest init (PID 1 of the VM), built into the guest initrd by ci/guest-image and shipped
+# again as /init in every run's cpio (so it always matches the host's side of the protocol).
 #
 # Protocol with the host (src/vm/runcpio.rs writes the per-run cpio appended to the initrd):
 #   /xrun/argv/NNNNNN   one file per argument, exact bytes (a trailing newline is kept)
@@ -9,11 +10,16 @@
 #   /xrun/hostname      the hostname
 #   /xrun/modules       extra modules to load, one name per line, dependencies first
 #   /xrun/writable      present: the disk with serial xrun-rw is ext4 and holds upper/ and work/
+#   /xrun/stdin         present: stdin comes from port org.xrun.stdin
+#   /xrun/tty           "ROWS COLS": -t, the command runs on the virtio console /dev/hvc0 as its
+#                       controlling terminal (stdout and stderr together)
 # Disks are found by virtio serial (xrun-rootfs: erofs, xrun-rw: ext4); ports by name
 # (org.xrun.stdout, org.xrun.stderr, org.xrun.exit). The exit status is written to the exit port
 # as decimal text, after a line "S" once the command starts (the host bounds the boot until
 # then); 125 means the init itself failed (its reason goes to the stderr port and the
 # console). Then the VM reboots; qemu runs with -no-reboot, so it exits.
+# The control port org.xrun.ctl carries lines from the host: "K SIGNUM" (signal the command)
+# and "W ROWS COLS" (resize its terminal).
 export PATH=/bin
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -62,7 +68,8 @@ disk() { # SERIAL -> $r = /dev/vdX
 i=0
 while :; do
   port org.xrun.stdout && outport=$r && port org.xrun.stderr && errport=$r \
-    && port org.xrun.exit && exitport=$r && disk xrun-rootfs && rootdev=$r && break
+    && port org.xrun.exit && exitport=$r && port org.xrun.ctl && ctlport=$r \
+    && disk xrun-rootfs && rootdev=$r && break
   i=$((i + 1))
   [ $i -gt 1000 ] && fail "virtio ports or rootfs disk did not appear"
   usleep 5000
@@ -123,6 +130,8 @@ for a in "$@"; do
   if [ $i -eq 1 ]; then set -- "$@" env -i; fi
   if [ $i -le $nenv ]; then set -- "$@" "$a"; continue; fi
   if [ $i -eq $((nenv + 1)) ]; then
+    # -t: a new session with the terminal on stdin as its controlling tty.
+    [ -e /.xrun/run/tty ] && set -- "$@" setsid -c
     set -- "$@" start-stop-daemon -S -q -p /.xrun-none -x "$path" -a "$a"
     [ -n "$ug" ] && set -- "$@" -c "$ug"
     set -- "$@" --
@@ -131,13 +140,46 @@ for a in "$@"; do
   set -- "$@" "$a"
 done
 shift $n
+# This shell's pid is the command's (exec all the way): once written, the init delivers the
+# host's signals to it (until then they wait, so none hits this script instead).
+echo $$ > /.xrun/run/pid
 umount -l /.xrun 2>/dev/null
 rmdir /.xrun 2>/dev/null
 exec "$@"
 STAGE2
 
-in=/dev/null
+in=/dev/null; out=$outport; err=$errport; tty=
 if [ -e /xrun/stdin ]; then port org.xrun.stdin && in=$r; fi
+if [ -e /xrun/tty ]; then
+  i=0
+  until [ -e /dev/hvc0 ]; do
+    i=$((i + 1)); [ $i -gt 300 ] && fail "the terminal (virtio console) did not appear"; usleep 10000
+  done
+  tty=/dev/hvc0; in=$tty; out=$tty; err=$tty
+  # The virtio console resets its size to 0x0 (asynchronously) on every first open: keep it
+  # open here (fd 9, not passed on) and let the reset pass before setting the size.
+  exec 9<> $tty
+  usleep 20000
+  read -r rows cols < /xrun/tty
+  [ "${rows:-0}" -gt 0 ] && stty -F $tty rows "$rows" cols "$cols"
+fi
+
+# Signals and terminal sizes from the host, until the VM ends.
+control() {
+  while read -r op a b; do
+    case "$op" in
+      K)
+        i=0
+        until [ -s /helper/run/pid ]; do
+          i=$((i + 1)); [ $i -gt 1000 ] && break; usleep 10000
+        done
+        read -r pid < /helper/run/pid && kill -"$a" "$pid" 2>/dev/null ;;
+      W) [ -n "$tty" ] && stty -F $tty rows "$a" cols "$b" 2>/dev/null ;;
+    esac
+  done < "$ctlport"
+}
+control &
+
 echo S > "$exitport"
-chroot /newroot /.xrun/busybox sh /.xrun/stage2 < "$in" > "$outport" 2> "$errport"
+chroot /newroot /.xrun/busybox sh /.xrun/stage2 < "$in" > "$out" 2> "$err" 9<&-
 finish $?

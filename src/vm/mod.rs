@@ -11,15 +11,22 @@
 //! named virtio serial ports ([`serial`]). [`qemu`] builds the command line and decides the
 //! accelerator (TCG unless KVM is truly usable).
 //!
+//! A fourth port, `org.xrun.ctl`, carries signals and terminal sizes to the guest init
+//! ([`VmControl`]); with `-t` the command runs on a virtio console (`/dev/hvc0`) as its
+//! controlling terminal. The guest init also travels in every run's cpio, so the protocol
+//! always matches this xrun, whatever base initrd the guest has.
+//!
 //! A guest may also come from a registry: [`GuestImage`] pulls the guest image `--vm-kernel
 //! REF` names for the architecture needed.
 //!
-//! The entry point is [`run`] (or [`run_image`], which builds the rootfs image first).
+//! The entry point is [`run`] (or [`run_image`], which builds the rootfs image first); [`start`]
+//! / [`start_image`] return a [`VmRun`] to wait for and signal (the container lifecycle).
 
 pub mod disk;
 mod error;
 pub mod guest;
 pub mod guest_image;
+pub mod launch;
 pub mod qemu;
 pub mod rootfs;
 pub mod runcpio;
@@ -29,5 +36,6 @@ pub mod serial;
 pub use error::VmError;
 pub use guest::Guest;
 pub use guest_image::GuestImage;
+pub use launch::VmLaunch;
 pub use qemu::{Accel, AccelChoice, choose_accel};
-pub use runner::{VmExit, VmIo, VmSpec, run, run_image};
+pub use runner::{VmControl, VmExit, VmIo, VmRun, VmSpec, run, run_image, start, start_image};

@@ -143,6 +143,10 @@ pub struct QemuPlan<'a> {
     pub sockets: [&'a Path; 3],
     /// The stdin socket, when stdin is forwarded.
     pub stdin_socket: Option<&'a Path>,
+    /// The control socket (signals, terminal size) of port `org.xrun.ctl`.
+    pub control_socket: Option<&'a Path>,
+    /// `-t`: the socket of the virtio console the command gets as its terminal (`hvc0`).
+    pub tty_socket: Option<&'a Path>,
     /// The file the guest console is written to.
     pub console_log: &'a Path,
 }
@@ -220,6 +224,16 @@ pub fn args(p: &QemuPlan<'_>) -> Vec<String> {
     let mut ports: Vec<(&str, &Path)> = names.iter().copied().zip(p.sockets).collect();
     if let Some(s) = p.stdin_socket {
         ports.push(("org.xrun.stdin", s));
+    }
+    if let Some(s) = p.control_socket {
+        ports.push(("org.xrun.ctl", s));
+    }
+    if let Some(s) = p.tty_socket {
+        // The only console port: the guest's /dev/hvc0.
+        a.push("-chardev".into());
+        a.push(format!("socket,id=ctty,path={}", qemu_escape(&disp(s))));
+        a.push("-device".into());
+        a.push("virtconsole,chardev=ctty,name=org.xrun.tty".into());
     }
     for (i, (name, sock)) in ports.iter().enumerate() {
         a.push("-chardev".into());

@@ -1,6 +1,7 @@
 //! The per-run cpio (newc) appended to the guest's initrd: the command, environment, working
 //! directory, user, hostname and extra modules, as files under `/xrun/` with exact bytes (see
-//! `guest-init.sh` for the protocol). The kernel unpacks concatenated archives in order.
+//! `guest-init.sh` for the protocol), and the guest init itself. The kernel unpacks
+//! concatenated archives in order: a later file replaces an earlier one.
 
 /// What the guest init needs to start one command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,7 +22,13 @@ pub struct RunConfig {
     pub writable: bool,
     /// stdin comes from the stdin port.
     pub stdin: bool,
+    /// `-t`: the command runs on `/dev/hvc0` of this size (rows, columns; 0: unknown).
+    pub tty: Option<(u16, u16)>,
 }
+
+/// The guest init, shipped in every run's cpio as `/init` (replacing the base initrd's copy),
+/// so the host and guest sides of the protocol always match.
+pub const GUEST_INIT: &str = include_str!("guest-init.sh");
 
 /// A newc cpio archive being written in memory.
 struct Cpio {
@@ -104,6 +111,10 @@ pub fn build(cfg: &RunConfig) -> Vec<u8> {
     if cfg.stdin {
         c.file("xrun/stdin", b"1\n");
     }
+    if let Some((rows, cols)) = cfg.tty {
+        c.file("xrun/tty", format!("{rows} {cols}\n").as_bytes());
+    }
+    c.entry("init", 0o100755, GUEST_INIT.as_bytes());
     c.entry("TRAILER!!!", 0, b"");
     c.buf
 }

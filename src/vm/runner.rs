@@ -2,11 +2,12 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::guest::Guest;
@@ -46,6 +47,14 @@ pub struct VmSpec {
     pub boot_timeout: Duration,
     /// Where to look for qemu-system (a `PATH`-style list); `None`: `$PATH`.
     pub qemu_path: Option<std::ffi::OsString>,
+    /// `-t`: the command runs on a terminal in the guest (a virtio console, its controlling
+    /// tty) of this size (rows, columns; 0 when unknown); its output (stdout and stderr
+    /// together) goes to `VmIo::stdout`, `VmIo::stdin` is typed into it. `None`: pipes.
+    pub tty: Option<(u16, u16)>,
+    /// Where the run's files (initrd, sockets, console log) go: made empty at the start and
+    /// removed at the end (a container keeps it in its directory, so nothing is left in
+    /// `/tmp` when its owner is killed). `None`: a fresh temporary directory.
+    pub run_dir: Option<PathBuf>,
 }
 
 impl Default for VmSpec {
@@ -63,6 +72,8 @@ impl Default for VmSpec {
             timeout: None,
             boot_timeout: Duration::from_secs(180),
             qemu_path: None,
+            tty: None,
+            run_dir: None,
         }
     }
 }
@@ -115,6 +126,82 @@ impl VmIo {
 /// stdout and stderr live into `io`'s sinks. Returns when qemu is gone: nothing is left
 /// running, also on errors and timeouts (qemu also gets SIGKILL if the calling thread dies).
 pub fn run(guest: &Guest, rootfs: &Path, spec: &VmSpec, io: VmIo) -> Result<VmExit, VmError> {
+    start(guest, rootfs, spec, io)?.wait()
+}
+
+/// Signals and terminal resizes for the command in a running VM, sent over the guest's
+/// control port (cheap to clone, usable from any thread). Messages sent before the guest
+/// listens are queued; after the VM ended they are dropped.
+#[derive(Debug, Clone)]
+pub struct VmControl(mpsc::Sender<Vec<u8>>);
+
+impl VmControl {
+    /// Delivers signal `sig` (a number) to the command in the guest.
+    pub fn signal(&self, sig: i32) {
+        let _ = self.0.send(format!("K {sig}\n").into_bytes());
+    }
+
+    /// Sets the size of the command's terminal (with `-t`; the guest then gets SIGWINCH).
+    pub fn resize(&self, rows: u16, cols: u16) {
+        let _ = self.0.send(format!("W {rows} {cols}\n").into_bytes());
+    }
+}
+
+/// A VM that runs: see [`start`]. Dropping it kills qemu and removes the run's files.
+pub struct VmRun {
+    guard: ChildGuard,
+    pid: u32,
+    start: Instant,
+    boot_time: Option<Duration>,
+    boot_timeout: Duration,
+    timeout: Option<Duration>,
+    stop: Arc<AtomicBool>,
+    state: Arc<ExitState>,
+    pumps: Vec<JoinHandle<u64>>,
+    control: VmControl,
+    accel: AccelChoice,
+    dir: RunDir,
+    /// qemu's exit status, once reaped.
+    status: Option<ExitStatus>,
+}
+
+/// The run's directory: a temporary one, or the caller's (emptied and removed at the end).
+enum RunDir {
+    Temp(tempfile::TempDir),
+    Given(PathBuf),
+}
+
+impl RunDir {
+    fn path(&self) -> &Path {
+        match self {
+            RunDir::Temp(t) => t.path(),
+            RunDir::Given(p) => p,
+        }
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if let RunDir::Given(p) = self {
+            let _ = fs::remove_dir_all(p);
+        }
+    }
+}
+
+/// Binds a socket named `name` in `dir`, through `/proc/self/fd` so a long directory path
+/// does not hit the 108-byte limit of socket addresses (qemu connects with a relative path
+/// from its working directory, `dir`).
+fn listen_in(dir: &fs::File, name: &str) -> Result<std::os::unix::net::UnixListener, VmError> {
+    use std::os::fd::AsRawFd;
+    serial::listen(Path::new(&format!(
+        "/proc/self/fd/{}/{name}",
+        dir.as_raw_fd()
+    )))
+}
+
+/// Starts `spec` in a VM (see [`run`]); returns once qemu runs. [`VmRun::wait_started`]
+/// waits for the command to start, [`VmRun::wait`] for its end.
+pub fn start(guest: &Guest, rootfs: &Path, spec: &VmSpec, io: VmIo) -> Result<VmRun, VmError> {
     let VmIo {
         stdin,
         stdout,
@@ -148,11 +235,21 @@ pub fn run(guest: &Guest, rootfs: &Path, spec: &VmSpec, io: VmIo) -> Result<VmEx
     let accel = qemu::choose_accel(&guest.arch);
     let modules = guest.module_load_order(&spec.modules)?;
 
-    let dir = tempfile::Builder::new()
-        .prefix("xrun-vm-")
-        .tempdir()
-        .map_err(VmError::io("temporary directory"))?;
-    let d = dir.path();
+    let dir = match &spec.run_dir {
+        Some(p) => {
+            let _ = fs::remove_dir_all(p);
+            fs::create_dir_all(p).map_err(VmError::io(p.display().to_string()))?;
+            RunDir::Given(p.clone())
+        }
+        None => RunDir::Temp(
+            tempfile::Builder::new()
+                .prefix("xrun-vm-")
+                .tempdir()
+                .map_err(VmError::io("temporary directory"))?,
+        ),
+    };
+    let d = dir.path().to_path_buf();
+    let dfile = fs::File::open(&d).map_err(VmError::io(d.display().to_string()))?;
     let initrd = d.join("initrd");
     write_initrd(
         guest,
@@ -165,22 +262,28 @@ pub fn run(guest: &Guest, rootfs: &Path, spec: &VmSpec, io: VmIo) -> Result<VmEx
             hostname: spec.hostname.clone(),
             modules,
             writable: spec.writable_disk.is_some(),
-            stdin: stdin.is_some(),
+            stdin: stdin.is_some() && spec.tty.is_none(),
+            tty: spec.tty,
         },
     )?;
-    let socks = [d.join("out.sock"), d.join("err.sock"), d.join("exit.sock")];
+    let names = ["out.sock", "err.sock", "exit.sock"];
     let listeners = [
-        serial::listen(&socks[0])?,
-        serial::listen(&socks[1])?,
-        serial::listen(&socks[2])?,
+        listen_in(&dfile, names[0])?,
+        listen_in(&dfile, names[1])?,
+        listen_in(&dfile, names[2])?,
     ];
-    let in_sock = d.join("in.sock");
-    let in_listener = match stdin {
-        Some(_) => Some(serial::listen(&in_sock)?),
+    let ctl_listener = listen_in(&dfile, "ctl.sock")?;
+    let in_listener = match (&stdin, spec.tty) {
+        (Some(_), None) => Some(listen_in(&dfile, "in.sock")?),
+        _ => None,
+    };
+    let tty_listener = match spec.tty {
+        Some(_) => Some(listen_in(&dfile, "tty.sock")?),
         None => None,
     };
     let console = d.join("console.log");
     let qemu_err = d.join("qemu.err");
+    let rel = |n: &'static str| Path::new(n);
     let args = qemu::args(&QemuPlan {
         guest,
         initrd: &initrd,
@@ -189,8 +292,10 @@ pub fn run(guest: &Guest, rootfs: &Path, spec: &VmSpec, io: VmIo) -> Result<VmEx
         memory_mib: spec.memory_mib,
         cpus: spec.cpus,
         accel: accel.accel,
-        sockets: [&socks[0], &socks[1], &socks[2]],
-        stdin_socket: in_listener.as_ref().map(|_| in_sock.as_path()),
+        sockets: [rel(names[0]), rel(names[1]), rel(names[2])],
+        stdin_socket: in_listener.as_ref().map(|_| rel("in.sock")),
+        control_socket: Some(rel("ctl.sock")),
+        tty_socket: tty_listener.as_ref().map(|_| rel("tty.sock")),
         console_log: &console,
     });
     tracing::debug!(?binary, ?args, reason = %accel.reason, "starting qemu");
@@ -198,18 +303,34 @@ pub fn run(guest: &Guest, rootfs: &Path, spec: &VmSpec, io: VmIo) -> Result<VmEx
     let stop = Arc::new(AtomicBool::new(false));
     let state = Arc::new(ExitState::default());
     let [l_out, l_err, l_exit] = listeners;
-    let pumps = [
-        serial::pump(l_out, stdout, stop.clone()),
-        serial::pump(l_err, stderr, stop.clone()),
-        serial::pump(l_exit, Box::new(ExitSink(state.clone())), stop.clone()),
-    ];
-    // The stdin pump is not joined: its reader may never end (a terminal).
-    if let (Some(l), Some(r)) = (in_listener, stdin) {
-        serial::feed(l, r, stop.clone());
+    let mut pumps = Vec::new();
+    match tty_listener {
+        Some(l) => {
+            // The terminal carries stdout and stderr together; the pipes stay idle.
+            pumps.push(serial::bridge(l, stdin, stdout, stop.clone()));
+            pumps.push(serial::pump(l_out, Box::new(std::io::sink()), stop.clone()));
+            pumps.push(serial::pump(l_err, stderr, stop.clone()));
+        }
+        None => {
+            pumps.push(serial::pump(l_out, stdout, stop.clone()));
+            pumps.push(serial::pump(l_err, stderr, stop.clone()));
+            // The stdin pump is not joined: its reader may never end (a terminal).
+            if let (Some(l), Some(r)) = (in_listener, stdin) {
+                serial::feed(l, r, stop.clone());
+            }
+        }
     }
+    pumps.push(serial::pump(
+        l_exit,
+        Box::new(ExitSink(state.clone())),
+        stop.clone(),
+    ));
+    let (tx, rx) = mpsc::channel();
+    serial::control(ctl_listener, rx, stop.clone());
     let errfile = fs::File::create(&qemu_err).map_err(VmError::io("qemu.err"))?;
     let mut cmd = Command::new(&binary);
     cmd.args(&args)
+        .current_dir(&d)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(errfile);
@@ -221,66 +342,160 @@ pub fn run(guest: &Guest, rootfs: &Path, spec: &VmSpec, io: VmIo) -> Result<VmEx
         });
     }
     let start = Instant::now();
-    let child = cmd
-        .spawn()
-        .map_err(VmError::io(format!("starting {}", binary.display())))?;
-    let mut guard = ChildGuard(Some(child));
-
-    let mut boot_time = None;
-    let outcome = loop {
-        let status = guard
-            .0
-            .as_mut()
-            .map(|c| c.try_wait())
-            .transpose()
-            .map_err(VmError::io("waiting for qemu"))?
-            .flatten();
-        if let Some(st) = status {
-            guard.0 = None;
-            break Ok(st);
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            stop.store(true, Ordering::SeqCst);
+            return Err(VmError::io(format!("starting {}", binary.display()))(e));
         }
-        let elapsed = start.elapsed();
-        if boot_time.is_none() && state.started.load(Ordering::SeqCst) {
-            boot_time = Some(elapsed);
-        }
-        if boot_time.is_none() && elapsed > spec.boot_timeout {
-            break Err(("boot", spec.boot_timeout));
-        }
-        if let Some(t) = spec.timeout
-            && elapsed > t
-        {
-            break Err(("run", t));
-        }
-        std::thread::sleep(Duration::from_millis(5));
     };
-    let total_time = start.elapsed();
-    drop(guard); // kills and reaps qemu if still running
-    stop.store(true, Ordering::SeqCst);
-    for p in pumps {
-        let _ = p.join();
+    let pid = child.id();
+    Ok(VmRun {
+        guard: ChildGuard(Some(child)),
+        pid,
+        start,
+        boot_time: None,
+        boot_timeout: spec.boot_timeout,
+        timeout: spec.timeout,
+        stop,
+        state,
+        pumps,
+        control: VmControl(tx),
+        accel,
+        dir,
+        status: None,
+    })
+}
+
+impl VmRun {
+    /// qemu's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
-    let tail = || diagnostics(&console, &qemu_err);
-    match outcome {
-        Err((phase, limit)) => Err(VmError::Timeout {
-            phase,
-            limit,
-            console: tail(),
-        }),
-        Ok(st) => {
-            let code = *state.code.lock().unwrap_or_else(|e| e.into_inner());
-            match code {
-                Some(code) => Ok(VmExit {
-                    code,
-                    accel,
-                    boot_time,
+
+    /// The handle that signals the command or resizes its terminal.
+    pub fn control(&self) -> VmControl {
+        self.control.clone()
+    }
+
+    /// Waits until the guest started the command (`Ok(true)`) or qemu ended first
+    /// (`Ok(false)`; [`VmRun::wait`] then says why). A boot over the bound is an error (qemu
+    /// is killed).
+    pub fn wait_started(&mut self) -> Result<bool, VmError> {
+        match self.poll(true) {
+            Ok(None) => Ok(true),
+            Ok(Some(_)) => Ok(false),
+            Err(VmError::Timeout { phase, limit, .. }) => {
+                let d = self.dir.path();
+                Err(VmError::Timeout {
+                    phase,
+                    limit,
+                    console: diagnostics(&d.join("console.log"), &d.join("qemu.err")),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits for the end of the VM; returns the command's exit status (128+N when qemu was
+    /// killed by signal N). Nothing is left running.
+    pub fn wait(mut self) -> Result<VmExit, VmError> {
+        let outcome = self.poll(false);
+        let total_time = self.start.elapsed();
+        self.finish();
+        let d = self.dir.path();
+        let tail = || diagnostics(&d.join("console.log"), &d.join("qemu.err"));
+        let st = match outcome {
+            Err(VmError::Timeout { phase, limit, .. }) => {
+                return Err(VmError::Timeout {
+                    phase,
+                    limit,
+                    console: tail(),
+                });
+            }
+            Err(e) => return Err(e),
+            Ok(st) => st.expect("poll(false) ends with qemu"),
+        };
+        let code = *self.state.code.lock().unwrap_or_else(|e| e.into_inner());
+        match code {
+            Some(code) => Ok(VmExit {
+                code,
+                accel: self.accel.clone(),
+                boot_time: self.boot_time,
+                total_time,
+            }),
+            None => match st.signal() {
+                // Killed (SIGKILL from `xrun kill`/`rm -f`): like a killed process.
+                Some(sig) => Ok(VmExit {
+                    code: 128 + sig,
+                    accel: self.accel.clone(),
+                    boot_time: self.boot_time,
                     total_time,
                 }),
                 None => Err(VmError::GuestFailed {
                     qemu_status: st.to_string(),
                     console: tail(),
                 }),
-            }
+            },
         }
+    }
+
+    /// Kills and reaps qemu if still running, then joins the stream threads.
+    fn finish(&mut self) {
+        if let Some(mut c) = self.guard.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        for p in self.pumps.drain(..) {
+            let _ = p.join();
+        }
+    }
+
+    /// Polls qemu until it ends (`Some(status)`) or, with `until_started`, the command
+    /// starts (`None`). Bounds: the boot, the whole run.
+    fn poll(&mut self, until_started: bool) -> Result<Option<ExitStatus>, VmError> {
+        loop {
+            let status = match self.guard.0.as_mut() {
+                Some(c) => c.try_wait().map_err(VmError::io("waiting for qemu"))?,
+                None => match self.status {
+                    Some(st) => return Ok(Some(st)),
+                    None => return Err(VmError::BadSpec("qemu is gone".into())),
+                },
+            };
+            if let Some(st) = status {
+                self.guard.0 = None;
+                self.status = Some(st);
+                return Ok(Some(st));
+            }
+            let elapsed = self.start.elapsed();
+            if self.boot_time.is_none() && self.state.started.load(Ordering::SeqCst) {
+                self.boot_time = Some(elapsed);
+            }
+            if self.boot_time.is_some() && until_started {
+                return Ok(None);
+            }
+            let over = if self.boot_time.is_none() && elapsed > self.boot_timeout {
+                Some(("boot", self.boot_timeout))
+            } else {
+                self.timeout.filter(|t| elapsed > *t).map(|t| ("run", t))
+            };
+            if let Some((phase, limit)) = over {
+                self.finish();
+                return Err(VmError::Timeout {
+                    phase,
+                    limit,
+                    console: String::new(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for VmRun {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -294,12 +509,24 @@ pub fn run_image(
     spec: &VmSpec,
     io: VmIo,
 ) -> Result<VmExit, VmError> {
+    start_image(guest, cache_dir, manifest, layer_dirs, spec, io)?.wait()
+}
+
+/// Like [`run_image`], but returns once qemu runs (see [`start`]).
+pub fn start_image(
+    guest: &Guest,
+    cache_dir: &Path,
+    manifest: &Digest,
+    layer_dirs: &[PathBuf],
+    spec: &VmSpec,
+    io: VmIo,
+) -> Result<VmRun, VmError> {
     let (image, _) = rootfs::image_for(cache_dir, manifest, layer_dirs)?;
     let mut spec = spec.clone();
     if let Some(u) = &spec.user {
         spec.user = Some(rootfs::resolve_user(layer_dirs, u)?);
     }
-    run(guest, &image, &spec, io)
+    start(guest, &image, &spec, io)
 }
 
 /// The base initrd, zero-padded to 4 bytes, then the per-run cpio.

@@ -1,11 +1,13 @@
 //! The guest's virtio serial ports, seen from the host: qemu connects each named port to a
 //! Unix socket xrun listens on; a thread per port accepts and streams into a sink until qemu
-//! closes it. The exit port carries `S` (the command started) and then the exit status.
+//! closes it. The exit port carries `S` (the command started) and then the exit status; the
+//! control port carries `K <signal>` and `W <rows> <cols>` lines to the guest.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -93,6 +95,97 @@ pub fn feed(
             }
         }
     })
+}
+
+/// Accepts one connection on `listener` (giving up once `stop` is set and nothing is
+/// pending) and blocks until it is there; `None` when given up.
+fn accept(listener: &UnixListener, stop: &AtomicBool) -> Option<std::os::unix::net::UnixStream> {
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => {
+                let _ = s.set_nonblocking(false);
+                return Some(s);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if stop.load(Ordering::SeqCst) {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// A terminal port (`-t`): like [`pump`] for its output into `sink`, and, if given, copies
+/// `input` into it (a detached thread: a terminal may never end; at its end, a `^D`, as
+/// typed on a terminal).
+pub fn bridge(
+    listener: UnixListener,
+    input: Option<Box<dyn Read + Send>>,
+    mut sink: Box<dyn Write + Send>,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let Some(mut stream) = accept(&listener, &stop) else {
+            return 0;
+        };
+        if let (Some(mut input), Ok(mut w)) = (input, stream.try_clone()) {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match input.read(&mut buf) {
+                        Ok(0) | Err(_) => {
+                            let _ = w.write_all(&[4]);
+                            return;
+                        }
+                        Ok(n) => {
+                            if w.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    total += n as u64;
+                    let _ = sink.write_all(&buf[..n]).and_then(|_| sink.flush());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = sink.flush();
+        total
+    })
+}
+
+/// The control port: accepts qemu's connection on `listener` and writes every message
+/// received on `rx` into it, in order, until `stop` is set (messages sent before the
+/// connection wait for it).
+pub fn control(listener: UnixListener, rx: Receiver<Vec<u8>>, stop: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let Some(mut stream) = accept(&listener, &stop) else {
+            return;
+        };
+        while !stop.load(Ordering::SeqCst) {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(m) => {
+                    if stream.write_all(&m).is_err() {
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    });
 }
 
 /// What the exit port has said so far.
