@@ -88,7 +88,7 @@ fn exit_codes_and_no_leftovers() {
         "{:?}",
         root.container_dirs()
     );
-    assert!(mounts_under(root.path()).is_empty());
+    assert!(root.mounts().is_empty());
     let after_mounts = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
@@ -384,7 +384,7 @@ fn detached_lifecycle_ps_logs_exec_stop_rm() {
     assert!(ps.contains("Exited (7)"), "{ps}");
     assert!(!stdout(&root.run(&["ps"])).contains(&id[..12]));
     assert_eq!(stdout(&root.run(&["logs", "web"])), "started\ngot term\n");
-    assert!(mounts_under(root.path()).is_empty());
+    assert!(root.mounts().is_empty());
     assert!(cgroup_dirs(&id).is_empty());
 
     // Started again from the same writable layer, then killed.
@@ -401,7 +401,7 @@ fn detached_lifecycle_ps_logs_exec_stop_rm() {
         .contains("Exited (137)")));
     assert!(root.run(&["rm", "web"]).status.success());
     assert!(root.container_dirs().is_empty());
-    assert!(mounts_under(root.path()).is_empty());
+    assert!(root.mounts().is_empty());
 }
 
 #[test]
@@ -470,7 +470,7 @@ fn stale_state_is_exited_unknown_and_cleaned() {
         .contains("Exited (unknown)")));
     // The next run cleans up the leftovers (mount, cgroups, runtime state).
     assert!(root.bb(&[], &["true"]).status.success());
-    assert!(mounts_under(root.path()).is_empty());
+    assert!(root.mounts().is_empty());
     assert!(cgroup_dirs(&id).is_empty());
     assert!(stdout(&root.run(&["ps", "-a"])).contains("Exited (unknown)"));
     assert!(root.run(&["rm", &id[..8]]).status.success());

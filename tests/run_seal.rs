@@ -90,7 +90,7 @@ fn check(method: Option<&str>, expect_errno: i32, expect_text: &str) {
         assert!(stdout(&o).contains("Exited ("), "{}", stdout(&o));
         let o = root.run(&["rm", &id]);
         assert!(o.status.success(), "{}", stderr(&o));
-        assert!(mounts_under(root.path()).is_empty());
+        assert!(root.mounts().is_empty());
         return;
     }
     let e = std::fs::OpenOptions::new()

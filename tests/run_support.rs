@@ -122,15 +122,39 @@ impl Root {
         self.run(&args)
     }
 
+    /// The containers' directories in the store and their bundles on tmpfs (by id).
     pub fn container_dirs(&self) -> Vec<String> {
-        std::fs::read_dir(self.path().join("containers"))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.len() == 64)
-                    .collect()
+        let mut ids: Vec<String> = [self.path().join("containers"), self.run_dir()]
+            .iter()
+            .flat_map(|d| {
+                std::fs::read_dir(d)
+                    .map(|rd| {
+                        rd.flatten()
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .filter(|n| n.len() == 64)
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
             })
-            .unwrap_or_default()
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Where this root's bundles live (`/run/xrun/roots/<hash>`, or the store).
+    pub fn run_dir(&self) -> PathBuf {
+        xrun::runtime::Containers::open(self.path())
+            .unwrap()
+            .run_dir()
+            .to_path_buf()
+    }
+
+    /// Mount points of this root: in the store and where its bundles are.
+    pub fn mounts(&self) -> Vec<String> {
+        let mut m = mounts_under(self.path());
+        m.extend(mounts_under(&self.run_dir()));
+        m
     }
 }
 

@@ -23,15 +23,28 @@ pub struct BundleExtras {
 /// A bundle directory (see the module doc of [`crate::runtime`] for its layout).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bundle {
-    /// The directory (`--bundle` for runc/crun).
+    /// The directory (`--bundle` for runc/crun): `config.json`, the `rootfs` mount point,
+    /// the `etc` files.
     pub dir: PathBuf,
+    /// Where the writable container layer (`upper`, `work`) lives: `dir` itself for a plain
+    /// bundle; the container's directory in the store when the bundle is on tmpfs.
+    pub layer_dir: PathBuf,
 }
 
 impl Bundle {
-    /// The bundle at `dir` (nothing is created).
+    /// The bundle at `dir`, with its writable layer in it too (nothing is created).
     pub fn at(dir: &Path) -> Bundle {
         Bundle {
             dir: dir.to_path_buf(),
+            layer_dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The bundle at `dir` with its writable layer in `layer_dir` (nothing is created).
+    pub fn with_layer(dir: &Path, layer_dir: &Path) -> Bundle {
+        Bundle {
+            dir: dir.to_path_buf(),
+            layer_dir: layer_dir.to_path_buf(),
         }
     }
 
@@ -42,11 +55,11 @@ impl Bundle {
 
     /// The writable container layer.
     pub fn upper(&self) -> PathBuf {
-        self.dir.join("upper")
+        self.layer_dir.join("upper")
     }
 
     fn work(&self) -> PathBuf {
-        self.dir.join("work")
+        self.layer_dir.join("work")
     }
 
     /// `config.json`.
@@ -72,6 +85,11 @@ impl Bundle {
                 .map_err(|e| RuntimeError::io(format!("creating {}", d.display()), e))?;
         }
         let mut lowers: Vec<PathBuf> = layer_dirs.iter().rev().cloned().collect();
+        if has_etc_dir(layer_dirs)
+            && let Some(points) = etc_mount_points()
+        {
+            lowers.insert(0, points);
+        }
         if lowers.is_empty() {
             let empty = self.dir.join("empty");
             std::fs::create_dir_all(&empty)
@@ -248,6 +266,56 @@ impl Bundle {
         }
         Ok(out)
     }
+}
+
+/// Whether the merged layers (lowest first) have `/etc` as a directory: the topmost layer
+/// with an entry for it decides (a whiteout or anything else than a directory: no).
+fn has_etc_dir(layer_dirs: &[PathBuf]) -> bool {
+    for l in layer_dirs.iter().rev() {
+        match std::fs::symlink_metadata(l.join("etc")) {
+            Ok(m) => return m.is_dir(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// A layer holding the empty mount points xrun binds its `etc` files onto (`/etc/hostname`,
+/// `/etc/hosts`, `/etc/resolv.conf`), shared by every container and put on top of the
+/// image's layers when the image has an `/etc` directory (Docker adds such an init layer per
+/// container): the runtime then finds its mount points instead of creating them in each
+/// container's writable layer on disk. On tmpfs in [`super::rundir`], made once; `None`
+/// without it.
+fn etc_mount_points() -> Option<PathBuf> {
+    const NAMES: [&str; 3] = ["hostname", "hosts", "resolv.conf"];
+    let run = super::rundir::ensure()?;
+    let dir = run.join("mountpoints").join("v1");
+    if NAMES.iter().all(|n| dir.join("etc").join(n).is_file()) {
+        return Some(dir);
+    }
+    let parent = run.join("mountpoints");
+    std::fs::create_dir_all(&parent).ok()?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".make-")
+        .tempdir_in(&parent)
+        .ok()?;
+    let etc = tmp.path().join("etc");
+    std::fs::create_dir(&etc).ok()?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o755)).ok()?;
+    for n in NAMES {
+        std::fs::write(etc.join(n), b"").ok()?;
+        std::fs::set_permissions(etc.join(n), std::fs::Permissions::from_mode(0o644)).ok()?;
+    }
+    let made = tmp.keep();
+    if std::fs::rename(&made, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&made);
+    }
+    NAMES
+        .iter()
+        .all(|n| dir.join("etc").join(n).is_file())
+        .then_some(dir)
 }
 
 /// Whether `path` is a mount point (per /proc/self/mountinfo).

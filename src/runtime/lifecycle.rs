@@ -101,8 +101,9 @@ fn launch(
         let mut console = None;
         let stdio = if opts.tty && engine == Engine::Libcontainer {
             // A short path: socket addresses are limited to 108 bytes.
-            let dir = std::path::Path::new("/run/xrun");
-            std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io("creating /run/xrun", e))?;
+            let dir = super::rundir::ensure()
+                .unwrap_or_else(|| std::path::PathBuf::from(super::rundir::RUN_DIR));
+            std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::io("creating /run/xrun", e))?;
             let sock = dir.join(format!("console-{}-{}.sock", &id[..12], std::process::id()));
             console = Some(tty::ConsoleSocket::listen(&sock)?);
             Stdio {
@@ -370,12 +371,21 @@ fn finish(c: &Containers, id: &str, mut session: Session) -> Result<i32, Runtime
         let _ = rx.recv_timeout(Duration::from_secs(2));
     }
     drop(session);
-    let rec = c.update(id, |r| {
+    let exited = |r: &mut ContainerRecord| {
         r.phase = Phase::Exited;
         r.exit_code = code.as_ref().ok().copied();
         r.finished = Some(super::state::now());
         r.pid = None;
-    })?;
+    };
+    // A `--rm` container's record is about to go: no need to write its exit first (should
+    // this process die in between, the stale record is cleaned up and removed all the same).
+    let rec = match c.load(id) {
+        Ok(mut r) if r.options.auto_remove => {
+            exited(&mut r);
+            r
+        }
+        _ => c.update(id, exited)?,
+    };
     tracing::debug!("phase: exit recorded");
     // Its PID 1 is reaped: nothing of it runs any more.
     executor::delete_exited(
@@ -737,8 +747,9 @@ pub fn exec(
     // libcontainer makes the terminal inside the container (its own devpts, so `tty` names
     // it) and sends the master over a console socket; an external runtime gets one of xrun's.
     let console = if use_tty && engine == Engine::Libcontainer {
-        let dir = std::path::Path::new("/run/xrun");
-        std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io("creating /run/xrun", e))?;
+        let dir = super::rundir::ensure()
+            .unwrap_or_else(|| std::path::PathBuf::from(super::rundir::RUN_DIR));
+        std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::io("creating /run/xrun", e))?;
         let sock = dir.join(format!(
             "exec-{}-{}.sock",
             &rec.id[..12],

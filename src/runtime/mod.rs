@@ -8,24 +8,32 @@
 //!
 //! # State layout
 //!
-//! Everything lives under `<root>/containers/` (`<root>` is the store root,
-//! `/var/lib/xrun` by default):
+//! What a container keeps lives under `<root>/containers/` (`<root>` is the store root,
+//! `/var/lib/xrun` by default); what only matters while it runs — its bundle and the
+//! runtime's state — lives on tmpfs under `/run/xrun` ([`rundir`]), as containerd keeps its
+//! bundles under `/run`:
 //!
 //! ```text
-//! containers/
+//! <root>/containers/
 //!   .lock                  exclusive while a container is created or removed (names stay unique)
 //!   <id>/                  one container; <id> is 64 hex digits, shown as its first 12
 //!     container.json       the record: image, options, status, pids, exit code (written atomically)
-//!     config.json          the OCI runtime config (bundle = this directory)
-//!     rootfs/              overlay mount point while the container runs
 //!     upper/  work/        the writable container layer (overlay upperdir/workdir)
-//!     etc/                 hostname, hosts, resolv.conf bind-mounted into the container
-//!     log                  stdout+stderr of a detached container
-//!     runtime/             the OCI runtime's own state (libcontainer's or runc's `--root`)
+//!     log                  a detached container's stdout and stderr (records: `log`)
 //!     vm.json              vm route: how to boot the container's VM (`crate::vm::VmLaunch`)
 //!     disk.ext4            vm route: the writable layer, a sparse ext4 disk image
 //!     vm-run/              vm route: the running VM's initrd, sockets and console log
+//! /run/xrun/roots/<16 hex digits of the root's path hash>/<id>/   the bundle
+//!     config.json          the OCI runtime config (`runc run --bundle` this directory)
+//!     rootfs/              overlay mount point while the container runs
+//!     etc/                 hostname, hosts, resolv.conf bind-mounted into the container
+//!     runtime/             the OCI runtime's own state (libcontainer's or runc's `--root`)
+//! /run/xrun/mountpoints/v1/etc/   empty mount points for those three files: a shared
+//!                          lower layer on top of images that have an /etc directory
+//! /run/xrun/exe/           protected views of the xrun binary ([`seal`])
 //! ```
+//!
+//! Without a usable `/run/xrun` the bundle stays in `<root>/containers/<id>/`.
 //!
 //! A container on the vm route is a [`machine::Machine`] (made by the CLI's wiring, the
 //! runtime does not know the VM stage): the same record, owner, monitor, log and exit code,
@@ -56,6 +64,7 @@ pub mod machine;
 pub mod monitor;
 pub mod options;
 pub mod resolve;
+pub mod rundir;
 pub mod seal;
 pub mod seccomp;
 pub mod seccomp_bpf;

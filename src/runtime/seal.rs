@@ -264,6 +264,8 @@ pub fn open_persistent(exe: &Path) -> Result<OwnedFd, RuntimeError> {
     if let Some(fd) = open_view() {
         return Ok(fd);
     }
+    // On tmpfs (mounted first if need be, so nothing of ours ends up under it).
+    super::rundir::ensure();
     std::fs::create_dir_all(base).map_err(|e| RuntimeError::io("creating /run/xrun/exe", e))?;
     let lock = std::fs::File::create(base.join(".lock"))
         .map_err(|e| RuntimeError::io("locking /run/xrun/exe", e))?;

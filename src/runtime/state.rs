@@ -192,6 +192,8 @@ pub fn human_since(rfc3339: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Containers {
     dir: PathBuf,
+    /// Where the bundles and the runtime's state live: on tmpfs (see [`Containers::open`]).
+    run_dir: PathBuf,
 }
 
 /// An exclusive lock, released on drop.
@@ -224,11 +226,21 @@ fn lock_file(path: &Path) -> Result<Lock, RuntimeError> {
 
 impl Containers {
     /// The containers of the store at `root`.
+    ///
+    /// What a container keeps lives under `<root>/containers/<id>` (its record, writable
+    /// layer, log); what only matters while it runs — the bundle (`config.json`, the `rootfs`
+    /// mount point, the `etc` files) and the runtime's state — lives on tmpfs under
+    /// [`RUN_BASE`]`/<hash of root>/<id>`, as containerd keeps its bundles under `/run`: it is
+    /// rebuilt on every start, means nothing after a reboot, and creating and deleting its
+    /// dozen files per run on disk is slow on some file systems (ext4 without a journal
+    /// skips recently deleted inodes one by one). Without a usable `/run`, the bundle stays in
+    /// the container's directory.
     pub fn open(root: &Path) -> Result<Containers, RuntimeError> {
         let dir = root.join("containers");
         std::fs::create_dir_all(&dir)
             .map_err(|e| RuntimeError::io(format!("creating {}", dir.display()), e))?;
-        Ok(Containers { dir })
+        let run_dir = run_dir_of(&dir).unwrap_or_else(|| dir.clone());
+        Ok(Containers { dir, run_dir })
     }
 
     /// `<root>/containers`.
@@ -236,19 +248,25 @@ impl Containers {
         &self.dir
     }
 
+    /// Where the bundles and the runtime's state of these containers live (see
+    /// [`Containers::open`]).
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
     /// The directory (and bundle) of container `id`.
     pub fn container_dir(&self, id: &str) -> PathBuf {
         self.dir.join(id)
     }
 
-    /// The bundle of container `id`.
+    /// The bundle of container `id` (see [`Containers::open`]).
     pub fn bundle(&self, id: &str) -> Bundle {
-        Bundle::at(&self.container_dir(id))
+        Bundle::with_layer(&self.run_dir.join(id), &self.container_dir(id))
     }
 
     /// The OCI runtime's state root of container `id`.
     pub fn runtime_root(&self, id: &str) -> PathBuf {
-        self.container_dir(id).join("runtime")
+        self.run_dir.join(id).join("runtime")
     }
 
     /// Where compiled seccomp programs are cached (`<root>/cache/seccomp`).
@@ -404,9 +422,29 @@ impl Containers {
                 "container {id} still has its root file system mounted"
             )));
         }
+        let run = self.run_dir.join(id);
+        if run != dir && run.exists() {
+            std::fs::remove_dir_all(&run)
+                .map_err(|e| RuntimeError::io(format!("removing {}", run.display()), e))?;
+        }
         std::fs::remove_dir_all(&dir)
             .map_err(|e| RuntimeError::io(format!("removing {}", dir.display()), e))
     }
+}
+
+/// Where bundles live on tmpfs: `/run/xrun/roots` (see [`super::rundir`]).
+pub const RUN_BASE: &str = "/run/xrun/roots";
+
+/// `RUN_BASE/<16 hex digits of sha256(canonical containers dir)>`, created; `None` when
+/// `/run/xrun` is not (and cannot be made) a tmpfs.
+fn run_dir_of(containers: &Path) -> Option<PathBuf> {
+    use sha2::Digest as _;
+    let canon = std::fs::canonicalize(containers).ok()?;
+    super::rundir::ensure()?;
+    let hash = hex::encode(sha2::Sha256::digest(canon.as_os_str().as_encoded_bytes()));
+    let dir = Path::new(RUN_BASE).join(&hash[..16]);
+    std::fs::create_dir_all(&dir).ok()?;
+    Some(dir)
 }
 
 fn new_id() -> String {

@@ -40,6 +40,18 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 /// Writes `bytes` to `path` atomically: a temp file in `tmp_dir` (same file system), fsync,
 /// rename, fsync of the target directory. Readers see the old or the new content, never a mix.
 pub(crate) fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_replace(tmp_dir, path, bytes, true)
+}
+
+/// Like [`write_atomic`], atomic for readers, but durable only when `durable` (fsync of the
+/// file and its directory): for records that live no longer than something else that is not
+/// synced either (a container's lease, next to its record).
+pub(crate) fn write_replace(
+    tmp_dir: &Path,
+    path: &Path,
+    bytes: &[u8],
+    durable: bool,
+) -> Result<(), StoreError> {
     let tmp = tmp_dir.join(unique_name("write"));
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -49,9 +61,11 @@ pub(crate) fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<
             .open(&tmp)
             .map_err(io_err(&tmp))?;
         f.write_all(bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
+        if durable {
+            f.sync_all().map_err(io_err(&tmp))?;
+        }
         fs::rename(&tmp, path).map_err(io_err(path))?;
-        if let Some(parent) = path.parent() {
+        if durable && let Some(parent) = path.parent() {
             sync_dir(parent)?;
         }
         Ok(())

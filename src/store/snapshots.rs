@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use super::decompress::{HashingReader, decompressed};
 use super::extract::{Mode, extract};
-use super::fsutil::{io_err, mkdir_all, remove_any, sync_dir, unique_name, write_atomic};
+use super::fsutil::{io_err, mkdir_all, remove_any, sync_dir, unique_name, write_replace};
 use super::{Image, ImageRecord, LayerRef, Store, StoreError, locks};
 use crate::digest::Digest;
 
@@ -205,7 +205,8 @@ impl Store {
     pub fn lease_snapshots(&self, holder: &str, diff_ids: &[Digest]) -> Result<(), StoreError> {
         let path = self.lease_path(holder)?;
         let body: String = diff_ids.iter().map(|d| format!("{d}\n")).collect();
-        write_atomic(&self.root.join("tmp"), &path, body.as_bytes())
+        // As durable as the container record it belongs to (written without fsync).
+        write_replace(&self.root.join("tmp"), &path, body.as_bytes(), false)
     }
 
     /// Drops `holder`'s lease (absent is fine).
