@@ -35,22 +35,7 @@ fn load(root: &Path, layout: &Path) -> bool {
 }
 
 fn fixtures_check(name: &str) -> PathBuf {
-    let out = Command::new(common::repo_root().join("ci/fixtures-check"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap()
-            .trim(),
-    )
-    .join(name)
+    common::fixtures_check_dir().join(name)
 }
 
 fn profile(dir: &Path, name: &str, platform: &str, level: u8, page: u64) -> PathBuf {

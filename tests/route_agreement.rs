@@ -6,8 +6,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use common::{TestEnv, TestRegistry, skip};
 use serde_json::Value;
@@ -20,24 +20,6 @@ fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-fn fixtures_check_dir() -> PathBuf {
-    let out = Command::new(common::repo_root().join("ci/fixtures-check"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap()
-            .trim(),
     )
 }
 
@@ -119,7 +101,7 @@ fn check_and_run_name_the_same_route_for_every_fixture() {
             None => eprintln!("fixture {name} could not be built here; left out"),
         }
     }
-    let fc = fixtures_check_dir();
+    let fc = common::fixtures_check_dir();
     for name in [
         "isa-v3",
         "isa-v4",
@@ -187,7 +169,7 @@ fn wireguard_image_runs_in_the_vm_and_kernel_min_is_refused() {
         return skip("needs root");
     }
     let env = TestEnv::new();
-    let fc = fixtures_check_dir();
+    let fc = common::fixtures_check_dir();
     let mut loaded = BTreeMap::new();
     load(&env, &fc.join("module"), &mut loaded);
     load(&env, &fc.join("kernel-min"), &mut loaded);

@@ -665,6 +665,27 @@ fn external_runtime_flag() {
     assert!(root.container_dirs().is_empty());
 }
 
+/// Runs shell command `inner` (an xrun command giving a shell) in a real terminal made by
+/// script(1), types `tty; echo $((6*7)); stty size` into it, then `exit CODE`.
+fn type_in_terminal(root: &Root, inner: &str, code: u8) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new("script")
+        .args(["-qec", inner, "/dev/null"])
+        .env("XRUN_ROOT", root.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut i = child.stdin.take().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let _ = i.write_all(b"tty; echo $((6*7)); stty size\n");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = i.write_all(format!("exit {code}\n").as_bytes());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(i);
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn interactive_tty_shell() {
     if !capable() {
@@ -682,23 +703,7 @@ fn interactive_tty_shell() {
         "stty rows 30 cols 100; {XRUN} run --rm -it --rootfs {} sh",
         rootfs.display()
     );
-    let mut child = Command::new("script")
-        .args(["-qec", &inner, "/dev/null"])
-        .env("XRUN_ROOT", root.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut i = child.stdin.take().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(700));
-        let _ = i.write_all(b"tty; echo $((6*7)); stty size\n");
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let _ = i.write_all(b"exit 3\n");
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
-    let o = child.wait_with_output().unwrap();
+    let o = type_in_terminal(&root, &inner, 3);
     let out = stdout(&o);
     assert!(out.contains("/dev/pts/0"), "{out}");
     assert!(out.contains("42"), "{out}");
@@ -735,23 +740,7 @@ fn exec_tty_is_a_terminal_of_the_container() {
     assert_eq!(stdout(&o).trim(), "/dev/pts/0", "{}", stderr(&o));
     // -it from a real terminal: window size, typed input, exit code.
     let inner = format!("stty rows 31 cols 101; {XRUN} exec -it ttyexec sh");
-    let mut child = Command::new("script")
-        .args(["-qec", &inner, "/dev/null"])
-        .env("XRUN_ROOT", root.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut i = child.stdin.take().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(700));
-        let _ = i.write_all(b"tty; echo $((6*7)); stty size\n");
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let _ = i.write_all(b"exit 5\n");
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
-    let o = child.wait_with_output().unwrap();
+    let o = type_in_terminal(&root, &inner, 5);
     let out = stdout(&o);
     assert!(out.contains("/dev/pts/"), "{out}");
     assert!(out.contains("42"), "{out}");

@@ -95,24 +95,6 @@ fn release(layout: &Path, arch: &str) -> String {
         .to_string()
 }
 
-fn fixtures_check_dir() -> PathBuf {
-    let out = Command::new(common::repo_root().join("ci/fixtures-check"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap()
-            .trim(),
-    )
-}
-
 /// Pids of processes whose command line mentions qemu and `needle`.
 fn qemu_pids_with(needle: &str) -> Vec<String> {
     let mut v = Vec::new();
@@ -261,7 +243,7 @@ fn a_pulled_guest_boots_and_profiles_the_vm_route() {
     // check --vm-kernel: the wireguard image needs a module this host lacks; the pulled
     // guest ships it, so vm, profiled (no guest-unprofiled). kernel-min (99.0) is beyond
     // the guest too: unrunnable.
-    let fc = fixtures_check_dir();
+    let fc = common::fixtures_check_dir();
     for (name, tag) in [("module", "module:1"), ("kernel-min", "kmin:1")] {
         w.reg.push_layout(&fc.join(name), tag);
         let o = env

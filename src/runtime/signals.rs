@@ -85,33 +85,22 @@ pub fn forward(on_winch: Option<Box<dyn Fn() + Send>>) -> Result<Forwarder, Runt
     let t = target.clone();
     let pending = Arc::new(std::sync::Mutex::new(Vec::new()));
     let pend = pending.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 16];
-        loop {
-            let n = match nix::unistd::read(r.as_raw_fd(), &mut buf) {
-                Ok(0) => return,
-                Ok(n) => n,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return,
-            };
-            for &b in &buf[..n] {
-                let Ok(sig) = Signal::try_from(b as i32) else {
-                    continue;
-                };
-                if sig == Signal::SIGWINCH
-                    && let Some(f) = &on_winch
-                {
-                    f();
-                    continue;
-                }
-                let mut p = pend.lock().unwrap_or_else(|e| e.into_inner());
-                let pid = t.load(Ordering::SeqCst);
-                if pid > 0 {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
-                } else {
-                    p.push(sig);
-                }
-            }
+    each_byte(r, move |b| {
+        let Ok(sig) = Signal::try_from(b as i32) else {
+            return;
+        };
+        if sig == Signal::SIGWINCH
+            && let Some(f) = &on_winch
+        {
+            f();
+            return;
+        }
+        let mut p = pend.lock().unwrap_or_else(|e| e.into_inner());
+        let pid = t.load(Ordering::SeqCst);
+        if pid > 0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        } else {
+            p.push(sig);
         }
     });
     Ok(Forwarder { target, pending })
@@ -168,6 +157,17 @@ pub fn relay(signals: &[Signal], deliver: Box<dyn Fn(i32) + Send>) -> Result<(),
             std::io::Error::last_os_error(),
         ));
     }
+    each_byte(r, move |b| {
+        if b > 0 {
+            deliver(b as i32);
+        }
+    });
+    Ok(())
+}
+
+/// A thread that calls `each` for every byte the signal handlers write into the pipe `r`
+/// (one byte per signal), until the pipe closes.
+fn each_byte(r: OwnedFd, mut each: impl FnMut(u8) + Send + 'static) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 16];
         loop {
@@ -178,13 +178,10 @@ pub fn relay(signals: &[Signal], deliver: Box<dyn Fn(i32) + Send>) -> Result<(),
                 Err(_) => return,
             };
             for &b in &buf[..n] {
-                if b > 0 {
-                    deliver(b as i32);
-                }
+                each(b);
             }
         }
     });
-    Ok(())
 }
 
 /// Parses a signal name or number (`TERM`, `SIGTERM`, `15`).

@@ -165,6 +165,26 @@ pub fn fixtures_dir() -> &'static Path {
     }
 }
 
+/// The directory of `ci/fixtures-check`'s images (built or found cached: the script prints
+/// it on its last line).
+pub fn fixtures_check_dir() -> PathBuf {
+    let out = std::process::Command::new(repo_root().join("ci/fixtures-check"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .trim(),
+    )
+}
+
 /// The OCI layout directory of fixture `name` (e.g. `busybox-multi`); panics if ci/fixtures
 /// could not build it. See `ci/fixtures` for the list and what each contains.
 pub fn fixture(name: &str) -> PathBuf {
