@@ -665,6 +665,15 @@ fn external_runtime_flag() {
     assert!(root.container_dirs().is_empty());
 }
 
+/// Whether script(1) is there to give a test a real terminal (else says why the test skips).
+fn has_script() -> bool {
+    let ok = Command::new("script").arg("--version").output().is_ok();
+    if !ok {
+        eprintln!("skipping: script(1) not installed");
+    }
+    ok
+}
+
 /// Runs shell command `inner` (an xrun command giving a shell) in a real terminal made by
 /// script(1), types `tty; echo $((6*7)); stty size` into it, then `exit CODE`.
 fn type_in_terminal(root: &Root, inner: &str, code: u8) -> std::process::Output {
@@ -691,8 +700,7 @@ fn interactive_tty_shell() {
     if !capable() {
         return;
     }
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("skipping: script(1) not installed");
+    if !has_script() {
         return;
     }
     let _g = shared();
@@ -716,8 +724,7 @@ fn exec_tty_is_a_terminal_of_the_container() {
     if !capable() {
         return;
     }
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("skipping: script(1) not installed");
+    if !has_script() {
         return;
     }
     let _g = shared();

@@ -284,38 +284,41 @@ pub fn vm_launch(
         rootfs_cache: vm.cache.join("rootfs"),
         manifest: vm.manifest.clone(),
         layer_dirs: image.layer_dirs.clone(),
-        argv: xrun::runtime::spec::command(image, opts),
-        env: xrun::runtime::spec::environment(image, opts, &hostname, None),
-        workdir: opts
-            .workdir
-            .clone()
-            .or_else(|| config.working_dir().clone())
-            .filter(|w| !w.is_empty()),
-        user: opts
-            .user
-            .clone()
-            .or_else(|| config.user().clone())
-            .filter(|u| !u.is_empty()),
-        hostname: Some(hostname),
-        memory_mib: opts
-            .memory
-            .map(|m| (m / (1024 * 1024)).max(64))
-            .unwrap_or(VmSpec::default().memory_mib),
-        cpus: opts.cpus.map(|c| c.ceil().max(1.0) as u32).unwrap_or(1),
-        modules: {
-            // Only what the guest ships: built-in ones need no loading (the plan checked).
-            let shipped = guest.optional_modules();
-            vm.modules
-                .iter()
-                .filter(|m| shipped.contains(&m.replace('-', "_")))
-                .cloned()
-                .collect()
-        },
         // A `--rm` container's changes go with it: a tmpfs in the guest, no disk to make.
         disk_size: if opts.auto_remove {
             0
         } else {
             xrun::vm::launch::DEFAULT_DISK_SIZE
+        },
+        spec: VmSpec {
+            argv: xrun::runtime::spec::command(image, opts),
+            env: xrun::runtime::spec::environment(image, opts, &hostname, None),
+            workdir: opts
+                .workdir
+                .clone()
+                .or_else(|| config.working_dir().clone())
+                .filter(|w| !w.is_empty()),
+            user: opts
+                .user
+                .clone()
+                .or_else(|| config.user().clone())
+                .filter(|u| !u.is_empty()),
+            hostname: Some(hostname),
+            memory_mib: opts
+                .memory
+                .map(|m| (m / (1024 * 1024)).max(64))
+                .unwrap_or(VmSpec::default().memory_mib),
+            cpus: opts.cpus.map(|c| c.ceil().max(1.0) as u32).unwrap_or(1),
+            modules: {
+                // Only what the guest ships: built-in ones need no loading (the plan checked).
+                let shipped = guest.optional_modules();
+                vm.modules
+                    .iter()
+                    .filter(|m| shipped.contains(&m.replace('-', "_")))
+                    .cloned()
+                    .collect()
+            },
+            ..VmSpec::default()
         },
     })
 }

@@ -33,25 +33,13 @@ pub struct VmLaunch {
     pub manifest: Digest,
     /// The image's layer directories, lowest first (to rebuild the rootfs image if needed).
     pub layer_dirs: Vec<PathBuf>,
-    /// The command and its arguments.
-    pub argv: Vec<String>,
-    /// The whole environment, `KEY=VALUE`.
-    pub env: Vec<String>,
-    /// Working directory, `None` for `/`.
-    pub workdir: Option<String>,
-    /// `--user` (names resolved against the image at each start).
-    pub user: Option<String>,
-    /// The guest's hostname.
-    pub hostname: Option<String>,
-    /// Extra kernel modules to load.
-    pub modules: Vec<String>,
-    /// Guest memory in MiB.
-    pub memory_mib: u64,
-    /// vCPUs.
-    pub cpus: u32,
     /// Size of the writable layer disk in bytes; 0: none (a tmpfs in the guest, for `--rm`
     /// containers, whose changes go anyway).
     pub disk_size: u64,
+    /// The command, environment, user, hostname, modules and resources (their keys sit at
+    /// the top level of `vm.json`).
+    #[serde(flatten)]
+    pub spec: VmSpec,
 }
 
 impl VmLaunch {
@@ -76,18 +64,10 @@ impl VmLaunch {
     /// The run specification for container directory `dir`, with a terminal of size `tty`.
     pub fn spec(&self, dir: &Path, tty: Option<(u16, u16)>) -> VmSpec {
         VmSpec {
-            argv: self.argv.clone(),
-            env: self.env.clone(),
-            workdir: self.workdir.clone(),
-            user: self.user.clone(),
-            hostname: self.hostname.clone(),
-            modules: self.modules.clone(),
-            memory_mib: self.memory_mib,
-            cpus: self.cpus,
             writable_disk: (self.disk_size > 0).then(|| dir.join(DISK_FILE)),
             tty,
             run_dir: Some(dir.join(RUN_DIR)),
-            ..VmSpec::default()
+            ..self.spec.clone()
         }
     }
 
@@ -121,20 +101,29 @@ mod tests {
             rootfs_cache: "/c".into(),
             manifest: Digest::of(b"m"),
             layer_dirs: vec!["/l1".into()],
-            argv: vec!["sh".into(), "-c".into(), "echo 'a b'\n".into()],
-            env: vec!["PATH=/bin".into()],
-            workdir: Some("/w".into()),
-            user: None,
-            hostname: Some("h".into()),
-            modules: vec!["wireguard".into()],
-            memory_mib: 128,
-            cpus: 2,
             disk_size: 1 << 30,
+            spec: VmSpec {
+                argv: vec!["sh".into(), "-c".into(), "echo 'a b'\n".into()],
+                env: vec!["PATH=/bin".into()],
+                workdir: Some("/w".into()),
+                user: None,
+                hostname: Some("h".into()),
+                modules: vec!["wireguard".into()],
+                memory_mib: 128,
+                cpus: 2,
+                ..VmSpec::default()
+            },
         };
         l.save(dir.path()).unwrap();
         assert_eq!(VmLaunch::load(dir.path()).unwrap(), l);
         let s = l.spec(dir.path(), Some((24, 80)));
-        assert_eq!(s.argv, l.argv);
+        assert_eq!(s.argv, l.spec.argv);
+        assert_eq!(s.boot_timeout, VmSpec::default().boot_timeout);
+        // The keys of vm.json stay flat (files written before keep loading).
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(LAUNCH_FILE)).unwrap()).unwrap();
+        assert_eq!(json["memory_mib"], 128);
+        assert!(json.get("tty").is_none() && json.get("spec").is_none());
         assert_eq!(s.writable_disk, Some(dir.path().join(DISK_FILE)));
         assert_eq!(s.run_dir, Some(dir.path().join(RUN_DIR)));
         assert_eq!(s.tty, Some((24, 80)));

@@ -17,8 +17,10 @@ use super::serial::{self, ExitSink, ExitState};
 use super::{VmError, rootfs};
 use crate::digest::Digest;
 
-/// What to run in the VM and with what resources.
-#[derive(Debug, Clone)]
+/// What to run in the VM and with what resources. The command and resources serialize (a
+/// VM container keeps them in its `vm.json`, [`super::launch::VmLaunch`]); the per-run
+/// fields (disk, terminal, run directory, bounds, qemu search path) do not.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VmSpec {
     /// The command and its arguments (entrypoint + cmd already combined), exact bytes.
     pub argv: Vec<String>,
@@ -39,22 +41,32 @@ pub struct VmSpec {
     pub cpus: u32,
     /// A writable layer disk (see [`super::disk::create`]): the container's changes persist
     /// there. `None`: a tmpfs in the guest.
+    #[serde(skip)]
     pub writable_disk: Option<PathBuf>,
     /// Bound on the whole run (boot + command); `None`: no bound once the command started.
+    #[serde(skip)]
     pub timeout: Option<Duration>,
     /// Bound on the boot, until the guest init starts the command (a hung or panicked boot
     /// ends here).
+    #[serde(skip, default = "default_boot_timeout")]
     pub boot_timeout: Duration,
     /// Where to look for qemu-system (a `PATH`-style list); `None`: `$PATH`.
+    #[serde(skip)]
     pub qemu_path: Option<std::ffi::OsString>,
     /// `-t`: the command runs on a terminal in the guest (a virtio console, its controlling
     /// tty) of this size (rows, columns; 0 when unknown); its output (stdout and stderr
     /// together) goes to `VmIo::stdout`, `VmIo::stdin` is typed into it. `None`: pipes.
+    #[serde(skip)]
     pub tty: Option<(u16, u16)>,
     /// Where the run's files (initrd, sockets, console log) go: made empty at the start and
     /// removed at the end (a container keeps it in its directory, so nothing is left in
     /// `/tmp` when its owner is killed). `None`: a fresh temporary directory.
+    #[serde(skip)]
     pub run_dir: Option<PathBuf>,
+}
+
+fn default_boot_timeout() -> Duration {
+    Duration::from_secs(180)
 }
 
 impl Default for VmSpec {
@@ -70,7 +82,7 @@ impl Default for VmSpec {
             cpus: 1,
             writable_disk: None,
             timeout: None,
-            boot_timeout: Duration::from_secs(180),
+            boot_timeout: default_boot_timeout(),
             qemu_path: None,
             tty: None,
             run_dir: None,

@@ -44,22 +44,7 @@ pub fn pump(
             }
         };
         let _ = stream.set_nonblocking(false);
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut total = 0u64;
-        loop {
-            match stream.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    total += n as u64;
-                    // A sink that went away (closed pipe) must not stop the guest: keep draining.
-                    let _ = sink.write_all(&buf[..n]).and_then(|_| sink.flush());
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        let _ = sink.flush();
-        total
+        drain(&mut stream, &mut sink)
     })
 }
 
@@ -148,21 +133,7 @@ pub fn bridge(
                 }
             });
         }
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut total = 0u64;
-        loop {
-            match stream.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    total += n as u64;
-                    let _ = sink.write_all(&buf[..n]).and_then(|_| sink.flush());
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        let _ = sink.flush();
-        total
+        drain(&mut stream, &mut sink)
     })
 }
 
@@ -222,6 +193,26 @@ impl Write for ExitSink {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Copies `stream` into `sink` until the guest closes it; returns the bytes read. A sink that
+/// went away (a closed pipe) must not stop the guest: the port keeps being drained.
+fn drain(stream: &mut impl Read, sink: &mut impl Write) -> u64 {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                total += n as u64;
+                let _ = sink.write_all(&buf[..n]).and_then(|_| sink.flush());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let _ = sink.flush();
+    total
 }
 
 #[cfg(test)]
