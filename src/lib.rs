@@ -6,13 +6,15 @@
 //! reference ─► platform ─► registry ─► store ─► kernelcheck ─► plan ─► runtime | emulation | vm
 //! ```
 //!
-//! Lower stages never import higher ones: [`platform`] and [`digest`] are at the bottom, the
-//! CLI (in `src/cli/`, part of the binary) is at the top and stays thin.
+//! Lower stages never import higher ones: [`platform`] and [`digest`] are at the bottom;
+//! [`engine`] is the one layer of operations above the stages; the CLI (in `src/cli/`, part
+//! of the binary) is at the top: argument parsing and printing only.
 
 pub mod assess;
 pub mod config;
 pub mod digest;
 pub mod emulation;
+pub mod engine;
 pub mod kernelcheck;
 pub mod plan;
 pub mod platform;

@@ -7,21 +7,15 @@
 //! platforms, a route and reasons. Exit 0 when every host meets `--require`, 1 when one does
 //! not, 125 on errors.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-
 use anyhow::{Context, bail};
-use xrun::assess::{self, GuestChoice};
-use xrun::kernelcheck::HostProfile;
-use xrun::kernelcheck::entrypoint::Override;
-use xrun::kernelcheck::requirements::{ScanInput, scan};
+use std::path::PathBuf;
+use xrun::engine::{CheckRequest, Engine};
 use xrun::plan::RouteChoice;
-use xrun::plan::report::{CheckReport, HostEntry, ImageEntry, REPORT_SCHEMA_VERSION, Require};
+use xrun::plan::report::Require;
 use xrun::platform::Platform;
-use xrun::reference::ImageRef;
-use xrun::store::{ImageRecord, Store};
 
 use super::Global;
+use super::run::StderrObserver;
 
 /// `xrun check` arguments.
 #[derive(Debug, clap::Args)]
@@ -77,220 +71,36 @@ pub struct CheckArgs {
     pub args: Vec<String>,
 }
 
-/// One host to check.
-struct HostInput {
-    profile: HostProfile,
-    source: String,
-    /// This machine (its local guest profiles the vm route when no `--guest-profile`).
-    local: bool,
-}
-
+/// `xrun check`.
 pub fn check(g: &Global, a: CheckArgs) -> anyhow::Result<u8> {
     if a.format != "table" && a.format != "json" {
         bail!("unknown --format {:?} (expected table or json)", a.format);
     }
-    let image = a.args[0].clone();
-    let cmd: Vec<String> = a.args[1..].to_vec();
-    let ov = Override {
-        entrypoint: a.entrypoint.clone().map(|e| vec![e]),
-        cmd: (!cmd.is_empty()).then_some(cmd),
-    };
-    let wanted: Option<Platform> = a
+    let platform: Option<Platform> = a
         .platform
         .as_deref()
         .map(str::parse)
         .transpose()
         .context("--platform")?;
-
-    let mut hosts = Vec::new();
-    if !a.no_local {
-        hosts.push(HostInput {
-            profile: assess::host_profile(),
-            source: "this host".into(),
-            local: true,
-        });
-    }
-    for f in &a.host_profiles {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read host profile {}", f.display()))?;
-        let profile: HostProfile = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "{} is not a host profile (xrun host --format json)",
-                f.display()
-            )
-        })?;
-        hosts.push(HostInput {
-            profile,
-            source: f.display().to_string(),
-            local: false,
-        });
-    }
-    if hosts.is_empty() {
-        bail!("no host to check: drop --no-local or give --host-profile FILE");
-    }
-    let guest = match &a.guest_profile {
-        Some(f) => {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("cannot read guest profile {}", f.display()))?;
-            Some(serde_json::from_str::<HostProfile>(&text).with_context(|| {
-                format!(
-                    "{} is not a host profile (xrun host --format json)",
-                    f.display()
-                )
-            })?)
-        }
-        None => None,
-    };
-    // The vm route is checked against: the given guest profile; else the guest image
-    // (`--vm-kernel`, the config's `vm-kernel`) for every host; else, for this host, the
-    // local guest `xrun run` would boot (when there is one for the image's architecture);
-    // else it is provisional (`guest-unprofiled`).
-    let guest_image = match &guest {
-        None => super::run::guest_image(
-            &g.root,
-            &xrun::config::Config::load()?,
-            a.vm_kernel.as_deref(),
-            xrun::registry::PullPolicy::Missing,
-            false,
-        )?,
-        Some(_) => None,
-    };
-    let local_guest = match (&guest, &guest_image) {
-        (Some(p), _) => GuestChoice::Given(Box::new(p.clone())),
-        (None, Some(i)) => GuestChoice::Image(i.clone()),
-        (None, None) => GuestChoice::Local(g.root.join("vm").join("guests")),
-    };
-    let other_guest = match (guest, guest_image) {
-        (Some(p), _) => GuestChoice::Given(Box::new(p)),
-        (None, Some(i)) => GuestChoice::Image(i),
-        (None, None) => GuestChoice::None,
-    };
-    let decide = |h: &HostInput, req: &xrun::kernelcheck::ImageRequirements| {
-        let choice = if h.local { &local_guest } else { &other_guest };
-        assess::decide(&h.profile, req, a.route, choice)
-            .map(|(v, _)| v)
-            .map_err(anyhow::Error::new)
-    };
-
-    let mut images: Vec<ImageEntry> = Vec::new();
-    let mut entries = Vec::new();
-    if a.rootfs {
-        let mut input = match &a.config {
-            Some(f) => {
-                let cfg = oci_spec::image::ImageConfiguration::from_file(f)
-                    .with_context(|| format!("reading image config {}", f.display()))?;
-                ScanInput::from_config(&cfg, HashMap::new(), vec![PathBuf::from(&image)])
-            }
-            None => ScanInput {
-                platform: Platform::host(),
-                layer_dirs: vec![PathBuf::from(&image)],
-                ..Default::default()
-            },
-        };
-        if let Some(p) = &wanted {
-            input.platform = p.clone();
-        }
-        let platform = input.platform.clone();
-        if !input.layer_dirs[0].is_dir() {
-            bail!("--rootfs {image}: not a directory");
-        }
-        let req = scan(&input, &ov).with_context(|| format!("scanning {image}"))?;
-        for h in &hosts {
-            let verdict = decide(h, &req)?;
-            entries.push(entry(h, Some(platform.to_string()), verdict, a.require));
-        }
-        images.push(ImageEntry {
-            platform: platform.to_string(),
-            manifest_digest: String::new(),
-            requirements: req,
-        });
-    } else {
-        let store = Store::open(&g.root).context("opening the store")?;
-        let r = ImageRef::parse(&image)?;
-        let records = assess::find_records(&store, &r)?;
-        if records.is_empty() {
-            bail!("image {image} is not in the store: pull it first (xrun pull {image})");
-        }
-        let available: Vec<Platform> = records.iter().map(|r| r.platform.clone()).collect();
-        let forced = match &wanted {
-            Some(p) => match xrun::platform::Matcher::new(p).best(&available) {
-                Some(i) => Some(i),
-                None => bail!(
-                    "platform {p} of {image} is not in the store (pulled: {}): xrun pull --platform {p} {image}",
-                    xrun::platform::describe(&available)
-                ),
-            },
-            None => None,
-        };
-        let mut reqs: HashMap<usize, usize> = HashMap::new(); // record index → images index
-        for h in &hosts {
-            let pick = match forced {
-                Some(i) => Ok(i),
-                None => xrun::plan::report::select_platform(&h.profile, &available),
-            };
-            let (platform, verdict) = match pick {
-                Err(v) => (None, v),
-                Ok(i) => {
-                    let at = match reqs.get(&i) {
-                        Some(at) => *at,
-                        None => {
-                            let req = requirements(&store, &records[i], &ov)?;
-                            images.push(ImageEntry {
-                                platform: records[i].platform.to_string(),
-                                manifest_digest: records[i].manifest_digest.to_string(),
-                                requirements: req,
-                            });
-                            reqs.insert(i, images.len() - 1);
-                            images.len() - 1
-                        }
-                    };
-                    let v = decide(h, &images[at].requirements)?;
-                    (Some(records[i].platform.to_string()), v)
-                }
-            };
-            entries.push(entry(h, platform, verdict, a.require));
-        }
-    }
-    let report = CheckReport {
-        schema_version: REPORT_SCHEMA_VERSION,
-        image,
+    let req = CheckRequest {
+        image: a.args[0].clone(),
+        command: a.args[1..].to_vec(),
+        entrypoint: a.entrypoint,
+        platform,
+        host_profiles: a.host_profiles,
+        no_local: a.no_local,
         require: a.require,
-        ok: entries.iter().all(|e| e.meets_require),
-        images,
-        hosts: entries,
+        route: a.route,
+        guest_profile: a.guest_profile,
+        vm_kernel: a.vm_kernel,
+        rootfs: a.rootfs,
+        config: a.config,
     };
+    let report = Engine::open(&g.root).check(&req, &StderrObserver { quiet: false })?;
     if a.format == "json" {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", xrun::plan::report::render_table(&report));
     }
     Ok(if report.ok { 0 } else { 1 })
-}
-
-fn entry(
-    h: &HostInput,
-    platform: Option<String>,
-    verdict: xrun::plan::Verdict,
-    require: Require,
-) -> HostEntry {
-    HostEntry {
-        name: h.profile.name.clone(),
-        source: h.source.clone(),
-        host_platform: h.profile.platform.to_string(),
-        platform,
-        meets_require: require.met_by(&verdict.route),
-        verdict,
-    }
-}
-
-/// One stored image's requirements (cached in the store by manifest and command).
-fn requirements(
-    store: &Store,
-    rec: &ImageRecord,
-    ov: &Override,
-) -> anyhow::Result<xrun::kernelcheck::ImageRequirements> {
-    let img = store
-        .image(rec)
-        .with_context(|| format!("unpacking {} ({})", rec.name, rec.platform))?;
-    assess::requirements(store, &img, ov).with_context(|| format!("scanning {}", rec.name))
 }

@@ -1,12 +1,14 @@
-//! `xrun start/ps/logs/stop/kill/rm/exec` and the hidden internal commands. Owner: runtime.
+//! `xrun start/ps/logs/stop/kill/rm/exec` and the hidden internal commands: the engine's
+//! container operations, printed.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
-use xrun::runtime::{self, BundleExtras, Containers, Status, lifecycle, signals, state};
+use xrun::engine::{AttachOptions, Engine, ExecSpec};
+use xrun::runtime::{self, Status, state};
 
 use super::Global;
-use super::run::fail;
+use super::run::engine_failure;
 
 /// `xrun start` arguments.
 #[derive(Debug, clap::Args)]
@@ -110,28 +112,23 @@ pub enum InternalCommand {
     },
 }
 
-fn open(g: &Global) -> Result<Containers, runtime::RuntimeError> {
-    Containers::open(&g.root)
-}
-
 /// `xrun start`.
 pub fn start(g: &Global, a: StartArgs) -> anyhow::Result<u8> {
+    let engine = Engine::open(&g.root);
     if a.attach
-        && let Err(e) = runtime::seal::ensure_sealed()
+        && let Err(e) = engine.seal()
     {
-        return fail(e);
+        return engine_failure(e);
     }
-    let c = match open(g) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
-    lifecycle::cleanup_stale(&c);
+    if let Err(e) = engine.cleanup_stale() {
+        return engine_failure(e);
+    }
     let mut code = 0;
     for key in &a.containers {
-        let rec = match c.find(key) {
+        let rec = match engine.inspect(key) {
             Ok(r) => r,
             Err(e) => {
-                code = fail(e)?;
+                code = engine_failure(e)?;
                 continue;
             }
         };
@@ -140,23 +137,18 @@ pub fn start(g: &Global, a: StartArgs) -> anyhow::Result<u8> {
             continue;
         }
         if a.interactive || a.attach {
-            if a.interactive {
-                let _ = c.update(&rec.id, |r| r.options.interactive = true);
-            }
-            return match lifecycle::run_attached(
-                &c,
-                &rec.id,
-                &BundleExtras::default(),
-                false,
-                &super::route::VmMachines,
-            ) {
+            let how = AttachOptions {
+                interactive: a.interactive,
+                remove_on_error: false,
+            };
+            return match engine.run_attached(&rec.id, how) {
                 Ok(code) => Ok(code.clamp(0, 255) as u8),
-                Err(e) => fail(e),
+                Err(e) => engine_failure(e),
             };
         }
-        match lifecycle::start_detached(&c, &g.root, &rec.id, false) {
+        match engine.start(&rec.id, false) {
             Ok(()) => println!("{key}"),
-            Err(e) => code = fail(e)?,
+            Err(e) => code = engine_failure(e)?,
         }
     }
     Ok(code)
@@ -172,9 +164,9 @@ fn truncate(s: &str, n: usize) -> String {
 
 /// `xrun ps`.
 pub fn ps(g: &Global, a: PsArgs) -> anyhow::Result<u8> {
-    let c = match open(g) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
+    let list = match Engine::open(&g.root).list() {
+        Ok(l) => l,
+        Err(e) => return engine_failure(e),
     };
     let mut rows = vec![[
         "CONTAINER ID".to_string(),
@@ -185,7 +177,7 @@ pub fn ps(g: &Global, a: PsArgs) -> anyhow::Result<u8> {
         "ROUTE".into(),
         "NAMES".into(),
     ]];
-    for r in c.list() {
+    for r in list {
         let status = r.status();
         if !a.all && status != Status::Running {
             continue;
@@ -237,39 +229,9 @@ pub fn ps(g: &Global, a: PsArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// `xrun logs`.
+/// `xrun logs`: records go back to the stream they came from (see xrun::runtime::log).
 pub fn logs(g: &Global, a: LogsArgs) -> anyhow::Result<u8> {
-    let c = match open(g) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
-    let rec = match c.find(&a.container) {
-        Ok(r) => r,
-        Err(e) => return fail(e),
-    };
-    let path = c.log_path(&rec.id);
-    let mut f = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !a.follow => return Ok(0),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // Not started yet: wait for the file.
-            loop {
-                std::thread::sleep(Duration::from_millis(50));
-                if let Ok(f) = std::fs::File::open(&path) {
-                    break f;
-                }
-                if !c.container_dir(&rec.id).exists() {
-                    return Ok(0);
-                }
-            }
-        }
-        Err(e) => return fail(runtime::RuntimeError::io("reading the log", e)),
-    };
-    // Records go back to the stream they came from (see xrun::runtime::log).
-    let mut pending: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    let emit = |pending: &mut Vec<u8>| -> anyhow::Result<()> {
-        let (records, used) = runtime::log::decode(pending)?;
+    let mut print = |records: Vec<runtime::log::Record>| -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();
         let mut err = std::io::stderr().lock();
         for r in records {
@@ -283,47 +245,22 @@ pub fn logs(g: &Global, a: LogsArgs) -> anyhow::Result<u8> {
             w.write_all(&r.data)?;
         }
         out.flush()?;
-        err.flush()?;
-        pending.drain(..used);
-        Ok(())
+        err.flush()
     };
-    loop {
-        let n = f.read(&mut buf).unwrap_or(0);
-        if n > 0 {
-            pending.extend_from_slice(&buf[..n]);
-            if pending.len() > (1 << 20) {
-                emit(&mut pending)?;
-            }
-            continue;
-        }
-        emit(&mut pending)?;
-        if !a.follow {
-            return Ok(0);
-        }
-        let running = c.load(&rec.id).map(|r| r.is_running()).unwrap_or(false);
-        if !running {
-            // One last read for what was written just before the exit.
-            let mut rest = Vec::new();
-            let _ = f.read_to_end(&mut rest);
-            pending.extend_from_slice(&rest);
-            emit(&mut pending)?;
-            return Ok(0);
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    match Engine::open(&g.root).logs(&a.container, a.follow, &mut print) {
+        Ok(()) => Ok(0),
+        Err(e) => engine_failure(e),
     }
 }
 
 /// `xrun stop`.
 pub fn stop(g: &Global, a: StopArgs) -> anyhow::Result<u8> {
-    let c = match open(g) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
+    let engine = Engine::open(&g.root);
     let mut code = 0;
     for key in &a.containers {
-        match lifecycle::stop(&c, key, Duration::from_secs(a.time)) {
+        match engine.stop(key, Duration::from_secs(a.time)) {
             Ok(_) => println!("{key}"),
-            Err(e) => code = fail(e)?,
+            Err(e) => code = engine_failure(e)?,
         }
     }
     Ok(code)
@@ -331,19 +268,16 @@ pub fn stop(g: &Global, a: StopArgs) -> anyhow::Result<u8> {
 
 /// `xrun kill`.
 pub fn kill(g: &Global, a: KillArgs) -> anyhow::Result<u8> {
-    let sig = match signals::parse_signal(&a.signal) {
+    let sig = match Engine::parse_signal(&a.signal) {
         Ok(s) => s,
-        Err(e) => return fail(e),
+        Err(e) => return engine_failure(e),
     };
-    let c = match open(g) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
+    let engine = Engine::open(&g.root);
     let mut code = 0;
     for key in &a.containers {
-        match lifecycle::kill(&c, key, sig) {
+        match engine.kill(key, sig) {
             Ok(_) => println!("{key}"),
-            Err(e) => code = fail(e)?,
+            Err(e) => code = engine_failure(e)?,
         }
     }
     Ok(code)
@@ -351,15 +285,12 @@ pub fn kill(g: &Global, a: KillArgs) -> anyhow::Result<u8> {
 
 /// `xrun rm`.
 pub fn rm(g: &Global, a: RmArgs) -> anyhow::Result<u8> {
-    let c = match open(g) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
+    let engine = Engine::open(&g.root);
     let mut code = 0;
     for key in &a.containers {
-        match lifecycle::remove(&c, key, a.force) {
+        match engine.remove(key, a.force) {
             Ok(_) => println!("{key}"),
-            Err(e) => code = fail(e)?,
+            Err(e) => code = engine_failure(e)?,
         }
     }
     Ok(code)
@@ -367,29 +298,24 @@ pub fn rm(g: &Global, a: RmArgs) -> anyhow::Result<u8> {
 
 /// `xrun exec`.
 pub fn exec(g: &Global, a: ExecArgs) -> anyhow::Result<u8> {
-    if let Err(e) = runtime::seal::ensure_sealed() {
-        return fail(e);
+    let engine = Engine::open(&g.root);
+    if let Err(e) = engine.seal() {
+        return engine_failure(e);
     }
-    let c = match open(g) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
+    let spec = ExecSpec {
+        command: a.command,
+        env: a
+            .env
+            .iter()
+            .filter_map(|e| runtime::options::expand_env(e))
+            .collect(),
+        interactive: a.interactive,
+        tty: a.tty,
+        workdir: a.workdir,
     };
-    let env = a
-        .env
-        .iter()
-        .filter_map(|e| runtime::options::expand_env(e))
-        .collect();
-    match lifecycle::exec(
-        &c,
-        &a.container,
-        a.command,
-        env,
-        a.interactive,
-        a.tty,
-        a.workdir,
-    ) {
+    match engine.exec(&a.container, spec) {
         Ok(code) => Ok(code.clamp(0, 255) as u8),
-        Err(e) => fail(e),
+        Err(e) => engine_failure(e),
     }
 }
 
@@ -397,19 +323,9 @@ pub fn exec(g: &Global, a: ExecArgs) -> anyhow::Result<u8> {
 pub fn internal(g: &Global, a: InternalCommand) -> anyhow::Result<u8> {
     match a {
         InternalCommand::Init { command } => Ok(runtime::init::run(&command)),
-        InternalCommand::Monitor { id } => {
-            let ready = runtime::monitor::ready_fd();
-            if let Err(e) = runtime::seal::ensure_sealed() {
-                return fail(e);
-            }
-            let c = match open(g) {
-                Ok(c) => c,
-                Err(e) => return fail(e),
-            };
-            match lifecycle::monitor(&c, &id, ready, &super::route::VmMachines) {
-                Ok(code) => Ok(code),
-                Err(e) => fail(e),
-            }
-        }
+        InternalCommand::Monitor { id } => match Engine::open(&g.root).monitor(&id) {
+            Ok(code) => Ok(code),
+            Err(e) => engine_failure(e),
+        },
     }
 }

@@ -1,11 +1,11 @@
-//! `xrun images`, `rmi`, `image prune`, `inspect`, `load`, `save`. Owner: the store stage.
+//! `xrun images`, `rmi`, `image prune`, `inspect`, `load`, `save`: the engine's image
+//! operations, printed.
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use xrun::engine::{Engine, ErrorKind, Reclaimed};
 use xrun::platform::Platform;
-use xrun::reference::ImageRef;
-use xrun::store::{ImageRecord, Store, StoreError};
+use xrun::store::ImageRecord;
 
 use super::Global;
 
@@ -81,66 +81,6 @@ pub struct SaveArgs {
     pub platform: Option<Platform>,
 }
 
-fn open(g: &Global) -> anyhow::Result<Store> {
-    Store::open(&g.root).with_context(|| format!("opening the store at {}", g.root.display()))
-}
-
-/// Every record `input` names (reference or image ID), restricted to `platform` when given.
-fn matching(
-    store: &Store,
-    input: &str,
-    platform: Option<&Platform>,
-) -> anyhow::Result<Vec<ImageRecord>> {
-    let mut found = match ImageRef::parse(input) {
-        Ok(r) => store.find_images(&r.name(), &r.tag_or_digest())?,
-        Err(_) => Vec::new(),
-    };
-    if found.is_empty() {
-        found = store.find_by_id(input)?;
-    }
-    if let Some(p) = platform {
-        let p = p.normalize();
-        found.retain(|r| {
-            let have = r.platform.normalize();
-            have.os == p.os
-                && have.architecture == p.architecture
-                && (p.variant.is_none() || have.variant == p.variant)
-        });
-    }
-    Ok(found)
-}
-
-/// The one record `input` names on `platform` (or the host's when several).
-fn resolve(store: &Store, input: &str, platform: Option<&Platform>) -> anyhow::Result<ImageRecord> {
-    if let Ok(r) = ImageRef::parse(input)
-        && let Some(rec) = store.find_image(&r.name(), &r.tag_or_digest(), platform)?
-    {
-        return Ok(rec);
-    }
-    let by_id = matching(store, input, platform)?;
-    if by_id.len() == 1 {
-        return Ok(by_id.into_iter().next().unwrap_or_else(|| unreachable!()));
-    }
-    let others = matching(store, input, None)?;
-    match (platform, others.is_empty()) {
-        (Some(p), false) => {
-            let have: Vec<String> = others.iter().map(|r| r.platform.to_string()).collect();
-            bail!(
-                "no such image: {input} for platform {p} (the store has it for {})",
-                have.join(", ")
-            )
-        }
-        (None, false) => {
-            let have: Vec<String> = others.iter().map(|r| r.platform.to_string()).collect();
-            bail!(
-                "no such image: {input} for this host (the store has it for {}; use --platform)",
-                have.join(", ")
-            )
-        }
-        _ => bail!("no such image: {input}"),
-    }
-}
-
 /// `name:tag`, or `name@digest` for an untagged record.
 fn display_ref(r: &ImageRecord) -> String {
     match &r.tag {
@@ -194,18 +134,7 @@ fn ago(rfc3339: &str) -> String {
 
 /// `xrun images`.
 pub fn images(g: &Global, a: ImagesArgs) -> anyhow::Result<u8> {
-    let store = open(g)?;
-    let mut records = store.list_images()?;
-    if let Some(filter) = &a.reference {
-        let r = ImageRef::parse(filter)?;
-        let tag_given = filter
-            .rsplit('/')
-            .next()
-            .is_some_and(|last| last.contains(':') || last.contains('@'));
-        records.retain(|rec| {
-            rec.name == r.name() && (!tag_given || xrun_names(rec, &r.tag_or_digest()))
-        });
-    }
+    let records = Engine::open(&g.root).list_images(a.reference.as_deref())?;
     if a.quiet {
         let mut seen = std::collections::BTreeSet::new();
         for r in &records {
@@ -254,69 +183,36 @@ pub fn images(g: &Global, a: ImagesArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// Whether the record is named by a tag or digest.
-fn xrun_names(r: &ImageRecord, tag_or_digest: &str) -> bool {
-    match tag_or_digest.parse::<xrun::digest::Digest>() {
-        Ok(d) => r.manifest_digest == d || r.index_digest.as_ref() == Some(&d),
-        Err(_) => r.tag.as_deref() == Some(tag_or_digest),
-    }
-}
-
 /// `xrun rmi`.
 pub fn rmi(g: &Global, a: RmiArgs) -> anyhow::Result<u8> {
-    let store = open(g)?;
-    let leases = store.snapshot_leases()?;
+    let engine = Engine::open(&g.root);
     let mut failed = false;
     let mut removed = Vec::new();
     for input in &a.references {
-        let records = matching(&store, input, a.platform.as_ref())?;
-        if records.is_empty() {
-            let what = match &a.platform {
-                Some(p) => format!("{input} for platform {p}"),
-                None => input.clone(),
-            };
-            eprintln!("xrun: no such image: {what}");
-            failed = true;
-            continue;
-        }
-        // An image is in use when a container's lease covers all its layers.
-        let users: Vec<&str> = leases
-            .iter()
-            .filter(|(_, ids)| {
-                records
-                    .iter()
-                    .any(|r| r.layers.iter().all(|l| ids.contains(&l.diff_id)))
-            })
-            .map(|(h, _)| h.as_str())
-            .collect();
-        if !users.is_empty() && !a.force {
-            eprintln!(
-                "xrun: {}",
-                StoreError::InUse {
-                    image: input.clone(),
-                    holders: format!("container {} (use -f to untag anyway)", users.join(", ")),
-                }
-            );
-            failed = true;
-            continue;
-        }
-        store.remove_records(&records)?;
+        let records = match engine.remove_image(input, a.force, a.platform.as_ref()) {
+            Ok(r) => r,
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Conflict) => {
+                eprintln!("xrun: {e}");
+                failed = true;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         for r in &records {
             println!("Untagged: {} ({})", display_ref(r), r.platform);
         }
         removed.extend(records);
     }
     if !removed.is_empty() {
-        match store.prune_unreferenced(&removed) {
-            Ok(report) => {
+        match engine.reclaim(&removed)? {
+            Reclaimed::Deleted(report) => {
                 for d in &report.blobs {
                     println!("Deleted: {d}");
                 }
             }
-            Err(StoreError::Busy(why)) => {
+            Reclaimed::Deferred(why) => {
                 eprintln!("xrun: note: space not reclaimed now ({why}); run `xrun image prune`")
             }
-            Err(e) => return Err(e.into()),
         }
     }
     Ok(if failed { super::EXIT_XRUN_ERROR } else { 0 })
@@ -325,8 +221,7 @@ pub fn rmi(g: &Global, a: RmiArgs) -> anyhow::Result<u8> {
 /// `xrun image prune`.
 pub fn image(g: &Global, a: ImageCommand) -> anyhow::Result<u8> {
     let ImageCommand::Prune { force: _ } = a;
-    let store = open(g)?;
-    let report = store.prune()?;
+    let report = Engine::open(&g.root).prune_images()?;
     for d in &report.blobs {
         println!("Deleted blob: {d}");
     }
@@ -344,29 +239,14 @@ pub fn image(g: &Global, a: ImageCommand) -> anyhow::Result<u8> {
 
 /// `xrun inspect`.
 pub fn inspect(g: &Global, a: InspectArgs) -> anyhow::Result<u8> {
-    let store = open(g)?;
-    let record = resolve(&store, &a.reference, a.platform.as_ref())?;
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&store.read_blob(&record.manifest_digest)?)
-            .context("parsing the manifest")?;
-    let config: serde_json::Value =
-        serde_json::from_slice(&store.read_blob(&record.config_digest)?)
-            .context("parsing the config")?;
-    let out = serde_json::json!({
-        "record": record,
-        "manifest": manifest,
-        "config": config,
-    });
+    let out = Engine::open(&g.root).inspect_image(&a.reference, a.platform.as_ref())?;
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(0)
 }
 
 /// `xrun load`.
 pub fn load(g: &Global, a: LoadArgs) -> anyhow::Result<u8> {
-    let store = open(g)?;
-    let records = store
-        .load_layout(&a.input, a.platform.as_ref())
-        .with_context(|| format!("loading {}", a.input.display()))?;
+    let records = Engine::open(&g.root).load_images(&a.input, a.platform.as_ref())?;
     for r in &records {
         println!("Loaded image: {} ({})", display_ref(r), r.platform);
     }
@@ -375,19 +255,6 @@ pub fn load(g: &Global, a: LoadArgs) -> anyhow::Result<u8> {
 
 /// `xrun save`.
 pub fn save(g: &Global, a: SaveArgs) -> anyhow::Result<u8> {
-    let store = open(g)?;
-    let records = match &a.platform {
-        Some(p) => vec![resolve(&store, &a.reference, Some(p))?],
-        None => {
-            let all = matching(&store, &a.reference, None)?;
-            if all.is_empty() {
-                bail!("no such image: {}", a.reference);
-            }
-            all
-        }
-    };
-    store
-        .save_layout(&records, &a.output)
-        .with_context(|| format!("saving to {}", a.output.display()))?;
+    Engine::open(&g.root).save_images(&a.reference, &a.output, a.platform.as_ref())?;
     Ok(0)
 }

@@ -15,7 +15,6 @@ mod containers;
 mod host;
 mod images;
 mod pull;
-mod route;
 mod run;
 
 /// Exit code for xrun's own failures, as Docker's 125.

@@ -4,12 +4,12 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context, bail};
 use xrun::config::Config;
+use xrun::engine::{Engine, PullRequest};
 use xrun::platform::Platform;
 use xrun::reference::ImageRef;
 use xrun::registry::auth::{Credentials, DockerConfig, normalize_server};
 use xrun::registry::manifest::ManifestKind;
-use xrun::registry::{ClientOptions, PullOptions, progress, pull::runtime};
-use xrun::store::Store;
+use xrun::registry::{ClientOptions, progress, pull::runtime};
 
 use super::Global;
 
@@ -106,22 +106,20 @@ pub enum ManifestCommand {
 
 /// `xrun pull`.
 pub fn pull(g: &Global, a: PullArgs) -> anyhow::Result<u8> {
-    let image = ImageRef::parse(&a.reference)?;
     let platform = a
         .platform
         .as_deref()
         .map(str::parse::<Platform>)
         .transpose()?;
-    let opts = PullOptions {
+    let req = PullRequest {
+        reference: a.reference,
         platform,
         all_platforms: a.all_platforms,
-        client: a.remote.client()?,
+        insecure_registries: a.remote.insecure_registries.clone(),
         credentials: a.remote.credentials()?,
-        unpack: true,
     };
-    let store = Store::open(&g.root)?;
     let progress = progress::for_terminal(a.quiet);
-    xrun::registry::pull_blocking(&store, &image, &opts, progress.as_ref())?;
+    Engine::open(&g.root).pull(&req, progress.as_ref())?;
     Ok(0)
 }
 

@@ -1,0 +1,86 @@
+//! The engine: xrun's operations as typed requests and results, the only place where
+//! orchestration lives. Front ends (the CLI now, the Docker API service next) translate
+//! their input into these requests and the results into their output; none of them decides
+//! a route or touches the store.
+//!
+//! - containers: [`Engine::create`] (image → platform → host → route → record, from a
+//!   [`ContainerSpec`]), [`Engine::start`], [`Engine::run_attached`], [`Engine::logs`],
+//!   [`Engine::stop`], [`Engine::kill`], [`Engine::remove`], [`Engine::exec`],
+//!   [`Engine::list`], [`Engine::inspect`];
+//! - images: [`Engine::pull`], [`Engine::list_images`], [`Engine::inspect_image`],
+//!   [`Engine::remove_image`] + [`Engine::reclaim`], [`Engine::prune_images`],
+//!   [`Engine::load_images`], [`Engine::save_images`];
+//! - the pre-flight: [`Engine::check`].
+//!
+//! Failures are [`EngineError`]s, which keep Docker's exit codes (125/126/127) and the
+//! refusals' reasons. What happens along the way (pull progress, the route notice) goes to
+//! an [`Observer`].
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::runtime::Containers;
+
+mod check;
+mod containers;
+mod create;
+mod error;
+mod images;
+mod logs;
+mod observer;
+mod resolve;
+pub mod route;
+mod spec;
+pub mod vm;
+
+pub use check::CheckRequest;
+pub use containers::{AttachOptions, ExecSpec};
+pub use error::{EXIT_ENGINE_ERROR, EngineError, ErrorKind};
+pub use images::{PullRequest, Reclaimed};
+pub use observer::{Observer, Unobserved};
+pub use spec::{ContainerSpec, CreateOutcome, Created, DryRun, DryRunPlan, ImageSource};
+
+/// The engine over one store root (images, containers, state).
+///
+/// Cheap to make: stores and container state are opened by each operation, so containers
+/// made by one front end are seen and managed by any other on the same root.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    root: PathBuf,
+    config: Option<Config>,
+}
+
+impl Engine {
+    /// The engine over store root `root`; the configuration file is read by the operations
+    /// that need it (see [`Engine::with_config`]).
+    pub fn open(root: impl Into<PathBuf>) -> Engine {
+        Engine {
+            root: root.into(),
+            config: None,
+        }
+    }
+
+    /// Uses `config` instead of reading the configuration file at each operation.
+    pub fn with_config(mut self, config: Config) -> Engine {
+        self.config = Some(config);
+        self
+    }
+
+    /// The store root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The configuration in force.
+    fn config(&self) -> Result<Config, EngineError> {
+        match &self.config {
+            Some(c) => Ok(c.clone()),
+            None => Ok(Config::load()?),
+        }
+    }
+
+    /// The container state under the root.
+    fn containers(&self) -> Result<Containers, EngineError> {
+        Ok(Containers::open(&self.root)?)
+    }
+}

@@ -1,0 +1,174 @@
+//! The vm route's containers: the options it cannot honour, the launch description saved
+//! beside the record ([`vm_launch`]), and the runtime's machines for them ([`VmMachines`]).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::runtime::machine::{Machine, MachineControl, MachineIo, Machines};
+use crate::runtime::options::ExecRoute;
+use crate::runtime::{ContainerRecord, Containers, ImageInput, RunOptions, RuntimeError};
+use crate::vm::{VmControl, VmIo, VmLaunch, VmRun, VmSpec};
+
+use super::EngineError;
+use super::route::VmRoute;
+
+/// The options the vm route cannot honour, as the one error line to give (`None`: fine).
+pub fn vm_unsupported(opts: &RunOptions) -> Option<String> {
+    let flag = if !opts.volumes.is_empty() {
+        "-v"
+    } else if opts.read_only {
+        "--read-only"
+    } else if opts.network == crate::runtime::Network::Host {
+        "--network host"
+    } else if opts.runtime.is_some() {
+        "--runtime"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{flag} is not supported on the vm route (the container runs in a VM): drop it, or use another --route"
+    ))
+}
+
+/// How to boot container `short_id`'s VM on the vm route (saved in its directory, so `start`
+/// boots it again): the command, environment, user, resources of `image` + `opts`.
+pub fn vm_launch(
+    vm: &VmRoute,
+    image: &ImageInput,
+    opts: &RunOptions,
+    short_id: &str,
+) -> Result<VmLaunch, EngineError> {
+    let guest = vm
+        .guest
+        .as_ref()
+        .ok_or_else(|| EngineError::Invalid("no guest for the vm route".into()))?;
+    let config = image.config.config().clone().unwrap_or_default();
+    let hostname = opts
+        .hostname
+        .clone()
+        .unwrap_or_else(|| short_id.to_string());
+    Ok(VmLaunch {
+        guest_dir: guest.dir.clone(),
+        rootfs_cache: vm.cache.join("rootfs"),
+        manifest: vm.manifest.clone(),
+        layer_dirs: image.layer_dirs.clone(),
+        // A `--rm` container's changes go with it: a tmpfs in the guest, no disk to make.
+        disk_size: if opts.auto_remove {
+            0
+        } else {
+            crate::vm::launch::DEFAULT_DISK_SIZE
+        },
+        spec: VmSpec {
+            argv: crate::runtime::spec::command(image, opts),
+            env: crate::runtime::spec::environment(image, opts, &hostname, None),
+            workdir: opts
+                .workdir
+                .clone()
+                .or_else(|| config.working_dir().clone())
+                .filter(|w| !w.is_empty()),
+            user: opts
+                .user
+                .clone()
+                .or_else(|| config.user().clone())
+                .filter(|u| !u.is_empty()),
+            hostname: Some(hostname),
+            memory_mib: opts
+                .memory
+                .map(|m| (m / (1024 * 1024)).max(64))
+                .unwrap_or(VmSpec::default().memory_mib),
+            cpus: opts.cpus.map(|c| c.ceil().max(1.0) as u32).unwrap_or(1),
+            modules: {
+                // Only what the guest ships: built-in ones need no loading (the plan checked).
+                let shipped = guest.optional_modules();
+                vm.modules
+                    .iter()
+                    .filter(|m| shipped.contains(&m.replace('-', "_")))
+                    .cloned()
+                    .collect()
+            },
+            ..VmSpec::default()
+        },
+    })
+}
+
+/// The runtime's [`Machines`] for the vm route: a container recorded on the vm route is its
+/// VM, booted from the `vm.json` in its directory.
+pub struct VmMachines;
+
+impl Machines for VmMachines {
+    fn machine(
+        &self,
+        c: &Containers,
+        rec: &ContainerRecord,
+    ) -> Result<Option<Box<dyn Machine>>, RuntimeError> {
+        if rec.options.route != ExecRoute::Vm {
+            return Ok(None);
+        }
+        let dir = c.container_dir(&rec.id);
+        let launch = VmLaunch::load(&dir).map_err(|e| RuntimeError::Corrupt(e.to_string()))?;
+        Ok(Some(Box::new(VmMachine {
+            dir,
+            launch,
+            run: None,
+        })))
+    }
+}
+
+/// One run of a VM container.
+struct VmMachine {
+    dir: PathBuf,
+    launch: VmLaunch,
+    run: Option<VmRun>,
+}
+
+fn vm_error(e: crate::vm::VmError) -> RuntimeError {
+    RuntimeError::Runtime(e.to_string())
+}
+
+impl Machine for VmMachine {
+    fn start(&mut self, io: MachineIo) -> Result<(i32, Arc<dyn MachineControl>), RuntimeError> {
+        let vio = VmIo {
+            stdin: io.stdin,
+            stdout: io.stdout,
+            stderr: io.stderr,
+        };
+        let mut run = self
+            .launch
+            .start(&self.dir, io.tty, vio)
+            .map_err(vm_error)?;
+        if !run.wait_started().map_err(vm_error)? {
+            // The guest ended before starting the command: its reason went to stderr.
+            return Err(match run.wait() {
+                Ok(exit) => RuntimeError::Runtime(format!(
+                    "the VM ended before starting the command (status {})",
+                    exit.code
+                )),
+                Err(e) => vm_error(e),
+            });
+        }
+        let pid = run.pid() as i32;
+        let control = Arc::new(VmSignals(run.control()));
+        self.run = Some(run);
+        Ok((pid, control))
+    }
+
+    fn wait(&mut self) -> Result<i32, RuntimeError> {
+        let run = self
+            .run
+            .take()
+            .ok_or_else(|| RuntimeError::Runtime("the VM was not started".into()))?;
+        run.wait().map(|e| e.code).map_err(vm_error)
+    }
+}
+
+/// A VM's control as the runtime's [`MachineControl`].
+struct VmSignals(VmControl);
+
+impl MachineControl for VmSignals {
+    fn signal(&self, sig: i32) {
+        self.0.signal(sig);
+    }
+    fn resize(&self, rows: u16, cols: u16) {
+        self.0.resize(rows, cols);
+    }
+}
