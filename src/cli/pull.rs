@@ -1,15 +1,15 @@
-//! `xrun pull`, `login`, `logout`, `manifest inspect`. Owner: the registry stage.
+//! `xrun pull`, `login`, `logout`, `manifest inspect`: the engine's registry operations;
+//! this file reads credentials (flags, terminal, stdin) and prints.
 
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context, bail};
-use xrun::config::Config;
 use xrun::engine::{Engine, PullRequest};
 use xrun::platform::Platform;
 use xrun::reference::ImageRef;
-use xrun::registry::auth::{Credentials, DockerConfig, normalize_server};
+use xrun::registry::auth::Credentials;
 use xrun::registry::manifest::ManifestKind;
-use xrun::registry::{ClientOptions, progress, pull::runtime};
+use xrun::registry::progress;
 
 use super::Global;
 
@@ -25,14 +25,6 @@ pub struct RemoteArgs {
 }
 
 impl RemoteArgs {
-    fn client(&self) -> anyhow::Result<ClientOptions> {
-        let config = Config::load()?;
-        Ok(ClientOptions::from_config(
-            &config,
-            &self.insecure_registries,
-        ))
-    }
-
     fn credentials(&self) -> anyhow::Result<Option<Credentials>> {
         self.creds
             .as_deref()
@@ -124,14 +116,8 @@ pub fn pull(g: &Global, a: PullArgs) -> anyhow::Result<u8> {
 }
 
 /// `xrun login`.
-pub fn login(_g: &Global, a: LoginArgs) -> anyhow::Result<u8> {
+pub fn login(g: &Global, a: LoginArgs) -> anyhow::Result<u8> {
     let server = a.server.clone().unwrap_or_else(|| "docker.io".to_string());
-    let registry = normalize_server(&server);
-    let registry = if registry == "docker.io" {
-        "index.docker.io".to_string()
-    } else {
-        registry
-    };
     let username = match a.username {
         Some(u) => u,
         None => prompt("Username: ", true)?,
@@ -156,12 +142,7 @@ pub fn login(_g: &Global, a: LoginArgs) -> anyhow::Result<u8> {
         bail!("a password is required (-p, --password-stdin)");
     }
     let creds = Credentials { username, password };
-    let config = Config::load()?;
-    let opts = ClientOptions::from_config(&config, &a.insecure_registries);
-    runtime()?.block_on(xrun::registry::verify_login(&registry, &creds, &opts))?;
-    let mut file = DockerConfig::load()?;
-    file.set(&server, &creds);
-    file.save()?;
+    Engine::open(&g.root).login(&server, &creds, &a.insecure_registries)?;
     println!("Login Succeeded");
     Ok(0)
 }
@@ -195,11 +176,9 @@ fn prompt(label: &str, echo: bool) -> anyhow::Result<String> {
 }
 
 /// `xrun logout`.
-pub fn logout(_g: &Global, a: LogoutArgs) -> anyhow::Result<u8> {
+pub fn logout(g: &Global, a: LogoutArgs) -> anyhow::Result<u8> {
     let server = a.server.unwrap_or_else(|| "docker.io".to_string());
-    let mut file = DockerConfig::load()?;
-    if file.remove(&server) {
-        file.save()?;
+    if Engine::open(&g.root).logout(&server)? {
         println!("Removing login credentials for {server}");
     } else {
         println!("Not logged in to {server}");
@@ -208,7 +187,7 @@ pub fn logout(_g: &Global, a: LogoutArgs) -> anyhow::Result<u8> {
 }
 
 /// `xrun manifest inspect`.
-pub fn manifest(_g: &Global, a: ManifestCommand) -> anyhow::Result<u8> {
+pub fn manifest(g: &Global, a: ManifestCommand) -> anyhow::Result<u8> {
     let ManifestCommand::Inspect {
         reference,
         format,
@@ -218,13 +197,12 @@ pub fn manifest(_g: &Global, a: ManifestCommand) -> anyhow::Result<u8> {
         bail!("--format must be table or json, not {format:?}");
     }
     let image = ImageRef::parse(&reference)?;
-    let client = remote.client()?;
     let creds = remote.credentials()?;
-    let m = runtime()?.block_on(xrun::registry::inspect_remote(
+    let m = Engine::open(&g.root).inspect_remote(
         &image,
-        &client,
+        &remote.insecure_registries,
         creds.as_ref(),
-    ))?;
+    )?;
     let mut out = std::io::stdout().lock();
     if format == "json" {
         out.write_all(&m.raw)?;

@@ -10,6 +10,7 @@
 //! - images: [`Engine::pull`], [`Engine::list_images`], [`Engine::inspect_image`],
 //!   [`Engine::remove_image`] + [`Engine::reclaim`], [`Engine::prune_images`],
 //!   [`Engine::load_images`], [`Engine::save_images`];
+//! - registries: [`Engine::login`], [`Engine::logout`], [`Engine::inspect_remote`];
 //! - the pre-flight: [`Engine::check`].
 //!
 //! Failures are [`EngineError`]s, which keep Docker's exit codes (125/126/127) and the
@@ -28,6 +29,7 @@ mod error;
 mod images;
 mod logs;
 mod observer;
+mod registry;
 mod resolve;
 pub mod route;
 mod spec;
