@@ -58,6 +58,7 @@ pub mod bundle;
 pub mod cgroups;
 pub mod executor;
 pub mod init;
+pub mod inroot;
 pub mod lifecycle;
 pub mod log;
 pub mod machine;
