@@ -64,6 +64,7 @@ pub mod log;
 pub mod machine;
 pub mod monitor;
 pub mod options;
+pub mod placement;
 pub mod resolve;
 pub mod rundir;
 pub mod seal;

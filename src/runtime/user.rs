@@ -96,8 +96,21 @@ fn numeric(s: &str, kind: Kind) -> Result<Option<u32>, RuntimeError> {
     }
 }
 
+/// The most of `/etc/passwd` or `/etc/group` read (the image's files are untrusted input).
+pub const MAX_TABLE_BYTES: u64 = 16 << 20;
+
+/// The image's `file` (read inside the root: an image's `/etc/passwd` symlink cannot make xrun
+/// read a host file), empty when missing.
+fn read_table(rootfs: &Path, file: &str) -> String {
+    super::inroot::Root::open(rootfs)
+        .ok()
+        .and_then(|r| r.read_file(file, MAX_TABLE_BYTES))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
 fn read_passwd(rootfs: &Path) -> Vec<Passwd> {
-    let text = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let text = read_table(rootfs, "/etc/passwd");
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
@@ -115,7 +128,7 @@ fn read_passwd(rootfs: &Path) -> Vec<Passwd> {
 }
 
 fn read_group(rootfs: &Path) -> Vec<Group> {
-    let text = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    let text = read_table(rootfs, "/etc/group");
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
@@ -291,6 +304,20 @@ mod tests {
         // The largest usable ids still work.
         let u = resolve(r, "4294967294:4294967294").unwrap();
         assert_eq!((u.uid, u.gid), (4294967294, 4294967294));
+    }
+
+    #[test]
+    fn tables_are_read_inside_the_root() {
+        let host = rootfs(
+            "root:x:0:0:root:/root:/bin/sh\nhostonly:x:4242:4242::/:/bin/sh\n",
+            "",
+        );
+        let d = rootfs("root:x:0:0:root:/root:/bin/sh\n", "");
+        std::fs::remove_file(d.path().join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink(host.path().join("etc/passwd"), d.path().join("etc/passwd"))
+            .unwrap();
+        // The absolute link points at a path that does not exist inside the root.
+        assert!(resolve(d.path(), "hostonly").is_err());
     }
 
     #[test]
