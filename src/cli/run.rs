@@ -98,12 +98,12 @@ pub struct ContainerFlags {
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
     /// The image, then the command and its arguments (everything after the image belongs
-    /// to the command).
+    /// to the command, flags included; an unknown flag before the image is an error, not an
+    /// image name).
     #[arg(
         value_name = "IMAGE [COMMAND]...",
         required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true
+        trailing_var_arg = true
     )]
     pub image_and_command: Vec<String>,
 }
