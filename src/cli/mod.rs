@@ -98,6 +98,12 @@ enum Command {
 
 /// Parses the command line, runs the command, and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
+    // Socket activation is not something xrun passes on: with `LISTEN_FDS` in its environment
+    // the runtime would keep that many of xrun's own descriptors open in the container.
+    for v in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
+        // SAFETY: the first thing the process does, before any thread exists.
+        unsafe { std::env::remove_var(v) };
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return parse_error(e),

@@ -44,7 +44,7 @@ pub struct ContainerFlags {
     #[arg(short, long)]
     pub workdir: Option<String>,
     /// USER[:GROUP] (names or ids).
-    #[arg(short, long)]
+    #[arg(short, long, allow_hyphen_values = true)]
     pub user: Option<String>,
     /// Override the image's entrypoint.
     #[arg(long)]
