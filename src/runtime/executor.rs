@@ -131,7 +131,7 @@ fn cloexec_above_stderr() -> std::io::Result<()> {
             libc::SYS_close_range,
             3u32,
             u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC as u32,
+            libc::CLOSE_RANGE_CLOEXEC,
         )
     };
     if r == 0 {
