@@ -83,6 +83,74 @@ fn uid_and_gid_4294967295_are_refused() {
     );
 }
 
+/// The busybox-amd64 fixture layout copied to `dir/NAME` with its config's `User` set to
+/// `user` (new config and manifest blobs, digests recomputed); `xrun load` names it
+/// `localhost/NAME:latest`.
+fn layout_with_user(dir: &Path, name: &str, user: &str) -> PathBuf {
+    let dst = dir.join(name);
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(common::fixture("busybox-amd64"))
+        .arg(&dst)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let blob = |d: &str| {
+        dst.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let write = |bytes: &[u8]| {
+        let hex = common::sha256_hex(bytes);
+        std::fs::write(dst.join("blobs/sha256").join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let read = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let mut index = read(dst.join("index.json"));
+    let mut manifest = read(blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    let mut config = read(blob(manifest["config"]["digest"].as_str().unwrap()));
+    config["config"]["User"] = user.into();
+    let (d, n) = write(&serde_json::to_vec(&config).unwrap());
+    manifest["config"]["digest"] = d.into();
+    manifest["config"]["size"] = n.into();
+    let (d, n) = write(&serde_json::to_vec(&manifest).unwrap());
+    index["manifests"][0]["digest"] = d.into();
+    index["manifests"][0]["size"] = n.into();
+    std::fs::write(dst.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    dst
+}
+
+#[test]
+fn an_image_user_of_4294967295_is_refused() {
+    if !capable() {
+        return;
+    }
+    let _g = exclusive();
+    let root = Root::new();
+    let t = tempfile::tempdir().unwrap();
+    for (name, user) in [("uidmax", "4294967295"), ("gidmax", "0:4294967295")] {
+        let layout = layout_with_user(t.path(), name, user);
+        let o = root.run(&["load", "-i", layout.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let image = format!("localhost/{name}:latest");
+        let o = run_image(&root, &[], &image, &["id"]);
+        refused(
+            &o,
+            &[
+                &format!("the image's User \"{user}\""),
+                "4294967295",
+                "unchanged",
+            ],
+        );
+        assert!(stdout(&o).is_empty());
+        // `-u` overrides the image's User, as in Docker.
+        let o = run_image(&root, &["-u", "65534"], &image, &["id", "-u"]);
+        assert_eq!(stdout(&o), "65534\n", "{}", stderr(&o));
+    }
+}
+
 #[test]
 fn unknown_flags_before_the_image_are_errors_and_the_rest_is_the_command() {
     if !capable() {
