@@ -348,7 +348,18 @@ fn bad_workdirs_and_mount_targets_are_one_clear_line() {
     refused(&o, &["cannot mount over /proc/sys"]);
     let o = run_image(&root, &["-v", "/nonexistent-xrun:/x"], AMD64, &["true"]);
     refused(&o, &["does not exist"]);
-    // Missing ones are created, as Docker does.
+    let o = run_image(
+        &root,
+        &["-v", &format!("{dir}:/data"), "-w", "/data/nope"],
+        AMD64,
+        &["pwd"],
+    );
+    refused(
+        &o,
+        &["-w /data/nope: /data/nope is not a directory in the volume mounted at /data"],
+    );
+    assert!(!t.path().join("nope").exists());
+    // Missing ones are created, as Docker does (in the image's root, never in a volume).
     let o = run_image(&root, &["-w", "/new/dir"], AMD64, &["pwd"]);
     assert_eq!(stdout(&o), "/new/dir\n", "{}", stderr(&o));
     let o = run_image(

@@ -225,7 +225,17 @@ impl Bundle {
                 }),
         };
         if let Some((wd, label)) = wd {
-            opts.workdir = Some(placement::workdir(&root, &wd, &label)?);
+            let binds: Vec<(String, &Path)> = mounts
+                .iter()
+                .map(|m| (m.destination.clone(), m.source.as_path()))
+                .chain(
+                    opts.volumes
+                        .iter()
+                        .map(|v| (v.container.clone(), v.host.as_path())),
+                )
+                .collect();
+            let placed = placement::workdir(&root, &wd, &label, &binds)?;
+            opts.workdir = Some(placed);
         }
         let opts = &opts;
         let spec = spec::build(

@@ -198,6 +198,21 @@ impl Root {
                 });
             }
             let last = todo.iter().all(|c| c.is_empty() || c == ".");
+            // Going below a kernel mount point that the image lacks: refused before anything
+            // is looked up or made there.
+            if policy.refuse_kernel_mounts
+                && stack.is_empty()
+                && let Some(m) = KERNEL_MOUNTS
+                    .iter()
+                    .find(|m| m.as_bytes()[1..] == *name.as_bytes())
+                && let Some(next) = todo.iter().rev().find(|c| !c.is_empty() && *c != ".")
+                && next != ".."
+            {
+                return Err(InRootError::KernelMount {
+                    path: format!("{m}/{}", next.to_string_lossy()),
+                    mount: m,
+                });
+            }
             let dir = stack.last().map(|(_, fd)| fd).unwrap_or(&self.fd);
             let fd = match open_path(dir, &name) {
                 Ok(fd) => fd,
@@ -335,6 +350,10 @@ mod tests {
         create: Create::Dir,
         refuse_kernel_mounts: true,
     };
+    const FIND_REFUSING: Policy = Policy {
+        create: Create::Nothing,
+        refuse_kernel_mounts: true,
+    };
     const FILE: Policy = Policy {
         create: Create::File,
         refuse_kernel_mounts: false,
@@ -441,8 +460,18 @@ mod tests {
                 "{p}"
             );
         }
-        assert!(!root.join("proc/self").exists());
-        assert!(!root.join("dev/fd").exists());
+        assert!(!root.join("proc").exists());
+        assert!(!root.join("dev").exists());
+        assert!(!root.join("sys").exists());
+        assert!(matches!(
+            r.resolve("/proc/self", FIND_REFUSING),
+            Err(InRootError::KernelMount { .. })
+        ));
+        // `..` right after it is not below it (and, as in the kernel, needs it to exist).
+        assert!(matches!(
+            r.resolve("/proc/../etc", FIND_REFUSING),
+            Err(InRootError::NotFound(p)) if p == "/proc"
+        ));
         // The mount points themselves are fine.
         assert_eq!(r.resolve("/proc", DIR).unwrap().path, "/proc");
     }

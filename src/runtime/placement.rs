@@ -44,12 +44,37 @@ fn refuse(label: &str, e: InRootError) -> RuntimeError {
 }
 
 /// Places the working directory `wd` (absolute; `label` names where it came from, e.g.
-/// `-w /x`); returns its resolved path.
-pub fn workdir(root: &Root, wd: &str, label: &str) -> Result<String, RuntimeError> {
+/// `-w /x`); returns its resolved path. `binds` are the placed bind mounts (resolved
+/// destination, host source): a working directory at or below one is inside the user's
+/// host directory, which is neither resolved nor written here; it must exist there.
+pub fn workdir(
+    root: &Root,
+    wd: &str,
+    label: &str,
+    binds: &[(String, &Path)],
+) -> Result<String, RuntimeError> {
     if !wd.starts_with('/') {
         return Err(RuntimeError::BadInput(format!(
             "{label}: the working directory must be an absolute path"
         )));
+    }
+    let lexical = tidy(wd);
+    if !lexical.split('/').any(|c| c == "..")
+        && let Some((dest, source)) = binds
+            .iter()
+            .filter(|(d, _)| at_or_below(&lexical, d))
+            .max_by_key(|(d, _)| d.len())
+    {
+        let rest = lexical[dest.len()..].trim_start_matches('/');
+        let inside = source.join(rest);
+        if !inside.is_dir() {
+            return Err(RuntimeError::BadInput(format!(
+                "{label}: {lexical} is not a directory in the volume mounted at {dest} ({} \
+                 on the host)",
+                inside.display()
+            )));
+        }
+        return Ok(lexical);
     }
     let r = root
         .resolve(
@@ -76,23 +101,31 @@ pub fn exec_workdir(root: &Root, wd: &str, binds: &[String]) -> Result<String, R
             "{label}: the working directory must be an absolute path"
         )));
     }
-    if binds.iter().any(|b| at_or_below(&tidy(wd), b)) {
+    let in_bind = |p: &str| binds.iter().any(|b| at_or_below(p, b));
+    if in_bind(&tidy(wd)) {
         return Ok(wd.to_string());
     }
-    let r = root
-        .resolve(
-            wd,
-            Policy {
-                create: Create::Nothing,
-                refuse_kernel_mounts: true,
-            },
-        )
-        .map_err(|e| match e {
-            InRootError::NotFound(p) => {
-                RuntimeError::BadInput(format!("{label}: {p} does not exist in the container"))
-            }
-            e => refuse(&label, e),
-        })?;
+    // Below a bind (reached through a link), the host's view of the root shows the mount
+    // point, not the bind: the runtime decides there.
+    let r = match root.resolve(
+        wd,
+        Policy {
+            create: Create::Nothing,
+            refuse_kernel_mounts: true,
+        },
+    ) {
+        Ok(r) if in_bind(&r.path) => return Ok(wd.to_string()),
+        Err(InRootError::NotFound(p) | InRootError::NotADirectory(p)) if in_bind(&p) => {
+            return Ok(wd.to_string());
+        }
+        Err(InRootError::NotFound(p)) => {
+            return Err(RuntimeError::BadInput(format!(
+                "{label}: {p} does not exist in the container"
+            )));
+        }
+        Err(e) => return Err(refuse(&label, e)),
+        Ok(r) => r,
+    };
     if r.kind != Kind::Dir {
         return Err(refuse(&label, InRootError::NotADirectory(r.path)));
     }
@@ -227,18 +260,46 @@ mod tests {
     fn workdirs() {
         let (_t, root, host) = setup();
         let r = Root::open(&root).unwrap();
+        let workdir = |w: &str, l: &str| super::workdir(&r, w, l, &[]);
         assert_eq!(
-            msg(workdir(&r, "/etc/passwd", "-w /etc/passwd")),
+            msg(workdir("/etc/passwd", "-w /etc/passwd")),
             "-w /etc/passwd: /etc/passwd is not a directory in the image"
         );
-        assert!(msg(workdir(&r, "/proc/self/fd/5", "-w /proc/self/fd/5")).contains("inside /proc"));
-        assert!(msg(workdir(&r, "/fd7", "-w /fd7")).contains("inside /proc"));
-        assert!(msg(workdir(&r, "rel", "-w rel")).contains("absolute"));
+        assert!(msg(workdir("/proc/self/fd/5", "-w /proc/self/fd/5")).contains("inside /proc"));
+        assert!(msg(workdir("/fd7", "-w /fd7")).contains("inside /proc"));
+        assert!(msg(workdir("rel", "-w rel")).contains("absolute"));
         // Through an absolute link to a host directory: created inside the root only.
-        let p = workdir(&r, "/out/new", "-w /out/new").unwrap();
+        let p = workdir("/out/new", "-w /out/new").unwrap();
         assert_eq!(p, format!("{}/new", host.display()));
         assert!(!host.join("new").exists());
-        assert_eq!(workdir(&r, "/", "-w /").unwrap(), "/");
+        assert_eq!(workdir("/", "-w /").unwrap(), "/");
+        // In a volume: checked in its host source, nothing made in the root or the source.
+        let binds = [("/data".to_string(), host.as_path())];
+        assert_eq!(
+            super::workdir(&r, "/data/./dir", "-w /data/dir", &binds).unwrap(),
+            "/data/dir"
+        );
+        let m = msg(super::workdir(&r, "/data/nope", "-w /data/nope", &binds));
+        assert!(
+            m.contains("not a directory in the volume mounted at /data"),
+            "{m}"
+        );
+        assert!(!root.join("data").exists() && !host.join("nope").exists());
+    }
+
+    #[test]
+    fn exec_workdirs() {
+        let (_t, root, _host) = setup();
+        let r = Root::open(&root).unwrap();
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        symlink("/data", root.join("d")).unwrap();
+        let binds = ["/data".to_string()];
+        assert_eq!(exec_workdir(&r, "/etc", &binds).unwrap(), "/etc");
+        assert!(msg(exec_workdir(&r, "/nope", &binds)).contains("does not exist"));
+        assert!(msg(exec_workdir(&r, "/fd7", &binds)).contains("inside /proc"));
+        // In a bind, directly or through a link: the runtime decides.
+        assert_eq!(exec_workdir(&r, "/data/x", &binds).unwrap(), "/data/x");
+        assert_eq!(exec_workdir(&r, "/d/x/y", &binds).unwrap(), "/d/x/y");
     }
 
     #[test]
