@@ -65,7 +65,6 @@ pub struct CheckArgs {
     #[arg(
         required = true,
         trailing_var_arg = true,
-        allow_hyphen_values = true,
         value_name = "IMAGE [CMD]..."
     )]
     pub args: Vec<String>,

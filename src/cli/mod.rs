@@ -97,7 +97,16 @@ enum Command {
 
 /// Parses the command line, runs the command, and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Socket activation is not something xrun passes on: with `LISTEN_FDS` in its environment
+    // the runtime would keep that many of xrun's own descriptors open in the container.
+    for v in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
+        // SAFETY: the first thing the process does, before any thread exists.
+        unsafe { std::env::remove_var(v) };
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return parse_error(e),
+    };
     init_logging(&cli.global.log_level);
     if !drives_a_container(&cli.command) {
         // Listing commands end quietly when their reader goes away (`xrun images | head`),
@@ -138,6 +147,21 @@ pub fn main() -> ExitCode {
             eprintln!("xrun: {}", one_line(&e));
             ExitCode::from(EXIT_XRUN_ERROR)
         }
+    }
+}
+
+/// A command line clap refused: its own message; help and version as usual (exit 0), any
+/// other refusal exits 125 as Docker does for flag errors (clap's default is 2).
+fn parse_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let _ = e.print();
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            ExitCode::from(e.exit_code() as u8)
+        }
+        _ => ExitCode::from(EXIT_XRUN_ERROR),
     }
 }
 

@@ -40,7 +40,7 @@ pub struct ContainerFlags {
     #[arg(short, long)]
     pub workdir: Option<String>,
     /// USER[:GROUP] (names or ids).
-    #[arg(short, long)]
+    #[arg(short, long, allow_hyphen_values = true)]
     pub user: Option<String>,
     /// Override the image's entrypoint.
     #[arg(long)]
@@ -94,12 +94,12 @@ pub struct ContainerFlags {
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
     /// The image, then the command and its arguments (everything after the image belongs
-    /// to the command).
+    /// to the command, flags included; an unknown flag before the image is an error, not an
+    /// image name).
     #[arg(
         value_name = "IMAGE [COMMAND]...",
         required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true
+        trailing_var_arg = true
     )]
     pub image_and_command: Vec<String>,
 }

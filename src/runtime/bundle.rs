@@ -8,7 +8,7 @@ use nix::mount::{MntFlags, MsFlags};
 use oci_spec::runtime::Spec;
 
 use super::spec::{self, ExtraMount, SpecInput};
-use super::{ImageInput, RunOptions, RuntimeError, init, resolve};
+use super::{ImageInput, RunOptions, RuntimeError, init, inroot, placement};
 
 /// What a caller adds to a bundle beyond the image and the options (the emulated route uses
 /// this to force the init and to bind its emulator in).
@@ -179,7 +179,9 @@ impl Bundle {
         extras: &BundleExtras,
     ) -> Result<Spec, RuntimeError> {
         let rootfs = self.rootfs();
-        let mut mounts = self.etc_files(id, opts, &rootfs)?;
+        let root = inroot::Root::open(&rootfs)
+            .map_err(|e| RuntimeError::Runtime(format!("opening the root file system: {e}")))?;
+        let mut mounts = self.etc_files(id, opts, &root)?;
         mounts.extend(extras.mounts.iter().cloned());
         let mut prefix = Vec::new();
         if opts.init || extras.force_init || opts.route == super::options::ExecRoute::Emulated {
@@ -187,21 +189,55 @@ impl Bundle {
             mounts.extend(m);
             prefix = p;
         }
-        let wd = opts.workdir.clone().or_else(|| {
-            image
+        // Every destination and the working directory resolved in the root (see
+        // `placement`): config.json names the resolved paths.
+        let mut opts = opts.clone();
+        let mut placed = Vec::new();
+        placement::binds(&root, &mut mounts, &mut placed)?;
+        for v in &mut opts.volumes {
+            let label = format!(
+                "-v {}:{}{}",
+                v.host.display(),
+                v.container,
+                if v.read_only { ":ro" } else { "" }
+            );
+            v.container = placement::bind(
+                &root,
+                &placement::Bind {
+                    source: &v.host,
+                    destination: &v.container,
+                    label,
+                },
+                &mut placed,
+            )?;
+        }
+        let wd = match &opts.workdir {
+            Some(w) => Some((w.clone(), format!("-w {w}"))),
+            None => image
                 .config
                 .config()
                 .as_ref()
                 .and_then(|c| c.working_dir().clone())
-        });
-        if let Some(wd) = wd.filter(|w| w.starts_with('/') && w != "/")
-            && resolve::resolve_in_root(&rootfs, &wd).is_none()
-        {
-            // Docker creates a missing working directory (in the container layer).
-            let p = rootfs.join(wd.trim_start_matches('/'));
-            std::fs::create_dir_all(&p)
-                .map_err(|e| RuntimeError::io(format!("creating working directory {wd}"), e))?;
+                .filter(|w| !w.is_empty())
+                .map(|w| {
+                    let label = format!("the image's WorkingDir {w:?}");
+                    (w, label)
+                }),
+        };
+        if let Some((wd, label)) = wd {
+            let binds: Vec<(String, &Path)> = mounts
+                .iter()
+                .map(|m| (m.destination.clone(), m.source.as_path()))
+                .chain(
+                    opts.volumes
+                        .iter()
+                        .map(|v| (v.container.clone(), v.host.as_path())),
+                )
+                .collect();
+            let placed = placement::workdir(&root, &wd, &label, &binds)?;
+            opts.workdir = Some(placed);
         }
+        let opts = &opts;
         let spec = spec::build(
             image,
             opts,
@@ -227,9 +263,15 @@ impl Bundle {
         &self,
         id: &str,
         opts: &RunOptions,
-        rootfs: &Path,
+        root: &inroot::Root,
     ) -> Result<Vec<ExtraMount>, RuntimeError> {
-        let has_etc = resolve::resolve_in_root(rootfs, "/etc").is_some_and(|p| p.is_dir());
+        let find = inroot::Policy {
+            create: inroot::Create::Nothing,
+            refuse_kernel_mounts: false,
+        };
+        let has_etc = root
+            .resolve("/etc", find)
+            .is_ok_and(|r| r.kind == inroot::Kind::Dir);
         if !has_etc {
             return Ok(vec![]);
         }

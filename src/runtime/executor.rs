@@ -84,6 +84,21 @@ struct XrunExecutor;
 
 impl Executor for XrunExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        // Only stdin, stdout and stderr cross the execve (libcontainer keeps the first
+        // `LISTEN_FDS` descriptors of xrun's own environment open for the process).
+        cloexec_above_stderr()
+            .map_err(|e| ExecutorError::Other(format!("closing inherited descriptors: {e}")))?;
+        // The working directory must be inside the container's root (a descriptor of the
+        // runtime's as `cwd`, CVE-2024-21626, leaves it unreachable): libcontainer checks it
+        // too; this holds whatever the runtime version.
+        match nix::unistd::getcwd() {
+            Ok(p) if p.is_absolute() => {}
+            _ => {
+                return Err(ExecutorError::Other(
+                    "the working directory is outside the container's root file system".into(),
+                ));
+            }
+        }
         super::tty::take_controlling_terminal(unsafe { std::os::fd::BorrowedFd::borrow_raw(0) });
         // The last step before execve, as runc does: the compiled seccomp program.
         super::seccomp_bpf::load_armed()
@@ -105,6 +120,33 @@ impl Executor for XrunExecutor {
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
         DefaultExecutor {}.validate(spec)
     }
+}
+
+/// Marks every descriptor above 2 close-on-exec (`close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`,
+/// else one `fcntl` per entry of `/proc/self/fd`).
+fn cloexec_above_stderr() -> std::io::Result<()> {
+    // SAFETY: a plain system call on integers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: setting a flag on a descriptor number; a closed one just fails.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
 }
 
 /// Blocks the forwarded signals in this thread until dropped, then restores its mask.

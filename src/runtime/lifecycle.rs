@@ -736,6 +736,24 @@ pub fn exec(
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(super::spec::DEFAULT_PATH);
+    // `-w` checked in the container's root as the host sees it (binds aside): a file, a path
+    // through /proc (the runtime's own descriptors, CVE-2024-21626) or a missing one is one
+    // clear line here, not the runtime's "failed to unix syscall".
+    let cwd = match cwd {
+        Some(w) => {
+            let root = super::inroot::Root::open(&bundle.rootfs())
+                .map_err(|e| RuntimeError::Runtime(format!("opening the root file system: {e}")))?;
+            let binds: Vec<String> = spec
+                .mounts()
+                .iter()
+                .flatten()
+                .filter(|m| m.typ().as_deref() == Some("bind"))
+                .map(|m| m.destination().display().to_string())
+                .collect();
+            Some(super::placement::exec_workdir(&root, &w, &binds)?)
+        }
+        None => None,
+    };
     let wd = cwd
         .clone()
         .unwrap_or_else(|| process.cwd().display().to_string());

@@ -3,62 +3,28 @@
 //! Symlinks are followed as the container would see them: absolute links are relative to
 //! the container root, and nothing resolves outside it.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 
 use super::RuntimeError;
+use super::inroot::{Create, Kind, Policy, Root};
+
+const FIND: Policy = Policy {
+    create: Create::Nothing,
+    refuse_kernel_mounts: false,
+};
 
 /// Resolves `path` (absolute inside the container) to a host path under `root`, following
-/// symlinks within `root`. `None` if a component does not exist.
+/// symlinks within `root` ([`super::inroot`]). `None` if a component does not exist.
 pub fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
-    let mut todo: Vec<String> = path
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .rev()
-        .map(str::to_string)
-        .collect();
-    let mut cur: Vec<String> = Vec::new();
-    let mut links = 0;
-    while let Some(c) = todo.pop() {
-        match c.as_str() {
-            "." => continue,
-            ".." => {
-                cur.pop();
-                continue;
-            }
-            _ => {}
-        }
-        let mut host = root.to_path_buf();
-        host.extend(&cur);
-        host.push(&c);
-        let meta = std::fs::symlink_metadata(&host).ok()?;
-        if meta.file_type().is_symlink() {
-            links += 1;
-            if links > 40 {
-                return None;
-            }
-            let target = std::fs::read_link(&host).ok()?;
-            if target.is_absolute() {
-                cur.clear();
-            }
-            for comp in target.components().rev() {
-                if let Component::Normal(n) = comp {
-                    todo.push(n.to_string_lossy().into_owned());
-                } else if comp == Component::ParentDir {
-                    todo.push("..".into());
-                }
-            }
-        } else {
-            cur.push(c);
-        }
-    }
-    let mut host = root.to_path_buf();
-    host.extend(&cur);
-    Some(host)
+    let r = Root::open(root).ok()?.resolve(path, FIND).ok()?;
+    Some(root.join(r.path.trim_start_matches('/')))
 }
 
 /// Checks that `cmd` (as `execvp` would find it through `path_var`) exists and is executable
-/// inside `root`; returns its path inside the container.
+/// inside `root`; returns its path inside the container. Each candidate is resolved in the
+/// root on descriptors and its mode read from the descriptor the walk ended on, so a link
+/// the container swaps meanwhile cannot make xrun look at a host file.
 pub fn check_command(
     root: &Path,
     cmd: &str,
@@ -78,15 +44,17 @@ pub fn check_command(
             .map(|d| format!("{}/{cmd}", d.trim_end_matches('/')))
             .collect()
     };
+    let root = Root::open(root)
+        .map_err(|e| RuntimeError::Runtime(format!("opening the root file system: {e}")))?;
     let mut found_not_exec = None;
     for c in &candidates {
-        let Some(host) = resolve_in_root(root, c) else {
+        let Ok(r) = root.resolve(c, FIND) else {
             continue;
         };
-        let Ok(meta) = std::fs::metadata(&host) else {
+        let Ok(st) = nix::sys::stat::fstat(r.fd.as_raw_fd()) else {
             continue;
         };
-        if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+        if r.kind == Kind::File && st.st_mode & 0o111 != 0 {
             return Ok(c.clone());
         }
         found_not_exec.get_or_insert(c.clone());
@@ -107,7 +75,7 @@ pub fn check_command(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::symlink;
+    use std::os::unix::fs::{PermissionsExt, symlink};
 
     #[test]
     fn follows_links_inside_root() {

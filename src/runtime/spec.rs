@@ -237,7 +237,12 @@ pub fn build(
         .clone()
         .or_else(|| cfg.and_then(|c| c.user().clone()))
         .unwrap_or_default();
-    let user = user::resolve(input.rootfs, &user_spec)?;
+    let user = user::resolve(input.rootfs, &user_spec).map_err(|e| match e {
+        RuntimeError::BadInput(m) if opts.user.is_none() => {
+            RuntimeError::BadInput(format!("the image's User {user_spec:?}: {m}"))
+        }
+        e => e,
+    })?;
     let env = environment(image, opts, &hostname, user.home.as_deref());
     let cwd = opts
         .workdir

@@ -4,6 +4,22 @@
 //! Layer directories may carry whiteouts in either form: tar style (`.wh.NAME`,
 //! `.wh..wh..opq`) or overlayfs style (a 0/0 character device, `trusted.overlay.opaque` or
 //! `user.overlay.opaque` = `y` on a directory).
+//!
+//! Layer content is untrusted (it comes from the image); what keeps the flattening inside
+//! the layer directories and the temporary root:
+//! - the layers are walked with `symlink_metadata` and `read_dir` on entries known to be real
+//!   directories: a symlink in a layer is copied as a symlink (its target as text), never
+//!   followed, so no host file's content can be read into the image;
+//! - in the flattened root, every directory a path is built on was made (or checked with
+//!   `symlink_metadata`) by this walk, depth first: a later layer that puts a symlink where a
+//!   directory was has it removed and replaced by a real directory before anything is written
+//!   below it; whiteout names that are not a plain name (`.wh.`, `.wh..`, `.wh...`) are
+//!   refused;
+//! - hard links are kept within one layer only (a path remembered from an earlier layer could
+//!   have had a parent replaced by a symlink since);
+//! - `--user` is looked up in `/etc/passwd` and `/etc/group` read inside a layer directory
+//!   (links followed in the layer's scope, [`crate::runtime::inroot`]), never through a link
+//!   to the host's files; a uid or gid of 4294967295 (`(uid_t)-1`, "unchanged") is refused.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -120,8 +136,8 @@ pub fn mkfs_erofs(dir: &Path, image: &Path) -> Result<(), VmError> {
 /// Applies `layer_dirs` in order into `root` (an empty directory), honoring whiteouts.
 /// Regular files are hard-linked from the layers when possible (same file system), else copied.
 pub fn flatten(layer_dirs: &[PathBuf], root: &Path) -> Result<(), VmError> {
-    let mut links = HashMap::new();
     for layer in layer_dirs {
+        let mut links = HashMap::new();
         let mut ctx = Ctx {
             layer,
             links: &mut links,
@@ -172,6 +188,12 @@ impl Ctx<'_> {
             let sp = src.join(&name);
             let dp = dst.join(&name);
             if let Some(hidden) = s.strip_prefix(WH) {
+                if matches!(hidden, "" | "." | "..") {
+                    return Err(VmError::PathEscape {
+                        layer: self.layer.to_path_buf(),
+                        entry: s.into_owned(),
+                    });
+                }
                 remove_any(&dst.join(hidden))?;
                 continue;
             }
@@ -297,16 +319,20 @@ pub fn resolve_user(layer_dirs: &[PathBuf], user: &str) -> Result<String, VmErro
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
+    // Inside each layer only: a layer's `etc/passwd -> /etc/shadow` must not read the host's.
     let find = |rel: &str| {
         layer_dirs
             .iter()
             .rev()
-            .map(|d| d.join(rel))
-            .find(|p| p.is_file())
-            .and_then(|p| fs::read_to_string(p).ok())
+            .find_map(|d| {
+                crate::runtime::inroot::Root::open(d)
+                    .ok()?
+                    .read_file(rel, crate::runtime::user::MAX_TABLE_BYTES)
+            })
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
     };
-    let passwd = find("etc/passwd");
+    let passwd = find("/etc/passwd");
     let lookup = |table: &str, key: &str, by_id: bool| -> Option<(u32, Option<u32>)> {
         table.lines().find_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
@@ -330,11 +356,18 @@ pub fn resolve_user(layer_dirs: &[PathBuf], user: &str) -> Result<String, VmErro
         None => pgid.unwrap_or(0),
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => lookup(&find("etc/group"), g, false)
+            Err(_) => lookup(&find("/etc/group"), g, false)
                 .map(|(id, _)| id)
                 .ok_or_else(|| VmError::UnknownUser(user.to_string()))?,
         },
     };
+    for (what, id) in [("uid", uid), ("gid", gid)] {
+        if id == crate::runtime::user::RESERVED_ID {
+            return Err(VmError::BadSpec(format!(
+                "user {user:?}: {what} {id} cannot be used (it means \"unchanged\" to the kernel)"
+            )));
+        }
+    }
     Ok(format!("{uid}:{gid}"))
 }
 
@@ -408,5 +441,120 @@ mod tests {
         assert_eq!(resolve_user(&l, "1000").unwrap(), "1000:0");
         assert_eq!(resolve_user(&l, "1000:7").unwrap(), "1000:7");
         assert!(resolve_user(&l, "ghost").is_err());
+    }
+
+    /// A sandbox directory holding a host-side sentinel (a secret file and an empty directory)
+    /// next to the layers, as an attacker's image would point at them.
+    struct Sandbox {
+        t: tempfile::TempDir,
+        secret: PathBuf,
+        hostdir: PathBuf,
+    }
+
+    const SECRET: &str = "host-secret-4242:x:4242:4242::/:/bin/sh";
+
+    fn sandbox() -> Sandbox {
+        let t = tempfile::tempdir().unwrap();
+        let secret = t.path().join("host/secret");
+        let hostdir = t.path().join("host/dir");
+        fs::create_dir_all(&hostdir).unwrap();
+        fs::write(&secret, format!("{SECRET}\n")).unwrap();
+        Sandbox { t, secret, hostdir }
+    }
+
+    fn host_unchanged(s: &Sandbox) {
+        assert_eq!(
+            fs::read_to_string(&s.secret).unwrap(),
+            format!("{SECRET}\n")
+        );
+        assert_eq!(fs::read_dir(&s.hostdir).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(s.t.path().join("host")).unwrap().count(), 2);
+    }
+
+    /// Every regular file's content under `dir` (symlinks not followed).
+    fn contents(dir: &Path, out: &mut Vec<u8>) {
+        for e in fs::read_dir(dir).unwrap().flatten() {
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                contents(&e.path(), out);
+            } else if t.is_file() {
+                out.extend(fs::read(e.path()).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn layer_symlinks_never_reach_host_files() {
+        let s = sandbox();
+        let base = s.t.path();
+        let (l1, l2, root) = (base.join("l1"), base.join("l2"), base.join("r"));
+        for d in [&l1, &l2, &root] {
+            fs::create_dir_all(d).unwrap();
+        }
+        // Layer 1: links to the host's secret and directory, by absolute path and by `..`.
+        fs::create_dir_all(l1.join("etc")).unwrap();
+        std::os::unix::fs::symlink(&s.secret, l1.join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("../../host/secret", l1.join("etc/group")).unwrap();
+        std::os::unix::fs::symlink(&s.hostdir, l1.join("data")).unwrap();
+        std::os::unix::fs::symlink("../host/dir", l1.join("rel")).unwrap();
+        std::os::unix::fs::symlink("../host", l1.join("up")).unwrap();
+        std::os::unix::fs::symlink(base.join("host"), l1.join("abs")).unwrap();
+        // Layer 2 writes below the links as if they were directories, and whiteouts through them.
+        for d in ["data", "rel", "up", "abs"] {
+            fs::create_dir_all(l2.join(d)).unwrap();
+            fs::write(l2.join(d).join("planted"), "x").unwrap();
+            fs::write(l2.join(d).join(".wh.secret"), "").unwrap();
+        }
+        flatten(&[l1.clone(), l2.clone()], &root).unwrap();
+        host_unchanged(&s);
+        assert!(root.join("data").is_dir() && !root.join("data").is_symlink());
+        assert!(root.join("etc/passwd").is_symlink());
+        let mut all = Vec::new();
+        contents(&root, &mut all);
+        assert!(!String::from_utf8_lossy(&all).contains(SECRET));
+        // The user lookup does not read the host's file through the layer's links.
+        assert!(resolve_user(std::slice::from_ref(&l1), "host-secret-4242").is_err());
+        assert!(resolve_user(std::slice::from_ref(&l1), "root:host-secret-4242").is_err());
+        // The built image holds none of the secret either.
+        let cache = base.join("cache");
+        let key: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        let (img, built) = image_for(&cache, &key, &[l1, l2]).unwrap();
+        assert!(built);
+        let bytes = fs::read(img).unwrap();
+        assert!(!bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()));
+        host_unchanged(&s);
+    }
+
+    #[test]
+    fn odd_whiteout_names_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        for name in [".wh.", ".wh..", ".wh..."] {
+            let (l, root) = (
+                t.path().join(format!("l{name}")),
+                t.path().join(format!("r{name}")),
+            );
+            fs::create_dir_all(l.join("d")).unwrap();
+            fs::create_dir_all(&root).unwrap();
+            fs::write(l.join("d").join(name), "").unwrap();
+            assert!(
+                matches!(flatten(&[l], &root), Err(VmError::PathEscape { .. })),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_reserved_id_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("etc")).unwrap();
+        fs::write(t.path().join("etc/passwd"), "m:x:4294967295:0::/:/bin/sh\n").unwrap();
+        let l = [t.path().to_path_buf()];
+        for u in ["4294967295", "0:4294967295", "m"] {
+            assert!(
+                matches!(resolve_user(&l, u), Err(VmError::BadSpec(_))),
+                "{u}"
+            );
+        }
+        assert_eq!(resolve_user(&l, "4294967294:0").unwrap(), "4294967294:0");
     }
 }
