@@ -366,7 +366,11 @@ pub fn load(g: &Global, a: LoadArgs) -> anyhow::Result<u8> {
     let store = open(g)?;
     let records = store
         .load_layout(&a.input, a.platform.as_ref())
-        .with_context(|| format!("loading {}", a.input.display()))?;
+        .map_err(|e| match e {
+            // Already names the layout: no second copy of the path.
+            e @ StoreError::BadLayout { .. } => anyhow::Error::new(e),
+            e => anyhow::Error::new(e).context(format!("loading {}", a.input.display())),
+        })?;
     for r in &records {
         println!("Loaded image: {} ({})", display_ref(r), r.platform);
     }
