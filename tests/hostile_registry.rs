@@ -108,6 +108,8 @@ fn endless(conn: &mut TcpStream) {
 }
 
 /// `xrun pull <args>` in `env`: (exit code, stderr, peak RSS in KiB).
+// The child is reaped with `wait4` (for its rusage), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 fn pull(env: &TestEnv, image: &str) -> (Option<i32>, String, i64) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_xrun"))
         .args(["pull", image])
