@@ -879,3 +879,43 @@ fn elf_scanner_on_random_bytes() {
         .unwrap();
     report("elf_random");
 }
+
+// ------------------------------------------------------------------------------------------
+// What a registry says besides documents: auth challenges and error bodies
+
+#[test]
+fn auth_challenges_and_error_bodies_without_panic() {
+    use xrun::registry::client::{Context, status_error};
+    use xrun::registry::login::{Challenge, parse_challenge};
+    let (mut runner, cases) = runner(5_000);
+    let challenge = prop_oneof![
+        ".{0,120}",
+        "(Basic|Bearer|bearer|Negotiate)( [a-z]{1,8}=(\"[ -~]{0,20}\"?|[ -~]{0,12}),?){0,4}",
+    ];
+    let body = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..256),
+        arb_json().prop_map(|v| serde_json::to_vec(&json!({ "errors": [v] })).unwrap()),
+    ];
+    runner
+        .run(&(challenge, any::<u16>(), body), |(h, code, body)| {
+            let (c, _, took) = metered(|| parse_challenge(&h));
+            record("challenges", took, cases);
+            if let Challenge::Bearer { realm, .. } = &c {
+                prop_assert!(!realm.contains('"'), "{:?} → {:?}", h, c);
+            }
+            let cx = Context {
+                registry: "r:1",
+                repository: "x",
+                reference: "r:1/x:y",
+                had_credentials: code % 2 == 0,
+            };
+            let err = status_error(code, &body, cx, None).into_error().to_string();
+            // One line, printable (no escape sequences from the registry), and bounded
+            // whatever the body holds.
+            prop_assert!(!err.chars().any(char::is_control), "{:?}", err);
+            prop_assert!(err.len() < 1024, "{} bytes", err.len());
+            Ok(())
+        })
+        .unwrap();
+    report("challenges");
+}

@@ -281,8 +281,7 @@ pub fn status_error(code: u16, body: &[u8], cx: Context<'_>, blob: Option<&str>)
                     .iter()
                     .map(|e| format!("{}: {}", e.code, e.message))
                     .collect();
-                let message = msg.join("; ").replace('\n', " ");
-                let message: String = message.chars().take(200).collect();
+                let message = printable(&msg.join("; "));
                 let err = RegistryError::Protocol { registry, message };
                 return if has("TOOMANYREQUESTS") || is_transient_status(code) {
                     Attempt::Transient(err)
@@ -293,9 +292,7 @@ pub fn status_error(code: u16, body: &[u8], cx: Context<'_>, blob: Option<&str>)
         }
         None if code == 404 => not_found(),
         None => {
-            let message = String::from_utf8_lossy(body);
-            let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
-            let message: String = message.chars().take(200).collect();
+            let message = printable(&String::from_utf8_lossy(body));
             RegistryError::Protocol {
                 registry,
                 message: format!("HTTP {code}: {message}"),
@@ -307,6 +304,22 @@ pub fn status_error(code: u16, body: &[u8], cx: Context<'_>, blob: Option<&str>)
     } else {
         Attempt::Fatal(err)
     }
+}
+
+/// What a registry said, made safe to print on one line: control characters (newlines,
+/// escape sequences) become spaces, runs of blanks one space, at most 200 characters.
+fn printable(s: &str) -> String {
+    let spaced: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    spaced
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(200)
+        .collect()
 }
 
 /// An error and its sources on one line.
