@@ -107,6 +107,31 @@ fn endless(conn: &mut TcpStream) {
     }
 }
 
+/// How an endless body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// `Content-Length: 512 MiB`.
+    Length,
+    /// No length: the body runs to the end of the connection.
+    Eof,
+    /// `Transfer-Encoding: chunked`, 64 KiB chunks.
+    Chunked,
+}
+
+/// [`endless`], in chunked encoding.
+fn endless_chunked(conn: &mut TcpStream) {
+    let mut chunk = format!("{:x}\r\n", 64 << 10).into_bytes();
+    chunk.extend(vec![b' '; 64 << 10]);
+    chunk.extend(b"\r\n");
+    let mut sent = 0;
+    while sent < HUGE {
+        if conn.write_all(&chunk).is_err() {
+            return;
+        }
+        sent += 64 << 10;
+    }
+}
+
 /// `xrun pull <args>` in `env`: (exit code, stderr, peak RSS in KiB).
 // The child is reaped with `wait4` (for its rusage), which clippy cannot see.
 #[allow(clippy::zombie_processes)]
@@ -154,19 +179,26 @@ const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 #[test]
 fn endless_manifest_is_refused_at_4_mib() {
-    // With an honest Content-Length of 512 MiB, and with no length at all (body to EOF).
-    for announce in [true, false] {
+    // With an honest Content-Length of 512 MiB, with no length at all (body to EOF), and
+    // chunked.
+    for framing in [Framing::Length, Framing::Eof, Framing::Chunked] {
         let (addr, _) = serve(Arc::new(
             move |req: &Request, conn: &mut TcpStream, _: &str| {
                 if req.path == "/v2/" {
                     return small(conn, "200 OK", &[], b"{}");
                 }
                 let mut h = vec![("Content-Type", OCI_MANIFEST.to_string())];
-                if announce {
-                    h.push(("Content-Length", HUGE.to_string()));
+                match framing {
+                    Framing::Length => h.push(("Content-Length", HUGE.to_string())),
+                    Framing::Chunked => h.push(("Transfer-Encoding", "chunked".to_string())),
+                    Framing::Eof => {}
                 }
                 head(conn, "200 OK", &h);
-                endless(conn);
+                if framing == Framing::Chunked {
+                    endless_chunked(conn);
+                } else {
+                    endless(conn);
+                }
             },
         ));
         let env = TestEnv::new();
