@@ -74,6 +74,11 @@ impl ImageRef {
             }
             _ => ("docker.io".to_string(), name.to_string()),
         };
+        if !valid_registry(&registry) {
+            return Err(err(
+                "invalid registry (expected host[:port]: letters, digits, '-' and '.', or [IPv6])",
+            ));
+        }
         let registry = match registry.as_str() {
             "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
             _ => registry,
@@ -132,6 +137,34 @@ impl ImageRef {
                 .map(|ip| ip.is_loopback())
                 .unwrap_or(false)
     }
+}
+
+/// Whether `r` is `host[:port]` as Docker's grammar has it: dot-separated labels of letters,
+/// digits and inner `-`, or a bracketed IPv6 address; the port 1–5 digits. Anything else
+/// (`?`, `#`, `%`, `\\`, an empty port) would change the URL the registry is reached at.
+fn valid_registry(r: &str) -> bool {
+    let port_ok = |p: &str| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = r.strip_prefix('[') {
+        let Some((addr, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let addr_ok = !addr.is_empty()
+            && addr
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        return addr_ok && (after.is_empty() || after.strip_prefix(':').is_some_and(port_ok));
+    }
+    let (host, port) = match r.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (r, None),
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    host.split('.').all(label_ok) && port.is_none_or(port_ok)
 }
 
 /// The host part of `host[:port]` (handles `[::1]:5000`).
@@ -213,6 +246,14 @@ mod tests {
             "busybox@sha256:xyz",
             "x//y",
             "busybox:-x",
+            // Found by tests/fuzz_parsers.rs: registries that are not host[:port].
+            "?./a",
+            "a.b#/x",
+            "a.b:/x",
+            "a.b:5000:1/x",
+            "-a.b/x",
+            "[::1/x",
+            "[zz]:1/x",
         ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad}");
         }
@@ -224,5 +265,7 @@ mod tests {
         assert!(ImageRef::parse("localhost:5000/a").unwrap().is_loopback());
         assert!(!ImageRef::parse("quay.io/a").unwrap().is_loopback());
         assert_eq!(host_of("[::1]:5000"), "::1");
+        assert!(ImageRef::parse("[::1]:5000/a").unwrap().is_loopback());
+        assert!(ImageRef::parse("Reg-1.Example.com:443/a").is_ok());
     }
 }

@@ -96,8 +96,19 @@ pub fn oci_arch(machine: u16, bits: u8, little: bool) -> Option<&'static str> {
 
 /// Reads the head of the file at `path` (a host path) and classifies it. `Ok(None)` when the
 /// file is too short to be anything; I/O errors are returned.
+///
+/// Only a regular file is read: a FIFO, a device or a directory is [`Head::Other`] (the
+/// kernel does not execute those either), and it is opened with `O_NONBLOCK` so a FIFO
+/// planted in an image cannot stall the scan in `open`.
 pub fn read_head(path: &Path) -> std::io::Result<Head> {
-    let f = File::open(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Ok(Head::Other);
+    }
     let mut buf = vec![0u8; HEAD];
     let n = read_at_most(&f, &mut buf, 0)?;
     buf.truncate(n);
@@ -412,5 +423,16 @@ mod tests {
         assert_eq!(read_head(&p).unwrap(), Head::Other);
         std::fs::write(&p, "").unwrap();
         assert_eq!(read_head(&p).unwrap(), Head::Other);
+    }
+
+    #[test]
+    fn fifos_and_devices_are_not_read() {
+        // A FIFO with no writer: a blocking open would never return.
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("fifo");
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        assert_eq!(read_head(&p).unwrap(), Head::Other);
+        assert_eq!(read_head(Path::new("/dev/zero")).unwrap(), Head::Other);
+        assert_eq!(read_head(t.path()).unwrap(), Head::Other);
     }
 }

@@ -46,7 +46,6 @@ struct OsPart {
     name: String,
     version: Option<String>,
     features: Vec<String>,
-    has_options: bool,
 }
 
 /// Parses `os[(version[+feature]*)]`.
@@ -74,7 +73,6 @@ fn parse_os(input: &str, part: &str) -> Result<OsPart, PlatformError> {
         name: normalize_os(name),
         version: None,
         features: Vec::new(),
-        has_options: options.is_some(),
     };
     if let Some(options) = options {
         if options.contains(['(', ')', '/']) {
@@ -144,7 +142,9 @@ pub fn parse(input: &str) -> Result<Platform, PlatformError> {
     }
     let os = parse_os(input, parts[0]);
     // Whether the first component names an operating system rather than an architecture.
-    let first_is_os = matches!(&os, Ok(o) if o.has_options || is_known_os(&o.name));
+    // Options do not make an unknown name an os: it would not survive printing (`0()` once
+    // became `0/amd64/v4`, which does not parse).
+    let first_is_os = matches!(&os, Ok(o) if is_known_os(&o.name));
     let p = match parts.len() {
         1 if first_is_os => {
             let os = os?;
@@ -305,6 +305,9 @@ mod tests {
             ("linux(10.0/amd64", "unclosed"),
             ("linux(+)/amd64", "empty os feature"),
             ("linux(%zz)/amd64", "bad %-escape"),
+            // Found by tests/fuzz_parsers.rs: an unknown os with options.
+            ("0()", "unknown operating system or architecture"),
+            ("foo(1.0)/amd64", "unknown operating system \"foo\""),
             ("linux/arm64/v8/", "too many"),
         ];
         for (input, needle) in table {

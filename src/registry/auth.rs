@@ -1,6 +1,5 @@
 //! Credentials: the Docker client's `config.json` (`$DOCKER_CONFIG/config.json`, else
-//! `~/.docker/config.json`), read and written in Docker's format, and the mapping to
-//! oci-client's [`RegistryAuth`].
+//! `~/.docker/config.json`), read and written in Docker's format.
 //!
 //! The file is kept as a JSON object so keys xrun does not know (`credsStore`, `proxies`, …)
 //! survive a rewrite; writes are atomic (temp file + rename) with mode 0600.
@@ -11,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use oci_client::secrets::RegistryAuth;
 use serde_json::{Map, Value};
 
 use super::error::RegistryError;
@@ -46,16 +44,6 @@ impl Credentials {
             password: p.to_string(),
         })
     }
-
-    /// The oci-client form.
-    pub fn to_auth(&self) -> RegistryAuth {
-        RegistryAuth::Basic(self.username.clone(), self.password.clone())
-    }
-}
-
-/// The oci-client auth for optional credentials (anonymous without).
-pub fn registry_auth(creds: Option<&Credentials>) -> RegistryAuth {
-    creds.map_or(RegistryAuth::Anonymous, Credentials::to_auth)
 }
 
 /// The registry a server address names, as xrun's references spell it: scheme and path are

@@ -1,11 +1,7 @@
-//! Building oci-client [`Client`]s: protocol (plain HTTP only for loopback and insecure
-//! registries), timeouts, mirrors; and the mapping of oci-client's errors to xrun's.
+//! How registries are reached: protocol (plain HTTP only for loopback and insecure
+//! registries), timeouts, mirrors, retries; and the mapping of HTTP failures to xrun's errors.
 
 use std::time::Duration;
-
-use oci_client::Client;
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
 
 use super::error::RegistryError;
 use crate::config::Config;
@@ -98,67 +94,78 @@ impl ClientOptions {
         format!("{scheme}://{endpoint}")
     }
 
-    /// A fresh client for `endpoint` (one per credential set: oci-client keeps the first
-    /// credentials it sees for a registry).
-    pub fn build(&self, endpoint: &str) -> Result<Client, RegistryError> {
-        let protocol = if self.is_plain_http(endpoint) {
-            ClientProtocol::HttpsExcept(vec![endpoint.to_string()])
-        } else {
-            ClientProtocol::Https
-        };
-        let config = ClientConfig {
-            protocol,
-            connect_timeout: Some(self.connect_timeout),
-            read_timeout: Some(self.read_timeout),
-            platform_resolver: None,
-            user_agent: concat!("xrun/", env!("CARGO_PKG_VERSION")),
-            ..ClientConfig::default()
-        };
-        Client::try_from(config).map_err(|e| RegistryError::Protocol {
-            registry: endpoint.to_string(),
-            message: format!("cannot build HTTP client: {e}"),
-        })
+    /// An HTTP client with xrun's timeouts and user agent (redirects followed, at most 10;
+    /// credentials are not sent on to another host).
+    pub fn http(&self, endpoint: &str) -> Result<reqwest::Client, RegistryError> {
+        reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .read_timeout(self.read_timeout)
+            .user_agent(concat!("xrun/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| RegistryError::Protocol {
+                registry: endpoint.to_string(),
+                message: format!("cannot build HTTP client: {e}"),
+            })
     }
 }
 
-/// Whether an oci-client error is worth retrying: connect errors, timeouts, 429, 5xx.
-pub fn is_transient(e: &OciDistributionError) -> bool {
-    match e {
-        OciDistributionError::RequestError(r) => {
-            r.is_connect() || r.is_timeout() || r.is_body() || r.is_request()
+/// Whether a transport error is worth retrying: connect errors, timeouts, broken bodies.
+pub fn is_transient(r: &reqwest::Error) -> bool {
+    r.is_connect() || r.is_timeout() || r.is_body() || r.is_request()
+}
+
+/// Whether an HTTP status is worth retrying: 429 and 5xx.
+pub fn is_transient_status(code: u16) -> bool {
+    code == 429 || code >= 500
+}
+
+/// A failed try: worth another one, or final.
+#[derive(Debug)]
+pub enum Attempt {
+    /// Worth another try (network hiccup, 5xx, 429).
+    Transient(RegistryError),
+    /// Final.
+    Fatal(RegistryError),
+}
+
+impl Attempt {
+    /// The error, whichever kind.
+    pub fn into_error(self) -> RegistryError {
+        match self {
+            Attempt::Transient(e) | Attempt::Fatal(e) => e,
         }
-        OciDistributionError::ServerError { code, .. } => *code == 429 || *code >= 500,
-        OciDistributionError::RegistryError { envelope, .. } => envelope
-            .errors
-            .iter()
-            .any(|e| e.code == OciErrorCode::Toomanyrequests),
-        OciDistributionError::IoError(io) => is_transient_io(io),
-        _ => false,
     }
 }
 
-/// Whether an I/O error from a body stream is a network hiccup (not a verification failure).
-pub fn is_transient_io(io: &std::io::Error) -> bool {
-    use std::error::Error;
-    let mut cur: Option<&(dyn Error + 'static)> = io.get_ref().map(|e| e as _);
-    while let Some(e) = cur {
-        if let Some(r) = e.downcast_ref::<reqwest::Error>() {
-            return r.is_connect() || r.is_timeout() || r.is_body() || r.is_request();
-        }
-        if e.downcast_ref::<oci_client::errors::DigestError>()
-            .is_some()
-        {
-            return false;
-        }
-        cur = e.source();
+impl From<RegistryError> for Attempt {
+    fn from(e: RegistryError) -> Self {
+        Attempt::Fatal(e)
     }
-    matches!(
-        io.kind(),
-        std::io::ErrorKind::ConnectionReset
-            | std::io::ErrorKind::ConnectionAborted
-            | std::io::ErrorKind::UnexpectedEof
-            | std::io::ErrorKind::TimedOut
-    )
+}
+
+/// Maps a transport error (no HTTP answer, or a body that broke off) to xrun's.
+pub fn transport_error(e: reqwest::Error, registry: &str) -> Attempt {
+    let transient = is_transient(&e);
+    let err = if e.is_connect() || e.is_timeout() {
+        RegistryError::Unreachable {
+            reason: if e.is_timeout() && !e.is_connect() {
+                "timed out".to_string()
+            } else {
+                root_cause(&e)
+            },
+            registry: registry.to_string(),
+        }
+    } else {
+        RegistryError::Protocol {
+            registry: registry.to_string(),
+            message: one_line(&e),
+        }
+    };
+    if transient {
+        Attempt::Transient(err)
+    } else {
+        Attempt::Fatal(err)
+    }
 }
 
 /// The innermost cause of an error, shortened for one line (`connection refused`, …).
@@ -198,8 +205,24 @@ pub struct Context<'a> {
     pub had_credentials: bool,
 }
 
-/// Maps an oci-client error to xrun's.
-pub fn map_error(e: OciDistributionError, cx: Context<'_>) -> RegistryError {
+/// One error of a registry's JSON error envelope (`{"errors":[{"code":…,"message":…}]}`).
+#[derive(Debug, Clone, serde::Deserialize)]
+struct EnvelopeError {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Envelope {
+    errors: Vec<EnvelopeError>,
+}
+
+/// Maps an HTTP error answer (status and the first bytes of its body) to xrun's. 4xx bodies
+/// are read as the distribution spec's error envelope; a blob fetch (`blob` set) reports
+/// `BLOB_UNKNOWN` as a missing blob.
+pub fn status_error(code: u16, body: &[u8], cx: Context<'_>, blob: Option<&str>) -> Attempt {
     let registry = cx.registry.to_string();
     let unauthorized = || {
         if cx.had_credentials {
@@ -212,35 +235,38 @@ pub fn map_error(e: OciDistributionError, cx: Context<'_>) -> RegistryError {
             }
         }
     };
-    match e {
-        OciDistributionError::RequestError(r) if r.is_connect() || r.is_timeout() => {
-            RegistryError::Unreachable {
-                reason: if r.is_timeout() && !r.is_connect() {
-                    "timed out".to_string()
-                } else {
-                    root_cause(&r)
-                },
-                registry,
-            }
-        }
-        OciDistributionError::UnauthorizedError { .. } => unauthorized(),
-        OciDistributionError::AuthenticationFailure(_) => unauthorized(),
-        OciDistributionError::RegistryError { envelope, .. } => {
-            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
-            if codes.iter().any(|c| {
-                matches!(
-                    c,
-                    OciErrorCode::ManifestUnknown
-                        | OciErrorCode::NameUnknown
-                        | OciErrorCode::NotFound
-                )
-            }) {
-                RegistryError::ManifestUnknown {
-                    reference: cx.reference.to_string(),
-                }
-            } else if codes.iter().any(|c| **c == OciErrorCode::Unauthorized) {
+    let not_found = || match blob {
+        Some(what) => RegistryError::Protocol {
+            registry: registry.clone(),
+            message: format!("{what} is missing on the registry (blob unknown)"),
+        },
+        None => RegistryError::ManifestUnknown {
+            reference: cx.reference.to_string(),
+        },
+    };
+    if code == 401 {
+        return Attempt::Fatal(unauthorized());
+    }
+    let envelope = (400..500)
+        .contains(&code)
+        .then(|| serde_json::from_slice::<Envelope>(body).ok())
+        .flatten();
+    let err = match envelope {
+        Some(env) => {
+            let has = |c: &str| env.errors.iter().any(|e| e.code == c);
+            if [
+                "MANIFEST_UNKNOWN",
+                "NAME_UNKNOWN",
+                "NOT_FOUND",
+                "BLOB_UNKNOWN",
+            ]
+            .iter()
+            .any(|c| has(c))
+            {
+                not_found()
+            } else if has("UNAUTHORIZED") {
                 unauthorized()
-            } else if codes.iter().any(|c| **c == OciErrorCode::Denied) {
+            } else if has("DENIED") {
                 if cx.had_credentials {
                     RegistryError::Denied {
                         registry,
@@ -250,42 +276,50 @@ pub fn map_error(e: OciDistributionError, cx: Context<'_>) -> RegistryError {
                     unauthorized()
                 }
             } else {
-                let msg: Vec<String> = envelope
+                let msg: Vec<String> = env
                     .errors
                     .iter()
-                    .map(|e| {
-                        let code = serde_json::to_value(&e.code)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default();
-                        format!("{code}: {}", e.message)
-                    })
+                    .map(|e| format!("{}: {}", e.code, e.message))
                     .collect();
-                RegistryError::Protocol {
-                    registry,
-                    message: msg.join("; "),
-                }
+                let message = printable(&msg.join("; "));
+                let err = RegistryError::Protocol { registry, message };
+                return if has("TOOMANYREQUESTS") || is_transient_status(code) {
+                    Attempt::Transient(err)
+                } else {
+                    Attempt::Fatal(err)
+                };
             }
         }
-        OciDistributionError::ServerError { code, message, .. } => {
-            if code == 404 {
-                RegistryError::ManifestUnknown {
-                    reference: cx.reference.to_string(),
-                }
-            } else {
-                let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
-                let message: String = message.chars().take(200).collect();
-                RegistryError::Protocol {
-                    registry,
-                    message: format!("HTTP {code}: {message}"),
-                }
+        None if code == 404 => not_found(),
+        None => {
+            let message = printable(&String::from_utf8_lossy(body));
+            RegistryError::Protocol {
+                registry,
+                message: format!("HTTP {code}: {message}"),
             }
         }
-        other => RegistryError::Protocol {
-            registry,
-            message: one_line(&other),
-        },
+    };
+    if is_transient_status(code) {
+        Attempt::Transient(err)
+    } else {
+        Attempt::Fatal(err)
     }
+}
+
+/// What a registry said, made safe to print on one line: control characters (newlines,
+/// escape sequences) become spaces, runs of blanks one space, at most 200 characters.
+fn printable(s: &str) -> String {
+    let spaced: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    spaced
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(200)
+        .collect()
 }
 
 /// An error and its sources on one line.
@@ -305,26 +339,23 @@ pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// Runs `op` up to `opts.attempts` times, backing off between tries, while it fails with a
 /// transient error.
-pub async fn with_retry<T, F, Fut>(
-    opts: &ClientOptions,
-    mut op: F,
-) -> Result<T, OciDistributionError>
+pub async fn with_retry<T, F, Fut>(opts: &ClientOptions, mut op: F) -> Result<T, RegistryError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
+    Fut: std::future::Future<Output = Result<T, Attempt>>,
 {
     let mut delay = opts.backoff;
     let mut attempt = 1;
     loop {
         match op().await {
             Ok(v) => return Ok(v),
-            Err(e) if attempt < opts.attempts.max(1) && is_transient(&e) => {
+            Err(Attempt::Transient(e)) if attempt < opts.attempts.max(1) => {
                 tracing::debug!("attempt {attempt} failed ({e}); retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
                 attempt += 1;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into_error()),
         }
     }
 }
@@ -362,6 +393,20 @@ mod tests {
         assert_eq!(o.endpoint(&q), "quay.io");
     }
 
+    fn busy(code: u16) -> Attempt {
+        status_error(
+            code,
+            b"",
+            Context {
+                registry: "r:1",
+                repository: "x",
+                reference: "r:1/x:y",
+                had_credentials: false,
+            },
+            None,
+        )
+    }
+
     #[tokio::test]
     async fn retries_only_transient_errors() {
         let o = ClientOptions {
@@ -371,48 +416,72 @@ mod tests {
         let mut n = 0;
         let r: Result<(), _> = with_retry(&o, || {
             n += 1;
-            async {
-                Err(OciDistributionError::ServerError {
-                    code: 503,
-                    url: "u".into(),
-                    message: "busy".into(),
-                })
-            }
+            async { Err(busy(503)) }
         })
         .await;
-        assert!(r.is_err());
+        assert_eq!(r.unwrap_err().to_string(), "registry r:1: HTTP 503: ");
         assert_eq!(n, 3);
         let mut n = 0;
         let r: Result<(), _> = with_retry(&o, || {
             n += 1;
-            async {
-                Err(OciDistributionError::ServerError {
-                    code: 404,
-                    url: "u".into(),
-                    message: "no".into(),
-                })
-            }
+            async { Err(busy(404)) }
         })
         .await;
-        assert!(r.is_err());
+        assert!(matches!(r, Err(RegistryError::ManifestUnknown { .. })));
         assert_eq!(n, 1);
         let mut n = 0;
         let r = with_retry(&o, || {
             n += 1;
             let k = n;
-            async move {
-                if k < 2 {
-                    Err(OciDistributionError::ServerError {
-                        code: 429,
-                        url: "u".into(),
-                        message: "slow down".into(),
-                    })
-                } else {
-                    Ok(k)
-                }
-            }
+            async move { if k < 2 { Err(busy(429)) } else { Ok(k) } }
         })
         .await;
         assert_eq!(r.unwrap(), 2);
+    }
+
+    #[test]
+    fn error_envelopes() {
+        let cx = Context {
+            registry: "r:1",
+            repository: "x",
+            reference: "r:1/x:y",
+            had_credentials: true,
+        };
+        let e = |code, body: &str, blob| status_error(code, body.as_bytes(), cx, blob);
+        let m = e(
+            404,
+            r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"m"}]}"#,
+            None,
+        );
+        assert!(matches!(
+            m,
+            Attempt::Fatal(RegistryError::ManifestUnknown { .. })
+        ));
+        let b = e(
+            404,
+            r#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#,
+            Some("layer sha256:a"),
+        );
+        assert_eq!(
+            b.into_error().to_string(),
+            "registry r:1: layer sha256:a is missing on the registry (blob unknown)"
+        );
+        let d = e(
+            403,
+            r#"{"errors":[{"code":"DENIED","message":"no"}]}"#,
+            None,
+        );
+        assert!(matches!(d, Attempt::Fatal(RegistryError::Denied { .. })));
+        let t = e(
+            429,
+            r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow"}]}"#,
+            None,
+        );
+        assert!(matches!(t, Attempt::Transient(_)));
+        let u = e(401, "", None);
+        assert!(matches!(
+            u,
+            Attempt::Fatal(RegistryError::WrongCredentials { .. })
+        ));
     }
 }

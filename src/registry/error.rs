@@ -77,6 +77,17 @@ pub enum RegistryError {
         /// Bytes received (or announced by Content-Length).
         actual: u64,
     },
+    /// A manifest, config or auth answer larger than xrun accepts (see
+    /// [`super::limits`]): refused while it streamed in.
+    #[error("registry {registry} sent a {what} larger than {limit} (the limit): refusing it")]
+    TooLarge {
+        /// The registry host[:port].
+        registry: String,
+        /// `manifest`, `config`, `token answer`.
+        what: &'static str,
+        /// The limit, in words (`4 MiB`).
+        limit: String,
+    },
     /// No manifest of an index fits the wanted platform.
     #[error("no matching manifest for {wanted} in {reference} (offers {})", list_platforms(.offered))]
     NoMatchingPlatform {

@@ -1,9 +1,10 @@
 //! The distribution protocol: references, auth, manifests and verified blob streams, and the
 //! pull that writes them into the store.
 //!
-//! Owner: the registry stage. Built on oci-client (transport, auth challenges); xrun does
-//! its own media-type detection, platform selection ([`crate::platform::Matcher`]), digest
-//! and size checks while streaming, retries, and the Docker credentials file.
+//! Owner: the registry stage. Built on reqwest: xrun does the auth challenges
+//! ([`session`]), bounded reads of every answer ([`limits`]), media-type detection,
+//! platform selection ([`crate::platform::Matcher`]), digest and size checks while
+//! streaming, retries, and the Docker credentials file.
 //!
 //! Entry points: [`pull()`] / [`pull_blocking`] (and [`ensure_image`] for `run --pull`),
 //! [`inspect_remote`], [`verify_login`], [`DockerConfig`].
@@ -11,11 +12,13 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod limits;
 pub mod login;
 pub mod manifest;
 pub mod progress;
 pub mod pull;
 pub mod remote;
+pub mod session;
 
 pub use auth::{Credentials, DockerConfig};
 pub use client::ClientOptions;

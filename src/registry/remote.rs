@@ -1,36 +1,34 @@
-//! One repository on one registry, reached with one credential set: verified manifest and
-//! blob fetches with retries, and clear errors.
+//! One repository on one registry, reached with one credential set: manifest and blob
+//! fetches with retries, every byte bounded and verified while it streams in.
+//!
+//! - Manifests are read into memory up to [`MAX_MANIFEST_BYTES`]: a larger
+//!   `Content-Length` is refused before the body is read, a body that grows past it is
+//!   dropped as soon as it does. Their digest is checked against the one asked for and the
+//!   registry's `Docker-Content-Digest`.
+//! - Blobs are streamed to a writer, hashed on the way; the stream is dropped as soon as it
+//!   passes the descriptor's size (or announces more), and the digest is checked at the end.
+//!   Configs are blobs kept in memory: their descriptor's size must be at most
+//!   [`MAX_CONFIG_BYTES`].
 
 use std::io::Write;
 
-use futures_util::StreamExt;
-use oci_client::errors::{DigestError as OciDigestError, OciDistributionError};
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use reqwest::header::HeaderMap;
 
-use super::auth::{Credentials, registry_auth};
-use super::client::{ClientOptions, Context, is_transient, is_transient_io, map_error, one_line};
+use super::auth::Credentials;
+use super::client::{Attempt, ClientOptions, transport_error, with_retry};
 use super::error::RegistryError;
+use super::limits::{CappedError, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, human, read_capped};
 use super::manifest::{ACCEPTED, Descriptor};
-use crate::digest::Digest;
+use super::session::Session;
+use crate::digest::{Digest, Hasher};
 use crate::reference::ImageRef;
 
-/// A repository on a registry, with a client of its own.
+/// A repository on a registry, with a session of its own.
 pub struct Remote {
-    client: Client,
+    session: Session,
     opts: ClientOptions,
     endpoint: String,
     image: ImageRef,
-    auth: RegistryAuth,
-    had_credentials: bool,
-}
-
-/// How one try of a blob download ended badly.
-enum Failure {
-    /// Worth another try (network hiccup, 5xx, 429).
-    Transient(RegistryError),
-    /// Final.
-    Fatal(RegistryError),
 }
 
 impl Remote {
@@ -42,12 +40,10 @@ impl Remote {
     ) -> Result<Remote, RegistryError> {
         let endpoint = opts.endpoint(image);
         Ok(Remote {
-            client: opts.build(&endpoint)?,
+            session: Session::new(opts, &endpoint, &image.repository, creds)?,
             opts: opts.clone(),
             endpoint,
             image: image.clone(),
-            auth: registry_auth(creds),
-            had_credentials: creds.is_some(),
         })
     }
 
@@ -61,64 +57,45 @@ impl Remote {
         &self.image
     }
 
-    fn cx(&self) -> Context<'_> {
-        Context {
-            registry: &self.endpoint,
-            repository: &self.image.repository,
-            reference: "",
-            had_credentials: self.had_credentials,
-        }
-    }
-
-    fn map(&self, e: OciDistributionError, reference: &str) -> RegistryError {
-        if let OciDistributionError::DigestError(OciDigestError::VerificationError {
-            expected,
-            actual,
-        }) = &e
-            && let (Ok(expected), Ok(actual)) = (expected.parse(), actual.parse())
-        {
-            return RegistryError::DigestMismatch {
-                what: "manifest",
-                registry: self.endpoint.clone(),
-                expected,
-                actual,
-            };
-        }
-        map_error(
-            e,
-            Context {
-                reference,
-                ..self.cx()
-            },
-        )
-    }
-
-    fn oci_ref(&self, digest: Option<&Digest>) -> Reference {
-        let registry = self.endpoint.clone();
-        let repo = self.image.repository.clone();
-        match (digest.or(self.image.digest.as_ref()), &self.image.tag) {
-            (Some(d), _) => Reference::with_digest(registry, repo, d.to_string()),
-            (None, Some(t)) => Reference::with_tag(registry, repo, t.clone()),
-            (None, None) => Reference::with_tag(registry, repo, "latest".into()),
+    fn too_large(&self, what: &'static str, limit: u64) -> RegistryError {
+        RegistryError::TooLarge {
+            registry: self.endpoint.clone(),
+            what,
+            limit: human(limit),
         }
     }
 
     /// Fetches a manifest: the reference's own (`None`) or one by digest. Returns the exact
     /// bytes and their digest, verified against the digest asked for (and the registry's
-    /// `Docker-Content-Digest`).
+    /// `Docker-Content-Digest`). At most [`MAX_MANIFEST_BYTES`] are read.
     pub async fn manifest(&self, by: Option<&Digest>) -> Result<(Vec<u8>, Digest), RegistryError> {
-        let r = self.oci_ref(by);
+        let reference = match (by.or(self.image.digest.as_ref()), &self.image.tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => "latest".into(),
+        };
         let shown = match by {
             Some(d) => format!("{}@{d}", self.image.name()),
             None => self.image.to_string(),
         };
-        let (body, _) = super::client::with_retry(&self.opts, || {
-            self.client.pull_manifest_raw(&r, &self.auth, ACCEPTED)
+        let url = self.session.url("manifests", &reference);
+        let accept = ACCEPTED.join(", ");
+        let (body, header) = with_retry(&self.opts, || async {
+            let resp = self.session.get(&url, &accept, &shown, None).await?;
+            let header = announced_digest(resp.headers());
+            let body = read_capped(resp, MAX_MANIFEST_BYTES)
+                .await
+                .map_err(|e| match e {
+                    CappedError::TooLarge => {
+                        Attempt::Fatal(self.too_large("manifest", MAX_MANIFEST_BYTES))
+                    }
+                    CappedError::Read(e) => transport_error(e, &self.endpoint),
+                })?;
+            Ok((body, header))
         })
-        .await
-        .map_err(|e| self.map(e, &shown))?;
+        .await?;
         let actual = Digest::of(&body);
-        if let Some(expected) = by.or(self.image.digest.as_ref())
+        if let Some(expected) = by.or(self.image.digest.as_ref()).or(header.as_ref())
             && *expected != actual
         {
             return Err(RegistryError::DigestMismatch {
@@ -128,7 +105,7 @@ impl Remote {
                 actual,
             });
         }
-        Ok((body.to_vec(), actual))
+        Ok((body, actual))
     }
 
     /// Downloads a blob into a writer made by `make` (a fresh one per try), checking size and
@@ -140,62 +117,30 @@ impl Remote {
         mut make: impl FnMut() -> Result<W, RegistryError>,
         on_bytes: &(dyn Fn(u64) + Sync),
     ) -> Result<W, RegistryError> {
-        let mut delay = self.opts.backoff;
-        let mut attempt = 1;
-        loop {
-            let out = make()?;
-            match self.blob_once(desc, what, out, on_bytes).await {
-                Ok(w) => return Ok(w),
-                Err(Failure::Transient(e)) if attempt < self.opts.attempts.max(1) => {
-                    tracing::debug!("{what} {}: {e}; retrying in {delay:?}", desc.digest);
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                    attempt += 1;
-                }
-                Err(Failure::Transient(e) | Failure::Fatal(e)) => return Err(e),
+        let shown = format!("{}@{}", self.image.name(), desc.digest);
+        let named = format!("{what} {} of {}", desc.digest, self.image);
+        let url = self.session.url("blobs", &desc.digest.to_string());
+        with_retry(&self.opts, || {
+            let out = make();
+            async {
+                let out = out?;
+                let resp = self.session.get(&url, "", &shown, Some(&named)).await?;
+                self.stream(resp, desc, what, out, on_bytes).await
             }
-        }
+        })
+        .await
     }
 
-    async fn blob_once<W: Write>(
+    async fn stream<W: Write>(
         &self,
+        mut resp: reqwest::Response,
         desc: &Descriptor,
         what: &'static str,
         mut out: W,
         on_bytes: &(dyn Fn(u64) + Sync),
-    ) -> Result<W, Failure> {
-        let r = self.oci_ref(None);
-        let digest = desc.digest.to_string();
-        // The token (or Basic credentials) for this repository is set up by the manifest
-        // fetch that always precedes blob fetches.
-        self.client
-            .store_auth_if_needed(r.resolve_registry(), &self.auth)
-            .await;
-        let shown = format!("{}@{}", self.image.name(), desc.digest);
-        let mut stream = match self.client.pull_blob_stream(&r, digest.as_str()).await {
-            Ok(s) => s,
-            Err(e) => {
-                let transient = is_transient(&e);
-                let e = self.map(e, &shown);
-                let e = match e {
-                    RegistryError::ManifestUnknown { .. } => RegistryError::Protocol {
-                        registry: self.endpoint.clone(),
-                        message: format!(
-                            "{what} {} of {} is missing on the registry (blob unknown)",
-                            desc.digest, self.image
-                        ),
-                    },
-                    e => e,
-                };
-                return Err(if transient {
-                    Failure::Transient(e)
-                } else {
-                    Failure::Fatal(e)
-                });
-            }
-        };
+    ) -> Result<W, Attempt> {
         let size_err = |actual| {
-            Failure::Fatal(RegistryError::SizeMismatch {
+            Attempt::Fatal(RegistryError::SizeMismatch {
                 what,
                 registry: self.endpoint.clone(),
                 digest: desc.digest.clone(),
@@ -203,91 +148,92 @@ impl Remote {
                 actual,
             })
         };
-        if let Some(len) = stream.content_length
+        if let Some(len) = resp.content_length()
             && len != desc.size
         {
             return Err(size_err(len));
         }
-        // oci-client hashes the stream and reports a mismatch as its last item; the store
-        // hashes again when the blob is committed. Here: sizes, and the verdict.
+        let mut hasher = Hasher::new();
         let mut received: u64 = 0;
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(chunk) => {
-                    received += chunk.len() as u64;
-                    if received > desc.size {
-                        return Err(size_err(received));
-                    }
-                    out.write_all(&chunk).map_err(|e| {
-                        Failure::Fatal(RegistryError::Io {
-                            context: format!("writing {what} {}", desc.digest),
-                            source: e,
-                        })
-                    })?;
-                    on_bytes(received);
-                }
-                Err(e) if verification_failure(&e).is_some() => {
-                    if received != desc.size {
-                        return Err(size_err(received));
-                    }
-                    let actual = verification_failure(&e)
-                        .and_then(|a| a.parse().ok())
-                        .unwrap_or_else(|| desc.digest.clone());
-                    return Err(Failure::Fatal(RegistryError::DigestMismatch {
-                        what,
-                        registry: self.endpoint.clone(),
-                        expected: desc.digest.clone(),
-                        actual,
-                    }));
-                }
+        loop {
+            let chunk = match resp.chunk().await {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
                 Err(e) => {
+                    let broke = transport_error(e, &self.endpoint);
+                    let transient = matches!(broke, Attempt::Transient(_));
                     let err = RegistryError::Protocol {
                         registry: self.endpoint.clone(),
                         message: format!(
-                            "download of {what} {} broke off after {} of {} bytes: {}",
+                            "download of {what} {} broke off after {received} of {} bytes: {}",
                             desc.digest,
-                            received,
                             desc.size,
-                            one_line(&e)
+                            broke.into_error()
                         ),
                     };
-                    return Err(if is_transient_io(&e) {
-                        Failure::Transient(err)
+                    return Err(if transient {
+                        Attempt::Transient(err)
                     } else {
-                        Failure::Fatal(err)
+                        Attempt::Fatal(err)
                     });
                 }
+            };
+            received += chunk.len() as u64;
+            if received > desc.size {
+                return Err(size_err(received));
             }
+            hasher.update(&chunk);
+            out.write_all(&chunk).map_err(|e| {
+                Attempt::Fatal(RegistryError::Io {
+                    context: format!("writing {what} {}", desc.digest),
+                    source: e,
+                })
+            })?;
+            on_bytes(received);
         }
         if received != desc.size {
             return Err(size_err(received));
         }
+        let actual = hasher.finish();
+        if actual != desc.digest {
+            return Err(Attempt::Fatal(RegistryError::DigestMismatch {
+                what,
+                registry: self.endpoint.clone(),
+                expected: desc.digest.clone(),
+                actual,
+            }));
+        }
         Ok(out)
     }
 
-    /// Downloads a small blob (an image config) into memory, verified.
+    /// Downloads a small blob (an image config) into memory, verified: its descriptor's size
+    /// must be at most [`MAX_CONFIG_BYTES`], and no more bytes than that size are read.
     pub async fn blob_bytes(
         &self,
         desc: &Descriptor,
         what: &'static str,
     ) -> Result<Vec<u8>, RegistryError> {
-        const LIMIT: u64 = 16 << 20;
-        if desc.size > LIMIT {
+        if desc.size > MAX_CONFIG_BYTES {
             return Err(RegistryError::Invalid {
                 reference: self.image.to_string(),
                 what,
-                message: format!("{} bytes is too large", desc.size),
+                message: format!(
+                    "its descriptor says {} bytes, more than the {} limit",
+                    desc.size,
+                    human(MAX_CONFIG_BYTES)
+                ),
             });
         }
         self.blob(desc, what, || Ok(Vec::new()), &|_| {}).await
     }
 }
 
-/// The digest the content really has, when `e` is oci-client's end-of-stream verdict that
-/// it does not match.
-fn verification_failure(e: &std::io::Error) -> Option<String> {
-    match e.get_ref()?.downcast_ref::<OciDigestError>()? {
-        OciDigestError::VerificationError { actual, .. } => Some(actual.clone()),
-        _ => Some(String::new()),
-    }
+/// The registry's `Docker-Content-Digest`, when it is a sha256 digest.
+fn announced_digest(h: &HeaderMap) -> Option<Digest> {
+    h.get("docker-content-digest")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }

@@ -189,28 +189,40 @@ impl Store {
         w.commit()
     }
 
-    /// Reads a whole blob (manifests, configs).
+    /// Reads a whole blob (manifests, configs), as [`Store::open_blob`] opens it.
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
-        let path = self.blob_path(digest);
-        fs::read(&path).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                StoreError::BlobNotFound(digest.clone())
-            } else {
-                StoreError::Io { path, source: e }
-            }
-        })
+        use std::io::Read;
+        let mut out = Vec::new();
+        self.open_blob(digest)?
+            .read_to_end(&mut out)
+            .map_err(io_err(&self.blob_path(digest)))?;
+        Ok(out)
     }
 
-    /// Opens a present blob for streaming.
+    /// Opens a present blob for streaming: never through a symlink (`O_NOFOLLOW`), and only
+    /// a regular file; anything else in `blobs/` is reported as corrupt.
     pub fn open_blob(&self, digest: &Digest) -> Result<File, StoreError> {
         let path = self.blob_path(digest);
-        File::open(&path).map_err(|e| {
+        let corrupt = |path: PathBuf, what: &str| StoreError::Corrupt {
+            path,
+            message: format!("blob {digest} is {what}, not a regular file"),
+        };
+        let f = super::layout::open_nofollow(&path).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
                 StoreError::BlobNotFound(digest.clone())
+            } else if e.raw_os_error() == Some(libc::ELOOP) {
+                corrupt(path.clone(), "a symlink")
             } else {
-                StoreError::Io { path, source: e }
+                StoreError::Io {
+                    path: path.clone(),
+                    source: e,
+                }
             }
-        })
+        })?;
+        if !f.metadata().map_err(io_err(&path))?.is_file() {
+            return Err(corrupt(path, "something else"));
+        }
+        Ok(f)
     }
 
     /// Every blob present, with its size.

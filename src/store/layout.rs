@@ -7,6 +7,14 @@
 //! copied in through [`Store::begin_blob`] (verified again); a tampered or missing blob
 //! refuses the whole layout and leaves the store as it was.
 //!
+//! Bounds (a layout is untrusted input): `oci-layout` and `index.json` are read up to
+//! [`MAX_LAYOUT_JSON_BYTES`], indexes and manifests up to [`MAX_MANIFEST_BYTES`] and configs
+//! up to [`MAX_CONFIG_BYTES`] (the pull's limits); every file is opened with `O_NOFOLLOW`
+//! and must be a regular file (a symlink to `/dev/zero` or to a host file is refused); a blob
+//! is read at most one byte past its descriptor's size. A layout tar is read entry by entry,
+//! at most [`MAX_LAYOUT_TAR_ENTRIES`] of them, and `oci-layout`/`index.json` entries above
+//! their limit are refused before their data is copied.
+//!
 //! Records: each `index.json` entry that is a manifest gives one record (platform from the
 //! entry, else from the config); an entry that is an index gives one record per platform it
 //! lists (all of them; `platform` restricts the import to the best match). Names come from
@@ -17,7 +25,9 @@
 //! Export writes a tar with `oci-layout`, `index.json` (one manifest descriptor per record,
 //! with its platform, `io.containerd.image.name` = `name:tag` and
 //! `org.opencontainers.image.ref.name` = the tag) and the blobs, deterministically (sorted,
-//! mtime 0), to a temp file renamed over the output when complete.
+//! mtime 0), to a temp file renamed over the output when complete. Blobs are read from the
+//! store with `O_NOFOLLOW` and hashed while they are written: a blob that is not a regular
+//! file or no longer matches its digest stops the export and removes the temp file.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -33,6 +43,10 @@ use super::{ImageRecord, Store, StoreError, locks};
 use crate::digest::{Digest, Hasher};
 use crate::platform::{Matcher, Platform};
 use crate::reference::ImageRef;
+use crate::registry::limits::{
+    CappedError, MAX_CONFIG_BYTES, MAX_LAYOUT_JSON_BYTES, MAX_LAYOUT_TAR_ENTRIES,
+    MAX_MANIFEST_BYTES, human, read_capped_sync,
+};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
@@ -134,8 +148,10 @@ impl Store {
         platform: Option<&Platform>,
     ) -> Result<Vec<ImageRecord>, StoreError> {
         let marker = dir.join("oci-layout");
-        let marker_bytes = fs::read(&marker)
-            .map_err(|_| bad(dir, "not an OCI image layout (no oci-layout file)"))?;
+        if fs::symlink_metadata(&marker).is_err() {
+            return Err(bad(dir, "not an OCI image layout (no oci-layout file)"));
+        }
+        let marker_bytes = read_small(dir, "oci-layout", MAX_LAYOUT_JSON_BYTES)?;
         let version: serde_json::Value = serde_json::from_slice(&marker_bytes)
             .map_err(|e| bad(&marker, format!("invalid JSON: {e}")))?;
         if version.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
@@ -143,7 +159,7 @@ impl Store {
         }
         let index_path = dir.join("index.json");
         let index: Index =
-            serde_json::from_slice(&fs::read(&index_path).map_err(io_err(&index_path))?)
+            serde_json::from_slice(&read_small(dir, "index.json", MAX_LAYOUT_JSON_BYTES)?)
                 .map_err(|e| bad(&index_path, format!("invalid index: {e}")))?;
 
         // Which images, and every blob they need (descriptor → verified before import).
@@ -198,6 +214,17 @@ impl Store {
         for f in &found {
             let bytes = read_verified(dir, &f.manifest)?;
             let m: Manifest = parse_json(&bytes, &format!("manifest {}", f.manifest.digest))?;
+            if m.config.size > MAX_CONFIG_BYTES {
+                return Err(bad(
+                    dir,
+                    format!(
+                        "config {} is {} bytes, more than the {} limit",
+                        m.config.digest,
+                        m.config.size,
+                        human(MAX_CONFIG_BYTES)
+                    ),
+                ));
+            }
             needed.insert(f.manifest.digest.clone(), f.manifest.size);
             needed.insert(m.config.digest.clone(), m.config.size);
             for l in &m.layers {
@@ -213,9 +240,9 @@ impl Store {
         for (d, size) in &needed {
             if !self.has_blob(d) {
                 let path = layout_blob(dir, d);
-                let mut src = File::open(&path).map_err(io_err(&path))?;
+                let src = open_regular(dir, &blob_rel(d))?;
                 let mut w = self.begin_blob(d, Some(*size))?;
-                io::copy(&mut src, &mut w).map_err(io_err(&path))?;
+                io::copy(&mut src.take(size.saturating_add(1)), &mut w).map_err(io_err(&path))?;
                 w.commit()?;
             }
         }
@@ -313,11 +340,23 @@ impl Store {
             add_dir(&mut tar, "blobs/sha256/").map_err(w)?;
             for d in &blobs {
                 let path = self.blob_path(d);
-                let mut f = File::open(&path).map_err(io_err(&path))?;
+                let f = self.open_blob(d)?;
                 let len = f.metadata().map_err(io_err(&path))?.len();
                 let mut h = file_header(len);
-                tar.append_data(&mut h, format!("blobs/sha256/{}", d.hex()), &mut f)
+                let mut src = HashingReader {
+                    inner: f.take(len),
+                    hasher: Hasher::new(),
+                };
+                tar.append_data(&mut h, format!("blobs/sha256/{}", d.hex()), &mut src)
                     .map_err(io_err(&tmp))?;
+                let got = src.hasher.len();
+                let actual = src.hasher.finish();
+                if got != len || &actual != d {
+                    return Err(StoreError::DigestMismatch {
+                        expected: d.clone(),
+                        actual,
+                    });
+                }
             }
             let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
             tar.append_data(
@@ -365,13 +404,80 @@ fn add_dir<W: Write>(tar: &mut tar::Builder<W>, name: &str) -> io::Result<()> {
 }
 
 fn layout_blob(dir: &Path, d: &Digest) -> PathBuf {
-    dir.join("blobs").join("sha256").join(d.hex())
+    dir.join(blob_rel(d))
 }
 
-/// Hashes a layout blob and checks it against its descriptor.
+fn blob_rel(d: &Digest) -> String {
+    format!("blobs/sha256/{}", d.hex())
+}
+
+/// A reader that hashes what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Hasher,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Opens `rel` in the layout `dir` without following a symlink in its last component, and
+/// only if it is a regular file (not a FIFO, a device or a directory).
+fn open_regular(dir: &Path, rel: &str) -> Result<File, StoreError> {
+    let path = dir.join(rel);
+    let f = open_nofollow(&path).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            bad(
+                dir,
+                format!("its {rel} is a symlink; refusing to follow it"),
+            )
+        } else {
+            io_err(&path)(e)
+        }
+    })?;
+    if !f.metadata().map_err(io_err(&path))?.is_file() {
+        return Err(bad(dir, format!("its {rel} is not a regular file")));
+    }
+    Ok(f)
+}
+
+/// Opens `path` for reading with `O_NOFOLLOW` (and `O_NONBLOCK`, so a FIFO does not block
+/// the open; regular files ignore it).
+pub(crate) fn open_nofollow(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Reads a small file of a layout (`oci-layout`, `index.json`), at most `limit` bytes.
+fn read_small(dir: &Path, rel: &str, limit: u64) -> Result<Vec<u8>, StoreError> {
+    let f = open_regular(dir, rel)?;
+    read_capped_sync(f, limit).map_err(|e| match e {
+        CappedError::TooLarge => bad(
+            dir,
+            format!(
+                "its {rel} is larger than {} (the limit): refusing it",
+                human(limit)
+            ),
+        ),
+        CappedError::Read(e) => io_err(&dir.join(rel))(e),
+    })
+}
+
+/// Hashes a layout blob and checks it against its descriptor (reading at most one byte
+/// more than the descriptor's size).
 fn verify_file(dir: &Path, d: &Digest, size: u64) -> Result<(), StoreError> {
     let path = layout_blob(dir, d);
-    let mut f = File::open(&path).map_err(|_| bad(dir, format!("the layout lacks blob {d}")))?;
+    if fs::symlink_metadata(&path).is_err() {
+        return Err(bad(dir, format!("the layout lacks blob {d}")));
+    }
+    let mut f = open_regular(dir, &blob_rel(d))?.take(size.saturating_add(1));
     let mut h = Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -400,15 +506,47 @@ fn verify_file(dir: &Path, d: &Digest, size: u64) -> Result<(), StoreError> {
 
 /// Reads a small layout blob (index, manifest), verified against its descriptor.
 fn read_verified(dir: &Path, desc: &Descriptor) -> Result<Vec<u8>, StoreError> {
-    if desc.size > 16 << 20 {
+    if desc.size > MAX_MANIFEST_BYTES {
         return Err(bad(
             dir,
-            format!("{} is too large for a manifest", desc.digest),
+            format!(
+                "manifest {} is {} bytes, more than the {} limit",
+                desc.digest,
+                desc.size,
+                human(MAX_MANIFEST_BYTES)
+            ),
         ));
     }
-    verify_file(dir, &desc.digest, desc.size)?;
     let path = layout_blob(dir, &desc.digest);
-    fs::read(&path).map_err(io_err(&path))
+    if fs::symlink_metadata(&path).is_err() {
+        return Err(bad(dir, format!("the layout lacks blob {}", desc.digest)));
+    }
+    let bytes =
+        read_capped_sync(open_regular(dir, &blob_rel(&desc.digest))?, desc.size).map_err(|e| {
+            match e {
+                CappedError::TooLarge => StoreError::SizeMismatch {
+                    digest: desc.digest.clone(),
+                    expected: desc.size,
+                    actual: desc.size + 1,
+                },
+                CappedError::Read(e) => io_err(&path)(e),
+            }
+        })?;
+    if bytes.len() as u64 != desc.size {
+        return Err(StoreError::SizeMismatch {
+            digest: desc.digest.clone(),
+            expected: desc.size,
+            actual: bytes.len() as u64,
+        });
+    }
+    let actual = Digest::of(&bytes);
+    if actual != desc.digest {
+        return Err(StoreError::DigestMismatch {
+            expected: desc.digest.clone(),
+            actual,
+        });
+    }
+    Ok(bytes)
 }
 
 /// Copies a layout tar's `oci-layout`, `index.json` and `blobs/sha256/<hex>` files into `dest`
@@ -421,7 +559,15 @@ fn unpack_layout_tar(input: &Path, dest: &Path) -> Result<(), StoreError> {
     let entries = archive
         .entries()
         .map_err(|e| bad(input, format!("not a tar: {e}")))?;
-    for entry in entries {
+    for (count, entry) in entries.enumerate() {
+        if count as u64 >= MAX_LAYOUT_TAR_ENTRIES {
+            return Err(bad(
+                input,
+                format!(
+                    "the tar has more than {MAX_LAYOUT_TAR_ENTRIES} entries (the limit): refusing it"
+                ),
+            ));
+        }
         let mut entry = entry.map_err(|e| bad(input, format!("reading tar: {e}")))?;
         if entry.header().entry_type() != tar::EntryType::Regular {
             continue;
@@ -430,7 +576,18 @@ fn unpack_layout_tar(input: &Path, dest: &Path) -> Result<(), StoreError> {
         let name = String::from_utf8_lossy(&raw);
         let name = name.trim_start_matches("./");
         let target = match name {
-            "oci-layout" | "index.json" => dest.join(name),
+            "oci-layout" | "index.json" => {
+                if entry.size() > MAX_LAYOUT_JSON_BYTES {
+                    return Err(bad(
+                        input,
+                        format!(
+                            "its {name} is larger than {} (the limit): refusing it",
+                            human(MAX_LAYOUT_JSON_BYTES)
+                        ),
+                    ));
+                }
+                dest.join(name)
+            }
             _ => match name
                 .strip_prefix("blobs/sha256/")
                 .and_then(|h| Digest::from_hex(h).ok())
