@@ -102,3 +102,63 @@ pub(crate) fn remove_any(path: &Path) -> std::io::Result<()> {
         Err(e) => Err(e),
     }
 }
+
+/// What [`remove_at`] found and removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Removed {
+    /// Nothing was there.
+    Nothing,
+    /// A non-directory (file, symlink, device, ...).
+    Entry,
+    /// A directory, with everything in it.
+    Dir,
+}
+
+/// Removes `name` in the directory `dir` (a file, or a whole tree) without following any
+/// symlink: the entry is `lstat`ed through `dir`, a directory is opened with `O_NOFOLLOW`,
+/// emptied through its own descriptor (recursively, `getdents` + `unlinkat`), then removed
+/// with `unlinkat(AT_REMOVEDIR)`. `name` must be a single component. Absent is fine.
+pub(crate) fn remove_at(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+) -> std::io::Result<Removed> {
+    use rustix::fs::{AtFlags, FileType, unlinkat};
+    let Some(st) = super::safepath::stat_at(dir, name)? else {
+        return Ok(Removed::Nothing);
+    };
+    if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+        let fd = super::safepath::open_dir_at(dir, name)?;
+        clear_dir(std::os::fd::AsFd::as_fd(&fd))?;
+        unlinkat(dir, name, AtFlags::REMOVEDIR)?;
+        Ok(Removed::Dir)
+    } else {
+        unlinkat(dir, name, AtFlags::empty())?;
+        Ok(Removed::Entry)
+    }
+}
+
+/// Removes everything in the directory `dir` (see [`remove_at`]).
+pub(crate) fn clear_dir(dir: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    for name in list_dir(dir)? {
+        remove_at(dir, &name)?;
+    }
+    Ok(())
+}
+
+/// The names in the directory `dir` (without `.` and `..`), read through the descriptor.
+pub(crate) fn list_dir(
+    dir: std::os::fd::BorrowedFd<'_>,
+) -> std::io::Result<Vec<std::ffi::OsString>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    // A fresh `O_RDONLY` descriptor: `dir` may be `O_PATH`, which `getdents` refuses.
+    let fd = super::safepath::reopen_dir(dir)?;
+    for e in rustix::fs::Dir::new(fd)? {
+        let e = e?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            out.push(std::ffi::OsStr::from_bytes(n).to_os_string());
+        }
+    }
+    Ok(out)
+}
