@@ -448,6 +448,15 @@ fn replaced_directory_metadata_never_reaches_outside() {
                 .finish(),
         ),
         (
+            "a symlink's own owner, mtime and xattrs stay on the link",
+            TarMaker::new()
+                .pax(evil_dir_meta)
+                .symlink("link", "../victim")
+                .pax(evil_dir_meta)
+                .symlink("alink", &abs_victim)
+                .finish(),
+        ),
+        (
             "replaced by a regular file",
             TarMaker::new()
                 .dir("evil/", 0o4777)
