@@ -248,8 +248,27 @@ impl Extractor {
         Ok(meta)
     }
 
+    /// One entry; a name the file system cannot hold becomes one clear [`StoreError::BadLayer`].
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<(), StoreError> {
         let raw = entry.path_bytes().into_owned();
+        self.entry_inner(entry, &raw).map_err(|e| match e {
+            StoreError::Io { source, .. } if source.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+                self.bad(format!(
+                    "entry {:?} (or its link target) has a name longer than 255 bytes, \
+                     which Linux file systems cannot hold",
+                    String::from_utf8_lossy(&raw)
+                ))
+            }
+            other => other,
+        })
+    }
+
+    fn entry_inner<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<R>,
+        raw: &[u8],
+    ) -> Result<(), StoreError> {
+        let raw = raw.to_vec();
         let kind = entry.header().entry_type();
         if matches!(
             kind,
