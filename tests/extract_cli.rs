@@ -136,8 +136,11 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Mode, owner, mtime, content and xattr names of a host file or directory.
-fn fingerprint(p: &Path) -> (u32, u32, u32, i64, i64, Option<Vec<u8>>, Vec<String>) {
+/// Mode, uid, gid, mtime (s, ns), content and xattr names of a host file or directory.
+type Fingerprint = (u32, u32, u32, i64, i64, Option<Vec<u8>>, Vec<String>);
+
+/// The [`Fingerprint`] of `p`.
+fn fingerprint(p: &Path) -> Fingerprint {
     let m = fs::symlink_metadata(p).unwrap();
     let mut x: Vec<String> = xattr::list(p)
         .unwrap()
@@ -207,13 +210,7 @@ fn snapshot_dirs(root: &Path) -> Vec<PathBuf> {
 
 /// After an unpack of the evil layer: the victims are as they were, and the snapshot holds
 /// the symlinks and the file the layer ends with.
-fn assert_untouched_and_unpacked(
-    env: &TestEnv,
-    victims: &[(
-        &Path,
-        &(u32, u32, u32, i64, i64, Option<Vec<u8>>, Vec<String>),
-    )],
-) {
+fn assert_untouched_and_unpacked(env: &TestEnv, victims: &[(&Path, &Fingerprint)]) {
     for (p, before) in victims {
         assert_eq!(&&fingerprint(p), before, "{} changed", p.display());
     }
