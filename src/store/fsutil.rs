@@ -1,5 +1,7 @@
 //! Small file-system helpers shared by the store modules: error mapping, unique temp names,
-//! durable atomic writes (temp file, fsync, rename, fsync of the directory).
+//! durable atomic writes (temp file, fsync, rename, fsync of the directory), and removal
+//! relative to a directory descriptor that never follows a symlink ([`remove_at`], used by
+//! layer extraction).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

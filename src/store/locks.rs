@@ -127,3 +127,52 @@ pub(crate) fn try_lock_file(file: &File) -> bool {
 pub(crate) fn lock_file(file: &File) -> std::io::Result<()> {
     FileExt::lock(file)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A waiter queued on a lock file its holder removes on release ends up holding the lock
+    /// on the file now at the path, so a third party is excluded; the last holder's release
+    /// leaves no file behind.
+    #[test]
+    fn removed_lock_files_still_exclude() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("snap-test.lock");
+        let first = exclusive(&path).unwrap();
+        assert!(path.exists());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        let waiter = std::thread::spawn(move || {
+            let g = exclusive(&p).unwrap();
+            // Holding: the path is the locked file, and nobody else gets it.
+            assert!(still_at(&g.file, &p));
+            assert!(try_exclusive(&p).unwrap().is_none());
+            tx.send(()).unwrap();
+            drop(g);
+        });
+        // Queue the waiter on the current file before it is removed (it blocks in flock, or
+        // has not opened yet: both must end the same way).
+        std::thread::yield_now();
+        drop(first);
+        rx.recv().unwrap();
+        waiter.join().unwrap();
+        assert!(!path.exists(), "the last holder removed the lock file");
+        // Deterministically: a waiter that opened the file before its holder released it gets
+        // the flock on the removed file, and sees it is no longer the one at the path (so
+        // `acquire` starts over instead of counting it as held).
+        let holder = exclusive(&path).unwrap();
+        let stale = open(&path).unwrap();
+        drop(holder);
+        FileExt::lock(&stale).unwrap();
+        assert!(!still_at(&stale, &path));
+        let fresh = try_exclusive(&path).unwrap().expect("the new file is free");
+        assert!(still_at(&fresh.file, &path));
+        drop(fresh);
+        drop(stale);
+        // Shared locks on a long-lived name stay.
+        let g = shared(&t.path().join("gc.lock")).unwrap();
+        drop(g);
+        assert!(t.path().join("gc.lock").exists());
+    }
+}

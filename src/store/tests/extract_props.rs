@@ -7,7 +7,8 @@
 //!     markers), or both refuse the layers with the same kind of error (escape or other).
 //!
 //! Cases: `PROPTEST_CASES` (default [`DEFAULT_CASES`], about 20 s in a debug build here).
-//! Long runs: `PROPTEST_CASES=200000 cargo test --lib extract_props -- --nocapture`.
+//! Long runs: `PROPTEST_CASES=200000 cargo test --lib extract_props -- --nocapture` (prints
+//! how many layers were compared and refused; `XRUN_PROPS_DEBUG=1` prints each refusal).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
