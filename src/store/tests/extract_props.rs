@@ -43,6 +43,8 @@ enum Kind {
     Symlink(String),
     Hard(String),
     Fifo,
+    /// A character device 1/3 (like `/dev/null`; 0/0 would be a whiteout).
+    CharDev,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -153,6 +155,7 @@ fn kind() -> impl Strategy<Value = Kind> {
         ]
         .prop_map(Kind::Hard),
         1 => Just(Kind::Fifo),
+        1 => Just(Kind::CharDev),
     ]
 }
 
@@ -232,6 +235,7 @@ fn layer_tar(entries: &[GenEntry], sandbox: &str) -> Vec<u8> {
             ),
             Kind::Hard(t) => (tar::EntryType::Link, b"", Some(t.replace(SANDBOX, sandbox))),
             Kind::Fifo => (tar::EntryType::Fifo, b"", None),
+            Kind::CharDev => (tar::EntryType::Char, b"", None),
         };
         let mut path = path.to_vec();
         if matches!(e.kind, Kind::Dir) && !path.ends_with(b"/") {
@@ -305,6 +309,10 @@ fn layer_tar(entries: &[GenEntry], sandbox: &str) -> Vec<u8> {
         h.set_mtime(e.mtime);
         h.set_uid(e.uid);
         h.set_gid(e.uid);
+        if matches!(e.kind, Kind::CharDev) {
+            h.set_device_major(1).unwrap();
+            h.set_device_minor(3).unwrap();
+        }
         if let Some(l) = link_field {
             let f = &mut h.as_old_mut().linkname;
             let len = l.len().min(100);
@@ -334,6 +342,9 @@ enum Node {
     },
     Symlink(Vec<u8>),
     Fifo {
+        mode: u32,
+    },
+    CharDev {
         mode: u32,
     },
     Whiteout,
@@ -555,6 +566,16 @@ impl Model {
                     },
                 );
             }
+            Kind::CharDev => {
+                self.remove(st, &parent, name)?;
+                self.put(
+                    &parent,
+                    name,
+                    Node::CharDev {
+                        mode: e.mode & 0o7777,
+                    },
+                );
+            }
             Kind::Symlink(t) => {
                 self.remove(st, &parent, name)?;
                 let t = t.replace(SANDBOX, sandbox).into_bytes();
@@ -683,6 +704,10 @@ fn read_tree(p: &Path) -> Node {
         Node::Symlink(fs::read_link(p).unwrap().as_os_str().as_bytes().to_vec())
     } else if ft.is_fifo() {
         Node::Fifo {
+            mode: m.mode() & 0o7777,
+        }
+    } else if ft.is_char_device() && m.rdev() != 0 {
+        Node::CharDev {
             mode: m.mode() & 0o7777,
         }
     } else if is_whiteout(p) {
