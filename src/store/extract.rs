@@ -268,7 +268,6 @@ impl Extractor {
         entry: &mut tar::Entry<R>,
         raw: &[u8],
     ) -> Result<(), StoreError> {
-        let raw = raw.to_vec();
         let kind = entry.header().entry_type();
         if matches!(
             kind,
@@ -279,7 +278,7 @@ impl Extractor {
         ) {
             return Ok(());
         }
-        let comps = clean_components(&raw).map_err(|e| self.resolve_err(&raw, e))?;
+        let comps = clean_components(raw).map_err(|e| self.resolve_err(raw, e))?;
         let meta = self.meta(entry)?;
         let Some((name, parents)) = comps.split_last() else {
             // The root itself (`./`): only its metadata.
@@ -290,12 +289,12 @@ impl Extractor {
         };
         let name_bytes = name.as_bytes();
         if name_bytes.starts_with(WH_PREFIX.as_bytes()) {
-            return self.whiteout(&raw, parents, name_bytes);
+            return self.whiteout(raw, parents, name_bytes);
         }
         let parent = self
             .root
             .resolve_dir(parents, true)
-            .map_err(|e| self.resolve_err(&raw, e))?;
+            .map_err(|e| self.resolve_err(raw, e))?;
         let name = name.as_os_str();
         match kind {
             tar::EntryType::Directory => self.directory(&parent, name, &meta)?,
@@ -314,9 +313,9 @@ impl Extractor {
                 .map_err(self.io(&parent, name))?;
                 let mut f = File::from(fd);
                 io::copy(entry, &mut f).map_err(|e| {
-                    self.bad(format!("reading {:?}: {e}", String::from_utf8_lossy(&raw)))
+                    self.bad(format!("reading {:?}: {e}", String::from_utf8_lossy(raw)))
                 })?;
-                self.finish_fd(f.as_fd(), &parent, name, &meta, true);
+                self.finish_fd(f.as_fd(), &parent, name, &meta);
             }
             tar::EntryType::Symlink => {
                 let target = entry
@@ -324,7 +323,7 @@ impl Extractor {
                     .ok_or_else(|| {
                         self.bad(format!(
                             "symlink {:?} without target",
-                            String::from_utf8_lossy(&raw)
+                            String::from_utf8_lossy(raw)
                         ))
                     })?
                     .into_owned();
@@ -334,7 +333,7 @@ impl Extractor {
                 self.finish_node(&parent, name, &meta, FileType::Symlink)?;
             }
             tar::EntryType::Link => {
-                if !self.hard_link(entry, &raw, &parent, name)? {
+                if !self.hard_link(entry, raw, &parent, name)? {
                     return Ok(());
                 }
             }
@@ -352,7 +351,7 @@ impl Extractor {
                         tracing::warn!(
                             "layer {}: skipping device node {:?} (needs root)",
                             self.layer,
-                            String::from_utf8_lossy(&raw)
+                            String::from_utf8_lossy(raw)
                         );
                         return Ok(());
                     }
@@ -363,7 +362,7 @@ impl Extractor {
                 tracing::warn!(
                     "layer {}: skipping {:?} of unsupported type {other:?}",
                     self.layer,
-                    String::from_utf8_lossy(&raw)
+                    String::from_utf8_lossy(raw)
                 );
                 return Ok(());
             }
@@ -635,16 +634,9 @@ impl Extractor {
 
     /// A regular file's metadata on its open descriptor: owner, then mode (chown clears
     /// setuid), then xattrs (chown clears capabilities), then mtime.
-    fn finish_fd(
-        &self,
-        fd: BorrowedFd<'_>,
-        parent: &Resolved,
-        name: &OsStr,
-        meta: &Meta,
-        chmod: bool,
-    ) {
+    fn finish_fd(&self, fd: BorrowedFd<'_>, parent: &Resolved, name: &OsStr, meta: &Meta) {
         self.chown_fd(fd, meta, parent, name);
-        if chmod && let Err(e) = fchmod(fd, RxMode::from_raw_mode(meta.mode & 0o7777)) {
+        if let Err(e) = fchmod(fd, RxMode::from_raw_mode(meta.mode & 0o7777)) {
             self.warn(parent, name, "chmod", e);
         }
         self.xattrs_fd(fd, meta, parent, name);
@@ -726,19 +718,15 @@ impl Extractor {
             let Some(fd) = self.reopen_recorded(&d) else {
                 continue;
             };
-            let here = Resolved {
-                fd: fd.try_clone().map_err(|source| StoreError::Io {
-                    path: self.root.display(&d.real, None),
-                    source,
-                })?,
-                real: d.real.clone(),
-            };
-            fchmod(&fd, RxMode::from_raw_mode(d.mode & 0o7777))
-                .map_err(self.io(&here, OsStr::new(".")))?;
+            let path = || self.root.display(&d.real, None);
+            fchmod(&fd, RxMode::from_raw_mode(d.mode & 0o7777)).map_err(|e| StoreError::Io {
+                path: path(),
+                source: e.into(),
+            })?;
             if let Some(ts) = timestamps(d.mtime)
                 && let Err(e) = futimens(&fd, &ts)
             {
-                self.warn(&here, OsStr::new("."), "set mtime", e);
+                tracing::warn!("{}: set mtime: {}", path().display(), io::Error::from(e));
             }
         }
         Ok(())
