@@ -173,9 +173,22 @@ fn drives_a_container(c: &Command) -> bool {
     )
 }
 
-/// An error and its causes on one line, as `docker` prints them.
+/// An error and its causes on one line, as `docker` prints them (`a: b: c`). A cause whose
+/// text the message before it already ends with (an error that prints its own source, like
+/// `path: reason` over `reason`) is not repeated.
 pub fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', " ")
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out.replace('\n', " ")
 }
 
 fn init_logging(level: &str) {

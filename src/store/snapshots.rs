@@ -272,9 +272,9 @@ impl Store {
                 let _ = remove_any(&path);
             } else if name.starts_with("load-") {
                 let lock = self.tmp_lock(&name);
+                // The lock file goes with the guard (see `locks`).
                 if let Ok(Some(_guard)) = locks::try_exclusive(&lock) {
                     let _ = remove_any(&path);
-                    let _ = fs::remove_file(&lock);
                 }
             } else {
                 let old = e

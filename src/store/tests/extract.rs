@@ -342,3 +342,171 @@ fn image_parses_config_and_unpacks() {
     assert!(img.layer_dirs[0].join("x").is_file());
     assert_eq!(img.config.architecture().to_string(), "amd64");
 }
+
+/// What a host file or directory looks like, to prove extraction did not touch it.
+#[derive(Debug, PartialEq, Eq)]
+struct Fingerprint {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: (i64, i64),
+    content: Option<Vec<u8>>,
+    xattrs: Vec<String>,
+}
+
+fn fingerprint(p: &Path) -> Fingerprint {
+    let m = fs::symlink_metadata(p).unwrap();
+    let mut xattrs: Vec<String> = xattr::list(p)
+        .unwrap()
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    xattrs.sort();
+    Fingerprint {
+        mode: m.mode(),
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        content: m.is_file().then(|| fs::read(p).unwrap()),
+        xattrs,
+    }
+}
+
+/// Finding 1 of issue 10: a directory entry later replaced (in the same layer) by a symlink
+/// out of the root, a file or a hard link must not have its deferred mode, owner, mtime or
+/// xattrs applied to what replaced it. Both modes, both resolvers, victims next to the root
+/// reached by relative and absolute links.
+#[test]
+fn replaced_directory_metadata_never_reaches_outside() {
+    use crate::store::extract::{Mode, extract_with};
+    use crate::store::safepath::Resolver;
+    let t = tempfile::tempdir().unwrap();
+    let victim = t.path().join("victim");
+    let victim_dir = t.path().join("victimdir");
+    let abs_victim = victim.to_str().unwrap().to_string();
+    let abs_victim_dir = victim_dir.to_str().unwrap().to_string();
+    let evil_dir_meta: &[(&str, &[u8])] = &[
+        ("uid", b"1234"),
+        ("gid", b"5678"),
+        ("mtime", b"1000.5"),
+        ("SCHILY.xattr.user.evil", b"yes"),
+    ];
+    let variants: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "symlink climbing to the victim file through the host root",
+            TarMaker::new()
+                .dir("evil/", 0o4777)
+                .symlink(
+                    "evil",
+                    &format!("../../../../../../../../../..{abs_victim}"),
+                )
+                .finish(),
+        ),
+        (
+            "symlink to the victim file, relative",
+            TarMaker::new()
+                .dir("evil/", 0o4777)
+                .symlink("evil", "../victim")
+                .finish(),
+        ),
+        (
+            "symlink to the victim file, absolute",
+            TarMaker::new()
+                .dir("evil/", 0o4777)
+                .symlink("evil", &abs_victim)
+                .finish(),
+        ),
+        (
+            "symlink to the victim dir, with a subdirectory recorded",
+            TarMaker::new()
+                .dir("evil/", 0o4777)
+                .dir("evil/sub/", 0o4777)
+                .symlink("evil", "../victimdir")
+                .finish(),
+        ),
+        (
+            "owner, mtime and xattr, then an absolute symlink to the victim dir",
+            TarMaker::new()
+                .pax(evil_dir_meta)
+                .dir("evil/", 0o6777)
+                .symlink("evil", &abs_victim_dir)
+                .finish(),
+        ),
+        (
+            "owner, mtime and xattr, then a relative symlink to the victim file",
+            TarMaker::new()
+                .pax(evil_dir_meta)
+                .dir("evil/", 0o6777)
+                .symlink("evil", "../victim")
+                .finish(),
+        ),
+        (
+            "the root entry itself is not re-resolved through a symlink",
+            TarMaker::new()
+                .dir("./", 0o4777)
+                .dir("a/", 0o4777)
+                .symlink("a", "..")
+                .finish(),
+        ),
+        (
+            "a symlink's own owner, mtime and xattrs stay on the link",
+            TarMaker::new()
+                .pax(evil_dir_meta)
+                .symlink("link", "../victim")
+                .pax(evil_dir_meta)
+                .symlink("alink", &abs_victim)
+                .finish(),
+        ),
+        (
+            "replaced by a regular file",
+            TarMaker::new()
+                .dir("evil/", 0o4777)
+                .file("evil", b"plain", 0o644)
+                .finish(),
+        ),
+        (
+            "replaced by a hard link",
+            TarMaker::new()
+                .file("f", b"plain", 0o644)
+                .dir("evil/", 0o4777)
+                .hardlink("evil", "f")
+                .finish(),
+        ),
+    ];
+    for (what, tar) in &variants {
+        for mode in [Mode::Overlay, Mode::Apply] {
+            for resolver in [Resolver::Auto, Resolver::Walk] {
+                let root = t.path().join("root");
+                fs::create_dir(&root).unwrap();
+                fs::write(&victim, b"secret").unwrap();
+                fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+                fs::create_dir(&victim_dir).unwrap();
+                fs::set_permissions(&victim_dir, fs::Permissions::from_mode(0o700)).unwrap();
+                let before = (fingerprint(&victim), fingerprint(&victim_dir));
+                let r = extract_with(&tar[..], &root, &Digest::of(tar), mode, resolver);
+                let ctx = format!("{what} ({mode:?}, {resolver:?})");
+                assert!(r.is_ok(), "{ctx}: {:?}", r.err());
+                assert_eq!(
+                    (fingerprint(&victim), fingerprint(&victim_dir)),
+                    before,
+                    "{ctx}"
+                );
+                assert_eq!(
+                    names_in(t.path()),
+                    vec!["root", "victim", "victimdir"],
+                    "{ctx}"
+                );
+                if what.contains("regular file") || what.contains("hard link") {
+                    let m = fs::symlink_metadata(root.join("evil")).unwrap();
+                    assert!(m.is_file(), "{ctx}");
+                    assert_eq!(m.mode() & 0o7777, 0o644, "{ctx}: the file keeps its mode");
+                }
+                if what.contains("root entry") {
+                    let m = fs::symlink_metadata(&root).unwrap();
+                    assert_eq!(m.mode() & 0o7777, 0o4777, "{ctx}: the root got its mode");
+                }
+                fs::remove_dir_all(&root).unwrap();
+                fs::remove_dir_all(&victim_dir).unwrap();
+            }
+        }
+    }
+}

@@ -2,6 +2,7 @@
 
 mod blobs;
 mod extract;
+mod extract_props;
 mod gc;
 mod refs;
 
