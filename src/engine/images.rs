@@ -165,13 +165,11 @@ impl Engine {
         platform: Option<&Platform>,
     ) -> Result<Vec<ImageRecord>, EngineError> {
         let store = self.image_store()?;
-        store
-            .load_layout(input, platform)
-            .map_err(|e| match e {
-                // Already names the layout: no second copy of the path.
-                e @ crate::store::StoreError::BadLayout { .. } => EngineError::Store(e),
-                e => EngineError::context(format!("loading {}", input.display()), e),
-            })
+        store.load_layout(input, platform).map_err(|e| match e {
+            // Already names the layout: no second copy of the path.
+            e @ crate::store::StoreError::BadLayout { .. } => EngineError::Store(e),
+            e => EngineError::context(format!("loading {}", input.display()), e),
+        })
     }
 
     /// Saves the image `input` names (every platform, or only `platform`) as an OCI image
