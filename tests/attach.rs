@@ -30,6 +30,23 @@ fn read_until(events: &AttachEvents, stream: Stream, want: &str) -> String {
     }
 }
 
+/// Output on both streams until stdout ends with `out` and stderr with `err`.
+fn read_both(events: &AttachEvents, out: &str, err: &str) -> (String, String) {
+    let (mut o, mut e) = (String::new(), String::new());
+    while !(o.ends_with(out) && e.ends_with(err)) {
+        match events.recv_timeout(Duration::from_secs(30)) {
+            Ok(Some(AttachEvent::Output(Stream::Stdout, d))) => {
+                o.push_str(&String::from_utf8_lossy(&d))
+            }
+            Ok(Some(AttachEvent::Output(Stream::Stderr, d))) => {
+                e.push_str(&String::from_utf8_lossy(&d))
+            }
+            other => panic!("waiting for {out:?}/{err:?} (seen {o:?}/{e:?}): {other:?}"),
+        }
+    }
+    (o, e)
+}
+
 /// Everything until the end: (stdout, stderr, the last event).
 fn drain(events: &AttachEvents) -> (String, String, Option<AttachEvent>) {
     let (mut out, mut err) = (String::new(), String::new());
@@ -95,18 +112,12 @@ fn clients_share_stdin_and_output_and_see_the_exit() {
     let seen = read_until(&b.events, Stream::Stdout, "started\n");
     assert_eq!(seen, "started\n");
     b.input.stdin(b"one\n");
-    assert_eq!(
-        read_until(&a.events, Stream::Stdout, "got one\n"),
-        "got one\n"
-    );
-    assert_eq!(
-        read_until(&a.events, Stream::Stderr, "err one\n"),
-        "err one\n"
-    );
-    assert_eq!(
-        read_until(&b.events, Stream::Stdout, "got one\n"),
-        "got one\n"
-    );
+    // (The first client may have come before the shell said "started".)
+    let (out, err) = read_both(&a.events, "got one\n", "err one\n");
+    assert!(out == "got one\n" || out == "started\ngot one\n", "{out:?}");
+    assert_eq!(err, "err one\n");
+    let (out, err) = read_both(&b.events, "got one\n", "err one\n");
+    assert_eq!((out.as_str(), err.as_str()), ("got one\n", "err one\n"));
     // A third, late client with the replay: the whole run in order, nothing twice.
     let c = engine
         .attach(
@@ -197,7 +208,8 @@ fn attaching_before_the_start_sees_the_whole_run() {
             },
         )
         .unwrap();
-    assert!(root.run(&["start", &id]).status.success());
+    let o = root.run(&["start", &id]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let (out, _, last) = drain(&a.events);
     assert_eq!(out, "run\n");
     assert_eq!(last, Some(AttachEvent::Exited(Some(2))));
@@ -272,13 +284,21 @@ struct Tmux(String);
 impl Tmux {
     fn start(name: &str, size: (u16, u16), command: &str) -> Tmux {
         let s = Tmux(format!("xrun-att-{name}-{}", std::process::id()));
-        let st = Command::new("tmux")
-            .args(["new-session", "-d", "-s", &s.0])
-            .args(["-x", &size.1.to_string(), "-y", &size.0.to_string()])
-            .arg(command)
-            .status()
-            .unwrap();
-        assert!(st.success());
+        // A server that is exiting (its last session just went) refuses: try again.
+        let started = (0..20).any(|_| {
+            let ok = Command::new("tmux")
+                .args(["new-session", "-d", "-s", &s.0])
+                .args(["-x", &size.1.to_string(), "-y", &size.0.to_string()])
+                .arg(command)
+                .status()
+                .unwrap()
+                .success();
+            if !ok {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            ok
+        });
+        assert!(started, "tmux new-session {}", s.0);
         s
     }
     fn keys(&self, keys: &[&str]) {

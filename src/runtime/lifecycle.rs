@@ -433,6 +433,11 @@ fn finish(c: &Containers, id: &str, mut session: Session) -> Result<i32, Runtime
         let _ = rx.recv_timeout(Duration::from_secs(2));
     }
     let hub = session.hub.take();
+    if let Some(h) = &hub {
+        // Before the exit is recorded (a next start binds the socket anew): later clients
+        // take the log and the recorded exit.
+        h.close_socket();
+    }
     drop(session);
     let exited = |r: &mut ContainerRecord| {
         r.phase = Phase::Exited;
@@ -450,22 +455,26 @@ fn finish(c: &Containers, id: &str, mut session: Session) -> Result<i32, Runtime
         _ => c.update(id, exited)?,
     };
     tracing::debug!("phase: exit recorded");
+    let cleaned = (|| {
+        // Its PID 1 is reaped: nothing of it runs any more.
+        executor::delete_exited(
+            &c.runtime_root(&rec.id),
+            &rec.id,
+            &Engine::from_option(rec.options.runtime.as_ref()),
+        );
+        c.bundle(&rec.id).unmount_rootfs()?;
+        tracing::debug!("phase: cleaned up");
+        if rec.options.auto_remove {
+            remove_dir(c, id)?;
+            tracing::debug!("phase: removed");
+        }
+        Ok::<(), RuntimeError>(())
+    })();
     if let Some(hub) = hub {
         // Attached clients get the exit and the last of the output.
         hub.finish(code.as_ref().ok().copied());
     }
-    // Its PID 1 is reaped: nothing of it runs any more.
-    executor::delete_exited(
-        &c.runtime_root(&rec.id),
-        &rec.id,
-        &Engine::from_option(rec.options.runtime.as_ref()),
-    );
-    c.bundle(&rec.id).unmount_rootfs()?;
-    tracing::debug!("phase: cleaned up");
-    if rec.options.auto_remove {
-        remove_dir(c, id)?;
-        tracing::debug!("phase: removed");
-    }
+    cleaned?;
     code
 }
 
@@ -583,15 +592,26 @@ pub fn monitor(
     for s in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE] {
         unsafe { nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigIgn) }?;
     }
-    if let Some((pid, pipes)) = super::seal::take_monitor_resume() {
+    if let Some(resume) = super::seal::take_monitor_resume() {
         drop(ready);
+        let rec = c.load(id)?;
+        let log = open_log(c, id)?;
+        let hub = Hub::new(
+            log,
+            c.log_path(id),
+            rec.log_start,
+            super::attach::serves_tty(&rec.options),
+        );
+        if let Some(l) = resume.listener {
+            hub.serve_socket(l, &super::attach::socket_path(c, id));
+        }
         let mut session = Session {
-            running: Some(executor::Running::adopt(Pid::from_raw(pid))),
+            running: Some(executor::Running::adopt(Pid::from_raw(resume.pid))),
             machine: None,
             pump: None,
-            log_pipes: pipes,
+            log_pipes: resume.pipes,
             log_pumps: Vec::new(),
-            hub: None,
+            hub: Some(hub),
             _raw: None,
         };
         session.pump_logs(c, id)?;
@@ -604,11 +624,14 @@ pub fn monitor(
     }
     let mut ready = ready.map(std::fs::File::from);
     let rec = c.load(id)?;
-    let hub = attach_hub(c, &rec)?;
+    let (hub, listener) = attach_hub(c, &rec)?;
     let attach = Attach::Log(hub.clone());
     let mut session = match launch_any(c, &rec, &attach, &BundleExtras::default(), machines) {
         Ok(s) => s,
         Err(e) => {
+            if let Some((_, path)) = &listener {
+                let _ = std::fs::remove_file(path);
+            }
             hub.finish(None);
             if let Some(r) = &mut ready {
                 let _ = writeln!(
@@ -629,26 +652,39 @@ pub fn monitor(
     // is in it any more), re-execute the on-disk binary to keep waiting: the container stays
     // this process's child across exec. Not with a terminal pump or an external runtime
     // process, which do not survive an exec.
-    // The output pipes go along (the pipes hold what the container writes meanwhile).
-    // Not while clients may attach: the attach socket and the terminal stay here.
+    // The output pipes and the attach socket go along (the pipes hold what the container
+    // writes meanwhile, the socket's backlog the clients that connect). Not with clients
+    // attached already or a stdin kept: they stay here.
     if let Some(running) = &session.running
         && super::seal::current_protection() == Some(super::seal::Protection::Memfd)
         && session.pump.is_none()
-        && !hub.serving()
+        && hub.idle()
         && !running.has_runtime_child()
     {
-        let e =
-            super::seal::resume_monitor_from_disk(running.pid.as_raw(), session.log_pipes.as_ref());
+        let e = super::seal::resume_monitor_from_disk(
+            running.pid.as_raw(),
+            session.log_pipes.as_ref(),
+            listener.as_ref().map(|(l, _)| l),
+        );
         tracing::warn!("monitor of {id}: keeps the binary copy: {e}");
+    }
+    if let Some((l, path)) = listener {
+        hub.serve_socket(l, &path);
     }
     session.pump_logs(c, id)?;
     finish(c, id, session).map(|_| 0)
 }
 
+/// An attach socket, bound, not served yet, and its path.
+type AttachSocket = (std::os::unix::net::UnixListener, std::path::PathBuf);
+
 /// The attach hub of a run under the monitor: the log (this run's output starts at its
-/// current end), the attach socket, and the clients that were waiting for this start
-/// (after `runs` is bumped: see [`super::attach`]).
-fn attach_hub(c: &Containers, rec: &ContainerRecord) -> Result<Arc<Hub>, RuntimeError> {
+/// current end), the clients that were waiting for this start (after `runs` is bumped: see
+/// [`super::attach`]), and the attach socket.
+fn attach_hub(
+    c: &Containers,
+    rec: &ContainerRecord,
+) -> Result<(Arc<Hub>, Option<AttachSocket>), RuntimeError> {
     let log = open_log(c, &rec.id)?;
     let start = log
         .metadata()
@@ -664,11 +700,16 @@ fn attach_hub(c: &Containers, rec: &ContainerRecord) -> Result<Arc<Hub>, Runtime
         start,
         super::attach::serves_tty(&rec.options),
     );
-    if let Err(e) = hub.listen(&super::attach::socket_path(c, &rec.id)) {
-        tracing::warn!("container {}: no attach socket: {e}", rec.short_id());
-    }
+    let path = super::attach::socket_path(c, &rec.id);
+    let listener = match super::attach::hub::bind(&path) {
+        Ok(l) => Some((l, path)),
+        Err(e) => {
+            tracing::warn!("container {}: no attach socket: {e}", rec.short_id());
+            None
+        }
+    };
     hub.adopt(super::attach::pending_sockets(c, &rec.id));
-    Ok(hub)
+    Ok((hub, listener))
 }
 
 /// Cleans up containers whose owner died without recording an exit: the runtime state,

@@ -123,17 +123,8 @@ impl Hub {
         Ok(())
     }
 
-    /// Serves the attach socket at `path` (mode 0600) from a thread.
-    pub fn listen(self: &Arc<Self>, path: &Path) -> Result<(), RuntimeError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| RuntimeError::io("creating the attach socket directory", e))?;
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-        }
-        let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path)
-            .map_err(|e| RuntimeError::io(format!("binding {}", path.display()), e))?;
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    /// Serves the attach socket `listener` (bound at `path`) from a thread.
+    pub fn serve_socket(self: &Arc<Self>, listener: UnixListener, path: &Path) {
         *self.socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.to_path_buf());
         let hub = self.clone();
         std::thread::spawn(move || {
@@ -145,15 +136,20 @@ impl Hub {
                 });
             }
         });
-        Ok(())
     }
 
-    /// Whether the attach socket is served.
-    pub fn serving(&self) -> bool {
-        self.socket
+    /// Whether no client is attached and no stdin is kept.
+    pub fn idle(&self) -> bool {
+        self.out
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+            .clients
+            .is_empty()
+            && self
+                .stdin
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none()
     }
 
     /// Connects the clients waiting for this start (their sockets are `pending`), before
@@ -319,12 +315,17 @@ impl Hub {
         }
     }
 
-    /// The container exited: every client gets the code and its output is flushed (at most
-    /// a few seconds); the socket goes.
-    pub fn finish(&self, code: Option<i32>) {
+    /// Removes the attach socket: no new client.
+    pub fn close_socket(&self) {
         if let Some(p) = self.socket.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = std::fs::remove_file(p);
         }
+    }
+
+    /// The container exited: every client gets the code and its output is flushed (at most
+    /// a few seconds); the socket goes.
+    pub fn finish(&self, code: Option<i32>) {
+        self.close_socket();
         {
             let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
             out.exit = Some(code);
@@ -338,6 +339,21 @@ impl Hub {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
+}
+
+/// Binds the attach socket at `path` (mode 0600, in a 0700 directory); connections wait
+/// in its backlog until [`Hub::serve_socket`].
+pub fn bind(path: &Path) -> Result<UnixListener, RuntimeError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| RuntimeError::io("creating the attach socket directory", e))?;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)
+        .map_err(|e| RuntimeError::io(format!("binding {}", path.display()), e))?;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    Ok(listener)
 }
 
 /// Writes one stream of the container's output into its [`Hub`].
