@@ -184,7 +184,9 @@ impl Engine {
             replay: req.replay,
         };
         let tty = attach::serves_tty(&rec.options);
-        let (ev_tx, ev_rx) = mpsc::channel();
+        // Bounded: a client that reads slowly holds its monitor connection back (and is cut off
+        // by the monitor past its limit) instead of growing this process.
+        let (ev_tx, ev_rx) = mpsc::sync_channel(EVENTS_QUEUED);
         let (in_tx, in_rx) = mpsc::channel();
         let gone = Arc::new(AtomicBool::new(false));
         let keys = req.detach_keys.clone();
@@ -223,6 +225,9 @@ enum Source {
         exit: Option<i32>,
     },
 }
+
+/// Output chunks an attachment holds for its client before it stops reading the monitor.
+const EVENTS_QUEUED: usize = 256;
 
 /// How long a monitor may take to serve its socket once its run began.
 const SOCKET_WAIT: Duration = Duration::from_secs(5);
@@ -321,7 +326,7 @@ fn connect_started(c: &Containers, before: &ContainerRecord, hello: &Hello) -> O
 }
 
 /// The sender of an attachment's events; the last event closes it.
-struct Events(Mutex<Option<mpsc::Sender<AttachEvent>>>);
+struct Events(Mutex<Option<mpsc::SyncSender<AttachEvent>>>);
 
 impl Events {
     /// Sends `e`; false once the client is gone or the attachment ended.
@@ -345,7 +350,7 @@ impl Events {
 fn link(
     source: Source,
     hello: &Hello,
-    ev_tx: mpsc::Sender<AttachEvent>,
+    ev_tx: mpsc::SyncSender<AttachEvent>,
     input: mpsc::Receiver<Input>,
     keys: Option<DetachKeys>,
 ) {
