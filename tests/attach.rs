@@ -263,7 +263,29 @@ fn detach_keys_leave_the_container_running() {
             },
         )
         .unwrap();
-    b.input.resize(20, 70);
+    // Resizes through the engine (the API's endpoint), each on a connection of its own
+    // that the monitor lets go: its threads do not pile up.
+    let threads = || {
+        let pid = engine.inspect(&id).unwrap().owner.unwrap().pid;
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .unwrap()
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+    engine.resize(&id, 21, 71).unwrap();
+    let before = threads();
+    for _ in 0..30 {
+        engine.resize(&id, 20, 70).unwrap();
+    }
+    assert!(
+        threads() <= before + 1,
+        "{} threads, {before} before",
+        threads()
+    );
     b.input.stdin(b"stty size; echo y-$((6*7))\n");
     let seen = read_until(&b.events, Stream::Stdout, "y-42");
     assert!(seen.contains("20 70"), "{seen:?}");

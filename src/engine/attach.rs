@@ -214,6 +214,37 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Resizes the terminal of running container `key` (through its monitor; nothing
+    /// happens to a container without one).
+    pub fn resize(&self, key: &str, rows: u16, cols: u16) -> Result<(), EngineError> {
+        let c = self.containers()?;
+        let rec = c.find(key)?;
+        let not_running =
+            || RuntimeError::WrongState(format!("container {} is not running", rec.short_id()));
+        if !rec.is_running() {
+            return Err(not_running().into());
+        }
+        match connect_running(&c, &rec, &Hello::default())? {
+            Source::Live(conn) => {
+                proto::write_frame(
+                    &conn.stream,
+                    proto::RESIZE,
+                    &proto::resize_payload(rows, cols),
+                )
+                .map_err(|e| EngineError::context("resizing the terminal", e))?;
+                // The monitor reads the resize, then the end, and lets the connection go
+                // (waited for, within bounds).
+                let _ = conn.stream.shutdown(Shutdown::Write);
+                let _ = conn.stream.set_read_timeout(Some(SOCKET_WAIT));
+                let _ = proto::read_frame(&conn.stream);
+                Ok(())
+            }
+            Source::Ended { .. } => Err(not_running().into()),
+        }
+    }
+}
+
 /// Where an attachment's events come from.
 enum Source {
     /// The monitor of the run.

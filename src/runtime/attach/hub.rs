@@ -8,7 +8,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One attached client, as the output side sees it.
 struct Client {
+    /// Tells it from the others.
+    id: u64,
     tx: mpsc::Sender<Vec<u8>>,
     queued: Arc<AtomicUsize>,
     stdout: bool,
@@ -53,6 +55,8 @@ pub struct Hub {
     tty: bool,
     /// Client writer threads still sending.
     writers: Arc<AtomicUsize>,
+    /// The next client's id.
+    next_id: AtomicU64,
     socket: Mutex<Option<PathBuf>>,
 }
 
@@ -73,6 +77,7 @@ impl Hub {
             log_start,
             tty,
             writers: Arc::new(AtomicUsize::new(0)),
+            next_id: AtomicU64::new(0),
             socket: Mutex::new(None),
         })
     }
@@ -161,8 +166,8 @@ impl Hub {
                     let hub = self.clone();
                     let input = conn.try_clone();
                     match (hub.clone().register(conn), input) {
-                        (Ok(hello), Ok(input)) => {
-                            std::thread::spawn(move || hub.read_input(input, &hello));
+                        (Ok(client), Ok(input)) => {
+                            std::thread::spawn(move || hub.read_input(input, &client));
                         }
                         (Err(e), _) | (_, Err(e)) => {
                             tracing::debug!("a waiting attach client: {e}");
@@ -179,14 +184,14 @@ impl Hub {
 
     /// Serves one client connection until it goes.
     fn serve(self: Arc<Self>, conn: UnixStream) -> std::io::Result<()> {
-        let hello = self.clone().register(conn.try_clone()?)?;
-        self.read_input(conn, &hello);
+        let client = self.clone().register(conn.try_clone()?)?;
+        self.read_input(conn, &client);
         Ok(())
     }
 
     /// Reads the client's hello and registers it for output: its writer thread sends the
     /// answer, the replay, then the live output.
-    fn register(self: Arc<Self>, conn: UnixStream) -> std::io::Result<Hello> {
+    fn register(self: Arc<Self>, conn: UnixStream) -> std::io::Result<Registered> {
         conn.set_read_timeout(Some(HELLO_TIMEOUT))?;
         let hello: Hello = match proto::read_frame(&conn)? {
             Some((proto::HELLO, p)) => serde_json::from_slice(&p)
@@ -201,6 +206,7 @@ impl Hub {
         conn.set_read_timeout(None)?;
         let (tx, rx) = mpsc::channel::<Vec<u8>>();
         let queued = Arc::new(AtomicUsize::new(0));
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         let replay_end;
         let exit;
         {
@@ -209,6 +215,7 @@ impl Hub {
             exit = out.exit;
             if exit.is_none() {
                 out.clients.push(Client {
+                    id,
                     tx,
                     queued: queued.clone(),
                     stdout: hello.stdout,
@@ -244,7 +251,7 @@ impl Hub {
             let _ = w.shutdown(std::net::Shutdown::Both);
             writers.fetch_sub(1, Ordering::SeqCst);
         });
-        Ok(hello)
+        Ok(Registered { hello, id })
     }
 
     /// Sends the log records of this run up to `end` as frames.
@@ -277,8 +284,10 @@ impl Hub {
         Ok(())
     }
 
-    /// A client's input: stdin, stdin close, resizes; until it goes.
-    fn read_input(&self, conn: UnixStream, hello: &Hello) {
+    /// A client's input: stdin, stdin close, resizes; until it goes (then its output
+    /// stops too).
+    fn read_input(&self, conn: UnixStream, client: &Registered) {
+        let hello = &client.hello;
         while let Ok(Some((kind, payload))) = proto::read_frame(&conn) {
             match kind {
                 proto::STDIN if hello.stdin => {
@@ -313,6 +322,12 @@ impl Hub {
                 _ => {}
             }
         }
+        // Gone: its writer ends with its queue.
+        self.out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clients
+            .retain(|c| c.id != client.id);
     }
 
     /// Removes the attach socket: no new client.
@@ -354,6 +369,12 @@ pub fn bind(path: &Path) -> Result<UnixListener, RuntimeError> {
         .map_err(|e| RuntimeError::io(format!("binding {}", path.display()), e))?;
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
     Ok(listener)
+}
+
+/// A registered client: what it asked for, and its id.
+struct Registered {
+    hello: Hello,
+    id: u64,
 }
 
 /// Writes one stream of the container's output into its [`Hub`].
