@@ -245,6 +245,10 @@ fn detach_keys_leave_the_container_running() {
     a.input.stdin(b"stty size; echo x-$((6*7))\n");
     let seen = read_until(&a.events, Stream::Stdout, "x-42");
     assert!(seen.contains("33 101"), "{seen:?}");
+    // Closing stdin does not close a terminal (a client that ends leaves the shell).
+    a.input.close_stdin();
+    a.input.stdin(b"echo still-$((1+1))\n");
+    read_until(&a.events, Stream::Stdout, "still-2");
     // Ctrl+P then Ctrl+Q, split across writes: detached, still running.
     a.input.stdin(b"\x10");
     a.input.stdin(b"\x11echo never\n");

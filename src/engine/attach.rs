@@ -152,7 +152,8 @@ impl AttachInput {
         let _ = self.tx.send(Input::Stdin(data.to_vec()));
     }
 
-    /// Closes the container's stdin (with a terminal: sends the end-of-file character).
+    /// Closes the container's stdin (Docker's stdin-once); ignored with a terminal, whose
+    /// input is never closed by a client (send the end-of-file character, Ctrl+D, instead).
     pub fn close_stdin(&self) {
         let _ = self.tx.send(Input::CloseStdin);
     }

@@ -90,8 +90,7 @@ impl Hub {
         }
     }
 
-    /// Where clients' stdin goes: a pipe's write end, or the terminal (`tty`: closing sends
-    /// the end-of-file character).
+    /// Where clients' stdin goes: a pipe's write end, or the terminal (`tty`: never closed).
     pub fn set_stdin(&self, w: Box<dyn Write + Send>, tty: bool) {
         self.stdin_is_tty.store(tty, Ordering::SeqCst);
         *self.stdin.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
@@ -298,15 +297,10 @@ impl Hub {
                         *s = None;
                     }
                 }
-                proto::CLOSE if hello.stdin => {
-                    let mut s = self.stdin.lock().unwrap_or_else(|e| e.into_inner());
-                    if self.stdin_is_tty.load(Ordering::SeqCst) {
-                        if let Some(w) = s.as_mut() {
-                            let _ = w.write_all(&[4]);
-                        }
-                    } else {
-                        *s = None;
-                    }
+                // A terminal's input is never closed (as Docker: a client that ends or
+                // detaches leaves the shell running); a pipe's is.
+                proto::CLOSE if hello.stdin && !self.stdin_is_tty.load(Ordering::SeqCst) => {
+                    *self.stdin.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 }
                 proto::RESIZE => {
                     if let Some((rows, cols)) = proto::parse_resize(&payload)
