@@ -196,6 +196,34 @@ fn attaching_before_the_start_sees_the_whole_run() {
             "--rm left {id}"
         );
     }
+    // `docker run -i` through the API: stdin attached before the start, closed at its end.
+    let o = root.run(&[
+        "create",
+        "-i",
+        "--rm",
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "sh",
+        "-c",
+        "cat; echo done; exit 4",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = stdout(&o).trim().to_string();
+    let a = engine
+        .attach(
+            &id,
+            AttachRequest {
+                stdin: true,
+                ..AttachRequest::default()
+            },
+        )
+        .unwrap();
+    a.input.stdin(b"a\nb\n");
+    a.input.close_stdin();
+    assert!(root.run(&["start", &id]).status.success());
+    let (out, _, last) = drain(&a.events);
+    assert_eq!(out, "a\nb\ndone\n");
+    assert_eq!(last, Some(AttachEvent::Exited(Some(4))));
     // A stopped container restarted: the attachment sees the new run only.
     let id = run_detached(&root, &[], &["sh", "-c", "echo run; exit 2"]);
     assert!(wait_for(10, || engine.inspect(&id).unwrap().exit_code == Some(2)));

@@ -8,7 +8,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -33,8 +33,26 @@ struct Client {
     stderr: bool,
 }
 
-/// Where stdin bytes and resizes go.
+/// What resizes the terminal.
 type Resize = Box<dyn Fn(u16, u16) + Send>;
+
+/// Stdin sent before the container's stdin is there, kept at most.
+const MAX_WAITING_STDIN: usize = 1 << 20;
+
+/// The container's stdin, as clients see it.
+enum Stdin {
+    /// Not there yet (the container is starting): what clients send waits.
+    Waiting {
+        /// The bytes sent.
+        buf: Vec<u8>,
+        /// A client closed it.
+        close: bool,
+    },
+    /// The pipe's write end, or the terminal.
+    Open(Box<dyn Write + Send>),
+    /// None (no `-i`), or closed.
+    Closed,
+}
 
 struct Output {
     log: File,
@@ -46,9 +64,7 @@ struct Output {
 /// The output, stdin and terminal of one detached container, shared by its clients.
 pub struct Hub {
     out: Mutex<Output>,
-    stdin: Mutex<Option<Box<dyn Write + Send>>>,
-    /// Writing the end-of-file character instead of closing (a terminal).
-    stdin_is_tty: AtomicBool,
+    stdin: Mutex<Stdin>,
     resize: Mutex<Option<Resize>>,
     log_path: PathBuf,
     log_start: u64,
@@ -62,16 +78,23 @@ pub struct Hub {
 
 impl Hub {
     /// A hub writing the log `log` (opened for appending; this run starts at `log_start`)
-    /// at `log_path`; `tty`: the container has a terminal.
-    pub fn new(log: File, log_path: PathBuf, log_start: u64, tty: bool) -> Arc<Hub> {
+    /// at `log_path`; `tty`: the container has a terminal; `stdin`: it keeps stdin open
+    /// (`-i`: what clients send before it is there waits for [`Hub::set_stdin`]).
+    pub fn new(log: File, log_path: PathBuf, log_start: u64, tty: bool, stdin: bool) -> Arc<Hub> {
         Arc::new(Hub {
             out: Mutex::new(Output {
                 log,
                 clients: Vec::new(),
                 exit: None,
             }),
-            stdin: Mutex::new(None),
-            stdin_is_tty: AtomicBool::new(false),
+            stdin: Mutex::new(if stdin {
+                Stdin::Waiting {
+                    buf: Vec::new(),
+                    close: false,
+                }
+            } else {
+                Stdin::Closed
+            }),
             resize: Mutex::new(None),
             log_path,
             log_start,
@@ -90,10 +113,20 @@ impl Hub {
         }
     }
 
-    /// Where clients' stdin goes: a pipe's write end, or the terminal (`tty`: never closed).
-    pub fn set_stdin(&self, w: Box<dyn Write + Send>, tty: bool) {
-        self.stdin_is_tty.store(tty, Ordering::SeqCst);
-        *self.stdin.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
+    /// Where clients' stdin goes: a pipe's write end, or the terminal (never closed by a
+    /// client). What they sent before goes first.
+    pub fn set_stdin(&self, mut w: Box<dyn Write + Send>) {
+        let mut s = self.stdin.lock().unwrap_or_else(|e| e.into_inner());
+        *s = match std::mem::replace(&mut *s, Stdin::Closed) {
+            Stdin::Waiting { buf, close } => {
+                if w.write_all(&buf).is_err() || close {
+                    Stdin::Closed
+                } else {
+                    Stdin::Open(w)
+                }
+            }
+            _ => Stdin::Open(w),
+        };
     }
 
     /// What resizes the container's terminal.
@@ -149,11 +182,10 @@ impl Hub {
             .unwrap_or_else(|e| e.into_inner())
             .clients
             .is_empty()
-            && self
-                .stdin
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_none()
+            && matches!(
+                *self.stdin.lock().unwrap_or_else(|e| e.into_inner()),
+                Stdin::Closed
+            )
     }
 
     /// Connects the clients waiting for this start (their sockets are `pending`), before
@@ -291,16 +323,28 @@ impl Hub {
             match kind {
                 proto::STDIN if hello.stdin => {
                     let mut s = self.stdin.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(w) = s.as_mut()
-                        && w.write_all(&payload).is_err()
-                    {
-                        *s = None;
+                    match &mut *s {
+                        Stdin::Waiting { buf, .. } => {
+                            if buf.len() + payload.len() <= MAX_WAITING_STDIN {
+                                buf.extend_from_slice(&payload);
+                            }
+                        }
+                        Stdin::Open(w) => {
+                            if w.write_all(&payload).is_err() {
+                                *s = Stdin::Closed;
+                            }
+                        }
+                        Stdin::Closed => {}
                     }
                 }
                 // A terminal's input is never closed (as Docker: a client that ends or
                 // detaches leaves the shell running); a pipe's is.
-                proto::CLOSE if hello.stdin && !self.stdin_is_tty.load(Ordering::SeqCst) => {
-                    *self.stdin.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                proto::CLOSE if hello.stdin && !self.tty => {
+                    let mut s = self.stdin.lock().unwrap_or_else(|e| e.into_inner());
+                    match &mut *s {
+                        Stdin::Waiting { close, .. } => *close = true,
+                        _ => *s = Stdin::Closed,
+                    }
                 }
                 proto::RESIZE => {
                     if let Some((rows, cols)) = proto::parse_resize(&payload)
