@@ -11,6 +11,11 @@
 //! start, and sees that run from its first byte: `docker run` through the API is create,
 //! attach, wait, start.
 //!
+//! Stdin: a client's bytes are watched for its detach keys, then go to the container's
+//! stdin (`-i`; sent before the container runs, they wait for it). Closing stdin closes a
+//! pipe (Docker's stdin-once); a terminal's input is never closed by a client.
+//! [`Engine::resize`] resizes a running container's terminal without attaching.
+//!
 //! Use from a thread (blocking) or from async code through `spawn_blocking`: the
 //! [`Attachment`] splits into [`AttachEvents`] (blocking receive of output, exit, detach) and
 //! [`AttachInput`] (non-blocking sends of stdin, stdin close, resize, detach; cloneable).
