@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod attach;
 mod binfmt;
 mod check;
 mod containers;
@@ -87,6 +88,8 @@ enum Command {
     Rm(containers::RmArgs),
     /// Run a command in a running container.
     Exec(containers::ExecArgs),
+    /// Attach to a running container's terminal or streams (detach: Ctrl+P Ctrl+Q).
+    Attach(attach::AttachArgs),
     /// binfmt_misc handlers for the emulated route.
     #[command(subcommand)]
     Binfmt(binfmt::BinfmtCommand),
@@ -138,6 +141,7 @@ pub fn main() -> ExitCode {
         Command::Kill(a) => containers::kill(&cli.global, a),
         Command::Rm(a) => containers::rm(&cli.global, a),
         Command::Exec(a) => containers::exec(&cli.global, a),
+        Command::Attach(a) => attach::attach(&cli.global, a),
         Command::Binfmt(a) => binfmt::binfmt(&cli.global, a),
         Command::Internal(a) => containers::internal(&cli.global, a),
     };
@@ -169,7 +173,11 @@ fn parse_error(e: clap::Error) -> ExitCode {
 fn drives_a_container(c: &Command) -> bool {
     matches!(
         c,
-        Command::Run(_) | Command::Start(_) | Command::Exec(_) | Command::Internal(_)
+        Command::Run(_)
+            | Command::Start(_)
+            | Command::Exec(_)
+            | Command::Attach(_)
+            | Command::Internal(_)
     )
 }
 

@@ -98,6 +98,13 @@ pub struct ContainerRecord {
     pub finished: Option<String>,
     /// Last exit code.
     pub exit_code: Option<i32>,
+    /// How many runs a monitor has begun (bumped before it looks for waiting attach
+    /// clients: see [`super::attach`]).
+    #[serde(default)]
+    pub runs: u64,
+    /// Where the output of the last run begins in the log (bytes; attach's replay).
+    #[serde(default)]
+    pub log_start: u64,
 }
 
 /// What `ps` shows, computed from a record and the live processes.
@@ -402,6 +409,8 @@ impl Containers {
             started: None,
             finished: None,
             exit_code: None,
+            runs: 0,
+            log_start: 0,
         };
         let dir = self.container_dir(&id);
         std::fs::create_dir(&dir)
