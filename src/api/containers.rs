@@ -177,7 +177,8 @@ async fn wait(s: Arc<ApiState>, r: Request) -> HandlerResult {
     let (tx, body) = http::channel(1);
     let st = s.clone();
     tokio::task::spawn_blocking(move || {
-        let answer = match wait_for(&st, &rec, condition) {
+        let gone = || tx.is_closed();
+        let answer = match wait_for(&st, &rec, condition, &gone) {
             Ok(code) => json!({"StatusCode": code, "Error": null}),
             Err(e) => json!({"StatusCode": -1, "Error": {"Message": e.message}}),
         };
@@ -191,8 +192,13 @@ async fn wait(s: Arc<ApiState>, r: Request) -> HandlerResult {
 /// How often a waiter without an attachment looks at the record.
 const POLL: Duration = Duration::from_millis(20);
 
-/// Waits until `condition` holds for `rec`; returns the exit code.
-fn wait_for(s: &ApiState, rec: &ContainerRecord, condition: Condition) -> Result<i64, ApiError> {
+/// Waits until `condition` holds for `rec` (or the client is `gone`); returns the exit code.
+fn wait_for(
+    s: &ApiState,
+    rec: &ContainerRecord,
+    condition: Condition,
+    gone: &dyn Fn() -> bool,
+) -> Result<i64, ApiError> {
     let status = rec.status();
     if condition == Condition::NotRunning && status != Status::Running {
         return Ok(exit_code(&status));
@@ -209,24 +215,31 @@ fn wait_for(s: &ApiState, rec: &ContainerRecord, condition: Condition) -> Result
     let mut code = None;
     let attached = s.engine.attach(&rec.id, quiet);
     match attached {
-        Ok(a) => {
-            for ev in a.events {
-                if let AttachEvent::Exited(c) = ev {
+        Ok(a) => loop {
+            match a.events.recv_timeout(POLL * 10) {
+                Ok(Some(AttachEvent::Exited(c))) => {
                     code = Some(c.map(i64::from).unwrap_or(-1));
                     break;
                 }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(()) if gone() => {
+                    a.input.detach();
+                    return Err(ApiError::internal("the client went away"));
+                }
+                Err(()) => {}
             }
-        }
+        },
         Err(e) => {
             tracing::debug!(
                 "wait on {}: no attachment ({e}); polling the record",
                 rec.id
             );
-            code = poll_exit(s, rec);
+            code = poll_exit(s, rec, gone);
         }
     }
     if condition == Condition::Removed {
-        while s.engine.inspect(&rec.id).is_ok() {
+        while s.engine.inspect(&rec.id).is_ok() && !gone() {
             std::thread::sleep(POLL);
         }
     }
@@ -235,9 +248,12 @@ fn wait_for(s: &ApiState, rec: &ContainerRecord, condition: Condition) -> Result
 
 /// Watches the record until the run after `rec` ended: its exit code, `None` when the
 /// record went before its exit could be read.
-fn poll_exit(s: &ApiState, rec: &ContainerRecord) -> Option<i64> {
+fn poll_exit(s: &ApiState, rec: &ContainerRecord, gone: &dyn Fn() -> bool) -> Option<i64> {
     let before = rec.finished.clone();
     loop {
+        if gone() {
+            return None;
+        }
         let now = match s.engine.inspect(&rec.id) {
             Ok(r) => r,
             Err(_) => return None,
