@@ -19,6 +19,10 @@ pub struct StartArgs {
     /// Attach stdin.
     #[arg(short, long)]
     pub interactive: bool,
+    /// For a container with a terminal: the key sequence that detaches and leaves it
+    /// running (Docker's syntax; empty: none).
+    #[arg(long = "detach-keys", value_name = "KEYS", default_value = xrun::engine::DEFAULT_DETACH_KEYS)]
+    pub detach_keys: String,
     /// Containers.
     #[arg(required = true)]
     pub containers: Vec<String>,
@@ -114,6 +118,10 @@ pub enum InternalCommand {
 
 /// `xrun start`.
 pub fn start(g: &Global, a: StartArgs) -> anyhow::Result<u8> {
+    let keys = match super::attach::detach_keys(&a.detach_keys) {
+        Ok(k) => k,
+        Err(code) => return Ok(code),
+    };
     let engine = Engine::open(&g.root);
     if a.attach
         && let Err(e) = engine.seal()
@@ -135,6 +143,11 @@ pub fn start(g: &Global, a: StartArgs) -> anyhow::Result<u8> {
         if rec.is_running() {
             println!("{key}");
             continue;
+        }
+        if (a.interactive || a.attach) && rec.options.tty {
+            // Under its monitor, this process attached: the detach keys leave it running.
+            let stdin = a.interactive && rec.options.interactive;
+            return super::attach::start_attached(&engine, &rec.id, stdin, keys, false);
         }
         if a.interactive || a.attach {
             let how = AttachOptions {

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod attach;
 mod binfmt;
 mod check;
 mod containers;
@@ -90,6 +91,8 @@ enum Command {
     Exec(containers::ExecArgs),
     /// Serve the Docker Engine API on a unix socket (DOCKER_HOST=unix://PATH).
     Serve(serve::ServeArgs),
+    /// Attach to a running container's terminal or streams (detach: Ctrl+P Ctrl+Q).
+    Attach(attach::AttachArgs),
     /// binfmt_misc handlers for the emulated route.
     #[command(subcommand)]
     Binfmt(binfmt::BinfmtCommand),
@@ -133,6 +136,7 @@ pub fn main() -> ExitCode {
         Command::Rm(a) => containers::rm(&cli.global, a),
         Command::Exec(a) => containers::exec(&cli.global, a),
         Command::Serve(a) => serve::serve(&cli.global, a),
+        Command::Attach(a) => attach::attach(&cli.global, a),
         Command::Binfmt(a) => binfmt::binfmt(&cli.global, a),
         Command::Internal(a) => containers::internal(&cli.global, a),
     };
@@ -154,6 +158,7 @@ fn drives_a_container(c: &Command) -> bool {
             | Command::Exec(_)
             | Command::Internal(_)
             | Command::Serve(_)
+            | Command::Attach(_)
     )
 }
 

@@ -113,6 +113,10 @@ pub struct RunArgs {
     /// Run in the background and print the container id.
     #[arg(short, long)]
     pub detach: bool,
+    /// With -it: the key sequence that detaches from the container and leaves it running
+    /// (Docker's syntax; empty: none).
+    #[arg(long = "detach-keys", value_name = "KEYS", default_value = xrun::engine::DEFAULT_DETACH_KEYS)]
+    pub detach_keys: String,
     #[command(flatten)]
     pub flags: ContainerFlags,
 }
@@ -298,6 +302,10 @@ fn create_container(engine: &Engine, f: &ContainerFlags) -> anyhow::Result<Resul
 /// `xrun run`.
 pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
     tracing::debug!("phase: run");
+    let keys = match super::attach::detach_keys(&a.detach_keys) {
+        Ok(k) => k,
+        Err(code) => return Ok(code),
+    };
     let engine = Engine::open(&g.root);
     if !a.detach
         && let Err(e) = engine.seal()
@@ -315,6 +323,10 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         }
         println!("{id}");
         return Ok(0);
+    }
+    if a.flags.tty && a.flags.interactive {
+        // Under its monitor, this process attached: the detach keys leave it running.
+        return super::attach::start_attached(&engine, &id, true, keys, true);
     }
     let how = AttachOptions {
         interactive: false,

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+use super::attach::hub::Hub;
 use super::executor::{self, Engine, ExecRequest, Running, Stdio};
+use super::log::Stream;
 use super::machine::{Machine, MachineControl, MachineIo, Machines};
 use super::options::ExecRoute;
 use super::state::{Phase, ProcRef};
@@ -24,8 +26,9 @@ use super::{
 pub enum Attach {
     /// xrun's own terminal/streams (`run`, `start -a`).
     Foreground,
-    /// The container's log file (detached; stdin is /dev/null).
-    Log,
+    /// The monitor's attach hub: the container's log and attached clients (detached; stdin
+    /// is a pipe or the terminal with `-i`, else /dev/null).
+    Log(Arc<Hub>),
 }
 
 /// Validates the options and records a new container (nothing is mounted yet).
@@ -68,19 +71,40 @@ struct Session {
     log_pipes: Option<(OwnedFd, OwnedFd)>,
     /// Copy the container's stdout and stderr pipes into its log (detached).
     log_pumps: Vec<std::thread::JoinHandle<()>>,
+    /// The attach hub of a detached container (its monitor's).
+    hub: Option<Arc<Hub>>,
     _raw: Option<tty::RawMode>,
 }
 
 impl Session {
-    /// Starts copying the container's output pipes into its log (see [`super::log`]).
+    /// Starts copying the container's output pipes into its log (see [`super::log`]) and
+    /// to attached clients.
     fn pump_logs(&mut self, c: &Containers, id: &str) -> Result<(), RuntimeError> {
         if let Some((out, err)) = self.log_pipes.take() {
-            let (lo, le) = super::log::LogWriter::pair(open_log(c, id)?);
-            self.log_pumps.push(super::log::pump(out, lo));
-            self.log_pumps.push(super::log::pump(err, le));
+            match &self.hub {
+                Some(hub) => {
+                    self.log_pumps
+                        .push(super::log::pump(out, hub.writer(Stream::Stdout)));
+                    self.log_pumps
+                        .push(super::log::pump(err, hub.writer(Stream::Stderr)));
+                }
+                None => {
+                    let (lo, le) = super::log::LogWriter::pair(open_log(c, id)?);
+                    self.log_pumps.push(super::log::pump(out, lo));
+                    self.log_pumps.push(super::log::pump(err, le));
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// A pipe for a detached `-i` container's stdin: the read end for the container, the
+/// write end for the attach hub.
+fn stdin_pipe(hub: &Hub) -> Result<OwnedFd, RuntimeError> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    hub.set_stdin(Box::new(std::fs::File::from(w)), false);
+    Ok(r)
 }
 
 fn launch(
@@ -96,8 +120,12 @@ fn launch(
     tracing::debug!("phase: bundle prepared");
     let engine = Engine::from_option(opts.runtime.as_ref());
     let mut log_pipes = None;
+    let hub = match attach {
+        Attach::Log(h) => Some(h.clone()),
+        Attach::Foreground => None,
+    };
     let result = (|| {
-        let foreground = matches!(attach, Attach::Foreground);
+        let foreground = hub.is_none();
         let mut console = None;
         let stdio = if opts.tty && engine == Engine::Libcontainer {
             // A short path: socket addresses are limited to 108 bytes.
@@ -144,7 +172,10 @@ fn launch(
             let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
             log_pipes = Some((out_r, err_r));
             Stdio {
-                stdin: dev_null()?,
+                stdin: match &hub {
+                    Some(h) if opts.interactive => stdin_pipe(h)?,
+                    _ => dev_null()?,
+                },
                 stdout: out_w,
                 stderr: err_w,
             }
@@ -186,10 +217,28 @@ fn launch(
             };
             tty::copy_window_size(master.as_raw_fd());
             winch_master.store(master.as_raw_fd(), Ordering::SeqCst);
-            let out: Box<dyn Write + Send> = if foreground {
-                Box::new(std::io::stdout())
-            } else {
-                Box::new(super::log::LogWriter::pair(open_log(c, id)?).0)
+            let out: Box<dyn Write + Send> = match &hub {
+                None => Box::new(std::io::stdout()),
+                Some(h) => {
+                    // The monitor keeps the terminal: clients' input and sizes go to it.
+                    let input = master
+                        .try_clone()
+                        .map_err(|e| RuntimeError::io("cloning the pty", e))?;
+                    if opts.interactive {
+                        h.set_stdin(Box::new(std::fs::File::from(input)), true);
+                    }
+                    let fd = master.as_raw_fd();
+                    h.set_resize(Box::new(move |rows, cols| {
+                        let ws = libc::winsize {
+                            ws_row: rows,
+                            ws_col: cols,
+                            ws_xpixel: 0,
+                            ws_ypixel: 0,
+                        };
+                        unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
+                    }));
+                    Box::new(h.writer(Stream::Stdout))
+                }
             };
             let interactive = opts.interactive && foreground;
             if interactive {
@@ -207,6 +256,7 @@ fn launch(
             pump,
             log_pipes: log_pipes.take(),
             log_pumps: Vec::new(),
+            hub: hub.clone(),
             _raw: raw,
         })
     })();
@@ -260,8 +310,24 @@ fn launch_machine(
 ) -> Result<Session, RuntimeError> {
     let id = rec.id.as_str();
     let opts = &rec.options;
-    let foreground = matches!(attach, Attach::Foreground);
-    let io = if foreground {
+    let hub = match attach {
+        Attach::Log(h) => Some(h.clone()),
+        Attach::Foreground => None,
+    };
+    let foreground = hub.is_none();
+    let io = if let Some(h) = &hub {
+        let stdin = if opts.interactive {
+            Some(Box::new(std::fs::File::from(stdin_pipe(h)?)) as Box<dyn Read + Send>)
+        } else {
+            None
+        };
+        MachineIo {
+            stdin,
+            stdout: Box::new(h.writer(Stream::Stdout)),
+            stderr: Box::new(h.writer(Stream::Stderr)),
+            tty: opts.tty.then_some((0, 0)),
+        }
+    } else {
         MachineIo {
             stdin: opts
                 .interactive
@@ -269,14 +335,6 @@ fn launch_machine(
             stdout: Box::new(std::io::stdout()),
             stderr: Box::new(std::io::stderr()),
             tty: opts.tty.then(terminal_size),
-        }
-    } else {
-        let (out, err) = super::log::LogWriter::pair(open_log(c, id)?);
-        MachineIo {
-            stdin: None,
-            stdout: Box::new(out),
-            stderr: Box::new(err),
-            tty: opts.tty.then_some((0, 0)),
         }
     };
     let slot = Arc::new(Mutex::new(ControlSlot::default()));
@@ -305,7 +363,10 @@ fn launch_machine(
         for sig in std::mem::take(&mut s.pending) {
             control.signal(sig);
         }
-        s.control = Some(control);
+        s.control = Some(control.clone());
+    }
+    if let Some(h) = &hub {
+        h.set_resize(Box::new(move |rows, cols| control.resize(rows, cols)));
     }
     let raw = if foreground && opts.tty && opts.interactive {
         tty::RawMode::enter()
@@ -319,6 +380,7 @@ fn launch_machine(
         pump: None,
         log_pipes: None,
         log_pumps: Vec::new(),
+        hub,
         _raw: raw,
     })
 }
@@ -370,6 +432,12 @@ fn finish(c: &Containers, id: &str, mut session: Session) -> Result<i32, Runtime
         });
         let _ = rx.recv_timeout(Duration::from_secs(2));
     }
+    let hub = session.hub.take();
+    if let Some(h) = &hub {
+        // Before the exit is recorded (a next start binds the socket anew): later clients
+        // take the log and the recorded exit.
+        h.close_socket();
+    }
     drop(session);
     let exited = |r: &mut ContainerRecord| {
         r.phase = Phase::Exited;
@@ -387,18 +455,26 @@ fn finish(c: &Containers, id: &str, mut session: Session) -> Result<i32, Runtime
         _ => c.update(id, exited)?,
     };
     tracing::debug!("phase: exit recorded");
-    // Its PID 1 is reaped: nothing of it runs any more.
-    executor::delete_exited(
-        &c.runtime_root(&rec.id),
-        &rec.id,
-        &Engine::from_option(rec.options.runtime.as_ref()),
-    );
-    c.bundle(&rec.id).unmount_rootfs()?;
-    tracing::debug!("phase: cleaned up");
-    if rec.options.auto_remove {
-        remove_dir(c, id)?;
-        tracing::debug!("phase: removed");
+    let cleaned = (|| {
+        // Its PID 1 is reaped: nothing of it runs any more.
+        executor::delete_exited(
+            &c.runtime_root(&rec.id),
+            &rec.id,
+            &Engine::from_option(rec.options.runtime.as_ref()),
+        );
+        c.bundle(&rec.id).unmount_rootfs()?;
+        tracing::debug!("phase: cleaned up");
+        if rec.options.auto_remove {
+            remove_dir(c, id)?;
+            tracing::debug!("phase: removed");
+        }
+        Ok::<(), RuntimeError>(())
+    })();
+    if let Some(hub) = hub {
+        // Attached clients get the exit and the last of the output.
+        hub.finish(code.as_ref().ok().copied());
     }
+    cleaned?;
     code
 }
 
@@ -516,14 +592,26 @@ pub fn monitor(
     for s in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE] {
         unsafe { nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigIgn) }?;
     }
-    if let Some((pid, pipes)) = super::seal::take_monitor_resume() {
+    if let Some(resume) = super::seal::take_monitor_resume() {
         drop(ready);
+        let rec = c.load(id)?;
+        let log = open_log(c, id)?;
+        let hub = Hub::new(
+            log,
+            c.log_path(id),
+            rec.log_start,
+            super::attach::serves_tty(&rec.options),
+        );
+        if let Some(l) = resume.listener {
+            hub.serve_socket(l, &super::attach::socket_path(c, id));
+        }
         let mut session = Session {
-            running: Some(executor::Running::adopt(Pid::from_raw(pid))),
+            running: Some(executor::Running::adopt(Pid::from_raw(resume.pid))),
             machine: None,
             pump: None,
-            log_pipes: pipes,
+            log_pipes: resume.pipes,
             log_pumps: Vec::new(),
+            hub: Some(hub),
             _raw: None,
         };
         session.pump_logs(c, id)?;
@@ -536,9 +624,15 @@ pub fn monitor(
     }
     let mut ready = ready.map(std::fs::File::from);
     let rec = c.load(id)?;
-    let mut session = match launch_any(c, &rec, &Attach::Log, &BundleExtras::default(), machines) {
+    let (hub, listener) = attach_hub(c, &rec)?;
+    let attach = Attach::Log(hub.clone());
+    let mut session = match launch_any(c, &rec, &attach, &BundleExtras::default(), machines) {
         Ok(s) => s,
         Err(e) => {
+            if let Some((_, path)) = &listener {
+                let _ = std::fs::remove_file(path);
+            }
+            hub.finish(None);
             if let Some(r) = &mut ready {
                 let _ = writeln!(
                     r,
@@ -558,18 +652,64 @@ pub fn monitor(
     // is in it any more), re-execute the on-disk binary to keep waiting: the container stays
     // this process's child across exec. Not with a terminal pump or an external runtime
     // process, which do not survive an exec.
-    // The output pipes go along (the pipes hold what the container writes meanwhile).
+    // The output pipes and the attach socket go along (the pipes hold what the container
+    // writes meanwhile, the socket's backlog the clients that connect). Not with clients
+    // attached already or a stdin kept: they stay here.
     if let Some(running) = &session.running
         && super::seal::current_protection() == Some(super::seal::Protection::Memfd)
         && session.pump.is_none()
+        && hub.idle()
         && !running.has_runtime_child()
     {
-        let e =
-            super::seal::resume_monitor_from_disk(running.pid.as_raw(), session.log_pipes.as_ref());
+        let e = super::seal::resume_monitor_from_disk(
+            running.pid.as_raw(),
+            session.log_pipes.as_ref(),
+            listener.as_ref().map(|(l, _)| l),
+        );
         tracing::warn!("monitor of {id}: keeps the binary copy: {e}");
+    }
+    if let Some((l, path)) = listener {
+        hub.serve_socket(l, &path);
     }
     session.pump_logs(c, id)?;
     finish(c, id, session).map(|_| 0)
+}
+
+/// An attach socket, bound, not served yet, and its path.
+type AttachSocket = (std::os::unix::net::UnixListener, std::path::PathBuf);
+
+/// The attach hub of a run under the monitor: the log (this run's output starts at its
+/// current end), the clients that were waiting for this start (after `runs` is bumped: see
+/// [`super::attach`]), and the attach socket.
+fn attach_hub(
+    c: &Containers,
+    rec: &ContainerRecord,
+) -> Result<(Arc<Hub>, Option<AttachSocket>), RuntimeError> {
+    let log = open_log(c, &rec.id)?;
+    let start = log
+        .metadata()
+        .map_err(|e| RuntimeError::io("reading the container log", e))?
+        .len();
+    c.update(&rec.id, |r| {
+        r.runs += 1;
+        r.log_start = start;
+    })?;
+    let hub = Hub::new(
+        log,
+        c.log_path(&rec.id),
+        start,
+        super::attach::serves_tty(&rec.options),
+    );
+    let path = super::attach::socket_path(c, &rec.id);
+    let listener = match super::attach::hub::bind(&path) {
+        Ok(l) => Some((l, path)),
+        Err(e) => {
+            tracing::warn!("container {}: no attach socket: {e}", rec.short_id());
+            None
+        }
+    };
+    hub.adopt(super::attach::pending_sockets(c, &rec.id));
+    Ok((hub, listener))
 }
 
 /// Cleans up containers whose owner died without recording an exit: the runtime state,

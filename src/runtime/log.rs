@@ -58,7 +58,8 @@ impl LogWriter {
     }
 }
 
-fn timestamp() -> String {
+/// Now, as the log writes it (RFC 3339, UTC).
+pub fn timestamp() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
@@ -89,8 +90,9 @@ impl Write for LogWriter {
     }
 }
 
-/// Copies everything read from `from` (a pipe's read end) into `to` until end of file.
-pub fn pump(from: OwnedFd, mut to: LogWriter) -> JoinHandle<()> {
+/// Copies everything read from `from` (a pipe's read end) into `to` (a [`LogWriter`], or
+/// an attach hub's writer) until end of file.
+pub fn pump(from: OwnedFd, mut to: impl Write + Send + 'static) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut r = File::from(from);
         let mut buf = vec![0u8; 32 * 1024];

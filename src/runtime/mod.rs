@@ -28,6 +28,8 @@
 //!     rootfs/              overlay mount point while the container runs
 //!     etc/                 hostname, hosts, resolv.conf bind-mounted into the container
 //!     runtime/             the OCI runtime's own state (libcontainer's or runc's `--root`)
+//! /run/xrun/roots/<16 hex digits>/attach/<24 hex digits of the id>.sock   the attach socket
+//!                          a detached container's monitor serves (0600; [`attach`])
 //! /run/xrun/mountpoints/v1/etc/   empty mount points for those three files: a shared
 //!                          lower layer on top of images that have an /etc directory
 //! /run/xrun/exe/           protected views of the xrun binary ([`seal`])
@@ -49,7 +51,8 @@
 //!
 //! A container runs under an *owner*: the foreground `xrun run`/`start -a` process, or for a
 //! detached container a small per-container monitor (`xrun internal monitor ID`, double-forked,
-//! `setsid`) that keeps its log, reaps it and records its exit status. If the owner
+//! `setsid`) that keeps its log, its terminal or stdin for clients that attach ([`attach`]),
+//! reaps it and records its exit status. If the owner
 //! disappears without recording an exit (killed, host rebooted), `ps` shows
 //! `Exited (unknown)`, and the leftovers (mount, cgroups, runtime state) are cleaned up by the
 //! next xrun that starts containers, or by `rm`.

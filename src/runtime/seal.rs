@@ -451,16 +451,36 @@ fn is_monitor_resume() -> bool {
         && args[args.len() - 2] == "monitor"
 }
 
-/// In a monitor that re-executed itself from disk ([`resume_monitor_from_disk`]): the pid of
-/// the container process to keep waiting for, and the read ends of its output pipes when it
-/// has them (removed from the environment; the descriptors become close-on-exec again).
-pub fn take_monitor_resume() -> Option<(i32, Option<(OwnedFd, OwnedFd)>)> {
+/// What a monitor re-executed from disk ([`resume_monitor_from_disk`]) takes over.
+pub struct MonitorResume {
+    /// The container process to keep waiting for.
+    pub pid: i32,
+    /// The read ends of its output pipes, when it has them.
+    pub pipes: Option<(OwnedFd, OwnedFd)>,
+    /// The attach socket's listener, when it is served (connections made meanwhile wait
+    /// in its backlog).
+    pub listener: Option<std::os::unix::net::UnixListener>,
+}
+
+/// In a monitor that re-executed itself from disk ([`resume_monitor_from_disk`]): what it
+/// takes over (removed from the environment; the descriptors become close-on-exec again).
+pub fn take_monitor_resume() -> Option<MonitorResume> {
     if !is_monitor_resume() {
         return None;
     }
     let value = std::env::var(RESUME_ENV).ok()?;
     // SAFETY: the monitor is single-threaded at this point (nothing started yet).
     unsafe { std::env::remove_var(RESUME_ENV) };
+    let (value, listener) = match value.split_once('/') {
+        Some((v, l)) => (v.to_string(), l.parse::<i32>().ok().filter(|fd| *fd > 2)),
+        None => (value, None),
+    };
+    let listener = listener.map(|fd| {
+        // SAFETY: a descriptor this process inherited for exactly this purpose.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        // SAFETY: as above; nothing else owns it.
+        std::os::unix::net::UnixListener::from(unsafe { OwnedFd::from_raw_fd(fd) })
+    });
     let mut parts = value.split(':');
     let pid = parts.next()?.parse().ok()?;
     let fds: Vec<i32> = parts.filter_map(|p| p.parse().ok()).collect();
@@ -475,15 +495,24 @@ pub fn take_monitor_resume() -> Option<(i32, Option<(OwnedFd, OwnedFd)>)> {
         }
         _ => None,
     };
-    Some((pid, pipes))
+    Some(MonitorResume {
+        pid,
+        pipes,
+        listener,
+    })
 }
 
 /// Re-executes this monitor (`xrun internal monitor ID`) from the on-disk binary, told to
 /// wait for container process `pid` (its child, which stays its child across exec) and to
-/// copy its output `pipes` (kept open across the exec) into its log. Used once the container
-/// runs: no xrun process is inside it any more, so the protection is no longer needed and
-/// the memfd copy is dropped. Returns only on error.
-pub fn resume_monitor_from_disk(pid: i32, pipes: Option<&(OwnedFd, OwnedFd)>) -> RuntimeError {
+/// copy its output `pipes` (kept open across the exec) into its log, and to serve the attach
+/// socket `listener`. Used once the container runs: no xrun process is inside it any more,
+/// so the protection is no longer needed and the memfd copy is dropped. Returns only on
+/// error.
+pub fn resume_monitor_from_disk(
+    pid: i32,
+    pipes: Option<&(OwnedFd, OwnedFd)>,
+    listener: Option<&std::os::unix::net::UnixListener>,
+) -> RuntimeError {
     let exe = match original_exe() {
         Ok(e) => e,
         Err(e) => return e,
@@ -512,17 +541,24 @@ pub fn resume_monitor_from_disk(pid: i32, pipes: Option<&(OwnedFd, OwnedFd)>) ->
         }
         value = format!("{pid}:{}:{}", out.as_raw_fd(), err.as_raw_fd());
     }
+    if let Some(l) = listener {
+        // SAFETY: clearing close-on-exec on a descriptor this process owns.
+        unsafe { libc::fcntl(l.as_raw_fd(), libc::F_SETFD, 0) };
+        value = format!("{value}/{}", l.as_raw_fd());
+    }
     if let Ok(v) = CString::new(format!("{RESUME_ENV}={value}")) {
         env.push(v);
     }
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     let err = nix::unistd::fexecve(file.as_raw_fd(), &args, &env).unwrap_err();
-    if let Some((out, err)) = pipes {
-        for fd in [out, err] {
-            // SAFETY: as above, undone after the failed exec.
-            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-        }
+    let fds = pipes
+        .into_iter()
+        .flat_map(|(o, e)| [o.as_raw_fd(), e.as_raw_fd()])
+        .chain(listener.map(|l| l.as_raw_fd()));
+    for fd in fds {
+        // SAFETY: as above, undone after the failed exec.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
     RuntimeError::io("re-executing the monitor", err.into())
 }

@@ -105,6 +105,13 @@ pub struct ContainerRecord {
     /// The reasons behind its route, as `xrun check` gives them.
     #[serde(default)]
     pub reasons: Vec<crate::plan::Reason>,
+    /// How many runs a monitor has begun (bumped before it looks for waiting attach
+    /// clients: see [`super::attach`]).
+    #[serde(default)]
+    pub runs: u64,
+    /// Where the output of the last run begins in the log (bytes; attach's replay).
+    #[serde(default)]
+    pub log_start: u64,
 }
 
 /// What `ps` shows, computed from a record and the live processes.
@@ -411,6 +418,8 @@ impl Containers {
             exit_code: None,
             platform: None,
             reasons: Vec::new(),
+            runs: 0,
+            log_start: 0,
         };
         let dir = self.container_dir(&id);
         std::fs::create_dir(&dir)
