@@ -56,11 +56,14 @@ pub async fn attach(s: Arc<ApiState>, mut r: Request) -> HandlerResult {
             }
         }
     });
+    // A client closing its side closes the container's stdin only with StdinOnce (`docker
+    // run -i`); a `docker attach` that leaves (or detaches on its side) keeps it open.
+    let stdin_once = rec.options.stdin_once;
     let to_container = input.clone();
     tokio::spawn(async move {
         let alive = stream::relay(upgrade, rx, move |m| match m {
             FromClient::Data(d) if stdin => to_container.stdin(&d),
-            FromClient::Closed if stdin => to_container.close_stdin(),
+            FromClient::Closed if stdin && stdin_once => to_container.close_stdin(),
             _ => {}
         })
         .await;

@@ -58,6 +58,8 @@ pub struct CreateBody {
     pub tty: Option<bool>,
     /// Keep stdin open.
     pub open_stdin: Option<bool>,
+    /// Close stdin when the first attached client closes its side.
+    pub stdin_once: Option<bool>,
     /// Labels.
     pub labels: Option<BTreeMap<String, String>>,
     /// The host side.
@@ -220,6 +222,7 @@ impl CreateBody {
             init: hc.init.unwrap_or(false),
             tty,
             interactive: self.open_stdin.unwrap_or(false),
+            stdin_once: self.stdin_once.unwrap_or(false),
             auto_remove: hc.auto_remove.unwrap_or(false),
             labels: self.labels.unwrap_or_default(),
             ..Default::default()
@@ -396,7 +399,7 @@ pub fn inspect(r: &ContainerRecord) -> Value {
             "AttachStderr": false,
             "Tty": r.options.tty,
             "OpenStdin": r.options.interactive,
-            "StdinOnce": false,
+            "StdinOnce": r.options.stdin_once,
             "Env": env,
             "Cmd": cmd,
             "Image": r.image.name,

@@ -258,6 +258,7 @@ fn options(f: &ContainerFlags, command: Vec<String>) -> Result<RunOptions, Runti
         runtime: f.runtime.clone(),
         no_seccomp: false,
         route: Default::default(),
+        stdin_once: false,
         labels: f
             .label
             .iter()
