@@ -450,26 +450,29 @@ async fn start(s: Arc<ApiState>, mut r: Request) -> HandlerResult {
         });
         return Ok(http::no_content(StatusCode::OK));
     };
-    let input = Arc::new(Mutex::new(stdin_w));
-    tokio::spawn(async move {
-        stream::relay(upgrade, done_rx, move |m| {
-            let input = input.clone();
-            match m {
-                FromClient::Data(d) => {
-                    if let Ok(mut g) = input.lock()
-                        && let Some(w) = g.as_mut()
-                    {
-                        let _ = w.write_all(&d).and_then(|_| w.flush());
-                    }
-                }
-                FromClient::Closed => {
-                    // stdin's end: without a terminal the pipe closes; with one, the
-                    // terminal stays (the command ends on its own).
-                    if !tty && let Ok(mut g) = input.lock() {
-                        g.take();
-                    }
+    // stdin is written by a thread of its own: a full pipe never holds up the service.
+    let (in_tx, in_rx) = std::sync::mpsc::channel::<Option<Vec<u8>>>();
+    if let Some(mut w) = stdin_w {
+        std::thread::spawn(move || {
+            while let Ok(Some(d)) = in_rx.recv() {
+                if w.write_all(&d).and_then(|_| w.flush()).is_err() {
+                    return;
                 }
             }
+            // `None` (stdin's end) or the client gone: the pipe closes here.
+        });
+    }
+    tokio::spawn(async move {
+        stream::relay(upgrade, done_rx, move |m| match m {
+            FromClient::Data(d) => {
+                let _ = in_tx.send(Some(d));
+            }
+            // stdin's end: without a terminal the pipe closes; with one, the terminal
+            // stays (the command ends on its own).
+            FromClient::Closed if !tty => {
+                let _ = in_tx.send(None);
+            }
+            FromClient::Closed => {}
         })
         .await;
     });
