@@ -192,6 +192,9 @@ async fn wait(s: Arc<ApiState>, r: Request) -> HandlerResult {
 /// How often a waiter without an attachment looks at the record.
 const POLL: Duration = Duration::from_millis(20);
 
+/// How often a waiter for `removed` looks for the record once the container exited.
+const POLL_REMOVED: Duration = Duration::from_millis(2);
+
 /// Waits until `condition` holds for `rec` (or the client is `gone`); returns the exit code.
 fn wait_for(
     s: &ApiState,
@@ -239,8 +242,9 @@ fn wait_for(
         }
     }
     if condition == Condition::Removed {
+        // The exit comes right before the record goes: look often, it is short.
         while s.engine.inspect(&rec.id).is_ok() && !gone() {
-            std::thread::sleep(POLL);
+            std::thread::sleep(POLL_REMOVED);
         }
     }
     Ok(code.unwrap_or(-1))
