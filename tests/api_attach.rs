@@ -37,7 +37,12 @@ fn docker_run_attached_gives_output_stdin_and_exit_codes() {
         .spawn()
         .unwrap();
     c.stdin.take().unwrap().write_all(b"piped\n").unwrap();
-    let o = c.wait_with_output().unwrap();
+    // stdin may arrive (and close) before the container starts: none of it may be lost.
+    let o = output_within(
+        c,
+        std::time::Duration::from_secs(120),
+        "docker run -i lost its piped stdin or its end",
+    );
     assert_eq!(out(&o), "piped\nend", "{}", err(&o));
 
     let o = s.docker(&["run", "--rm", IMAGE, "nosuchcmd"]);

@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
+use hyper::StatusCode;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::UnixListener;
 
@@ -287,11 +287,7 @@ async fn route_one(
 ) -> router::HandlerResult {
     let (version, path) = version::split(req.uri().path())?;
     let path = path.to_string();
-    let method = if req.method() == Method::HEAD && path == "/_ping" {
-        Method::HEAD
-    } else {
-        req.method().clone()
-    };
+    let method = req.method().clone();
     match router.find(&method, &path) {
         router::Found::Handler(h, params) => {
             let request = Request::new(req, params, version);

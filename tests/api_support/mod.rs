@@ -240,6 +240,26 @@ fn parse(raw: &[u8]) -> Reply {
     }
 }
 
+/// Waits for `child`'s output; a child still running after `limit` is killed and the test
+/// fails with `what` (a guard against a hung test, not a timing check).
+pub fn output_within(child: std::process::Child, limit: Duration, what: &str) -> Output {
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(o) => o.unwrap(),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("{what}: still running after {limit:?}");
+        }
+    }
+}
+
 /// stdout of an output, trimmed.
 pub fn out(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
