@@ -196,6 +196,34 @@ fn attaching_before_the_start_sees_the_whole_run() {
             "--rm left {id}"
         );
     }
+    // `docker run -i` through the API: stdin attached before the start, closed at its end.
+    let o = root.run(&[
+        "create",
+        "-i",
+        "--rm",
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "sh",
+        "-c",
+        "cat; echo done; exit 4",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = stdout(&o).trim().to_string();
+    let a = engine
+        .attach(
+            &id,
+            AttachRequest {
+                stdin: true,
+                ..AttachRequest::default()
+            },
+        )
+        .unwrap();
+    a.input.stdin(b"a\nb\n");
+    a.input.close_stdin();
+    assert!(root.run(&["start", &id]).status.success());
+    let (out, _, last) = drain(&a.events);
+    assert_eq!(out, "a\nb\ndone\n");
+    assert_eq!(last, Some(AttachEvent::Exited(Some(4))));
     // A stopped container restarted: the attachment sees the new run only.
     let id = run_detached(&root, &[], &["sh", "-c", "echo run; exit 2"]);
     assert!(wait_for(10, || engine.inspect(&id).unwrap().exit_code == Some(2)));
@@ -245,6 +273,10 @@ fn detach_keys_leave_the_container_running() {
     a.input.stdin(b"stty size; echo x-$((6*7))\n");
     let seen = read_until(&a.events, Stream::Stdout, "x-42");
     assert!(seen.contains("33 101"), "{seen:?}");
+    // Closing stdin does not close a terminal (a client that ends leaves the shell).
+    a.input.close_stdin();
+    a.input.stdin(b"echo still-$((1+1))\n");
+    read_until(&a.events, Stream::Stdout, "still-2");
     // Ctrl+P then Ctrl+Q, split across writes: detached, still running.
     a.input.stdin(b"\x10");
     a.input.stdin(b"\x11echo never\n");
@@ -263,7 +295,29 @@ fn detach_keys_leave_the_container_running() {
             },
         )
         .unwrap();
-    b.input.resize(20, 70);
+    // Resizes through the engine (the API's endpoint), each on a connection of its own
+    // that the monitor lets go: its threads do not pile up.
+    let threads = || {
+        let pid = engine.inspect(&id).unwrap().owner.unwrap().pid;
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .unwrap()
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+    engine.resize(&id, 21, 71).unwrap();
+    let before = threads();
+    for _ in 0..30 {
+        engine.resize(&id, 20, 70).unwrap();
+    }
+    assert!(
+        threads() <= before + 1,
+        "{} threads, {before} before",
+        threads()
+    );
     b.input.stdin(b"stty size; echo y-$((6*7))\n");
     let seen = read_until(&b.events, Stream::Stdout, "y-42");
     assert!(seen.contains("20 70"), "{seen:?}");

@@ -170,7 +170,10 @@ pub(super) fn relay(engine: &Engine, att: Attachment, how: &Relay) -> u8 {
             loop {
                 match stdin.read(&mut buf) {
                     Ok(0) | Err(_) => {
-                        if close {
+                        if close && tty {
+                            // The end of input, as a terminal says it (as `run -it` always did).
+                            inp.stdin(&[4]);
+                        } else if close {
                             inp.close_stdin();
                         }
                         return;

@@ -11,6 +11,11 @@
 //! start, and sees that run from its first byte: `docker run` through the API is create,
 //! attach, wait, start.
 //!
+//! Stdin: a client's bytes are watched for its detach keys, then go to the container's
+//! stdin (`-i`; sent before the container runs, they wait for it). Closing stdin closes a
+//! pipe (Docker's stdin-once); a terminal's input is never closed by a client.
+//! [`Engine::resize`] resizes a running container's terminal without attaching.
+//!
 //! Use from a thread (blocking) or from async code through `spawn_blocking`: the
 //! [`Attachment`] splits into [`AttachEvents`] (blocking receive of output, exit, detach) and
 //! [`AttachInput`] (non-blocking sends of stdin, stdin close, resize, detach; cloneable).
@@ -152,7 +157,8 @@ impl AttachInput {
         let _ = self.tx.send(Input::Stdin(data.to_vec()));
     }
 
-    /// Closes the container's stdin (with a terminal: sends the end-of-file character).
+    /// Closes the container's stdin (Docker's stdin-once); ignored with a terminal, whose
+    /// input is never closed by a client (send the end-of-file character, Ctrl+D, instead).
     pub fn close_stdin(&self) {
         let _ = self.tx.send(Input::CloseStdin);
     }
@@ -211,6 +217,37 @@ impl Engine {
             events: AttachEvents { rx: ev_rx, gone },
             input: AttachInput { tx: in_tx },
         })
+    }
+}
+
+impl Engine {
+    /// Resizes the terminal of running container `key` (through its monitor; nothing
+    /// happens to a container without one).
+    pub fn resize(&self, key: &str, rows: u16, cols: u16) -> Result<(), EngineError> {
+        let c = self.containers()?;
+        let rec = c.find(key)?;
+        let not_running =
+            || RuntimeError::WrongState(format!("container {} is not running", rec.short_id()));
+        if !rec.is_running() {
+            return Err(not_running().into());
+        }
+        match connect_running(&c, &rec, &Hello::default())? {
+            Source::Live(conn) => {
+                proto::write_frame(
+                    &conn.stream,
+                    proto::RESIZE,
+                    &proto::resize_payload(rows, cols),
+                )
+                .map_err(|e| EngineError::context("resizing the terminal", e))?;
+                // The monitor reads the resize, then the end, and lets the connection go
+                // (waited for, within bounds).
+                let _ = conn.stream.shutdown(Shutdown::Write);
+                let _ = conn.stream.set_read_timeout(Some(SOCKET_WAIT));
+                let _ = proto::read_frame(&conn.stream);
+                Ok(())
+            }
+            Source::Ended { .. } => Err(not_running().into()),
+        }
     }
 }
 

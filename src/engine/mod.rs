@@ -7,7 +7,7 @@
 //!   [`ContainerSpec`]), [`Engine::start`], [`Engine::run_attached`], [`Engine::logs`],
 //!   [`Engine::stop`], [`Engine::kill`], [`Engine::remove`], [`Engine::exec`],
 //!   [`Engine::list`], [`Engine::inspect`], [`Engine::attach`] (a client of a container's
-//!   terminal or streams: [`AttachRequest`] → [`Attachment`]);
+//!   terminal or streams: [`AttachRequest`] → [`Attachment`]), [`Engine::resize`];
 //! - images: [`Engine::pull`], [`Engine::list_images`], [`Engine::inspect_image`],
 //!   [`Engine::remove_image`] + [`Engine::reclaim`], [`Engine::prune_images`],
 //!   [`Engine::load_images`], [`Engine::save_images`];

@@ -103,7 +103,7 @@ impl Session {
 /// write end for the attach hub.
 fn stdin_pipe(hub: &Hub) -> Result<OwnedFd, RuntimeError> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    hub.set_stdin(Box::new(std::fs::File::from(w)), false);
+    hub.set_stdin(Box::new(std::fs::File::from(w)));
     Ok(r)
 }
 
@@ -225,7 +225,7 @@ fn launch(
                         .try_clone()
                         .map_err(|e| RuntimeError::io("cloning the pty", e))?;
                     if opts.interactive {
-                        h.set_stdin(Box::new(std::fs::File::from(input)), true);
+                        h.set_stdin(Box::new(std::fs::File::from(input)));
                     }
                     let fd = master.as_raw_fd();
                     h.set_resize(Box::new(move |rows, cols| {
@@ -601,6 +601,7 @@ pub fn monitor(
             c.log_path(id),
             rec.log_start,
             super::attach::serves_tty(&rec.options),
+            false,
         );
         if let Some(l) = resume.listener {
             hub.serve_socket(l, &super::attach::socket_path(c, id));
@@ -699,6 +700,7 @@ fn attach_hub(
         c.log_path(&rec.id),
         start,
         super::attach::serves_tty(&rec.options),
+        rec.options.interactive,
     );
     let path = super::attach::socket_path(c, &rec.id);
     let listener = match super::attach::hub::bind(&path) {

@@ -8,7 +8,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -25,14 +25,34 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One attached client, as the output side sees it.
 struct Client {
+    /// Tells it from the others.
+    id: u64,
     tx: mpsc::Sender<Vec<u8>>,
     queued: Arc<AtomicUsize>,
     stdout: bool,
     stderr: bool,
 }
 
-/// Where stdin bytes and resizes go.
+/// What resizes the terminal.
 type Resize = Box<dyn Fn(u16, u16) + Send>;
+
+/// Stdin sent before the container's stdin is there, kept at most.
+const MAX_WAITING_STDIN: usize = 1 << 20;
+
+/// The container's stdin, as clients see it.
+enum Stdin {
+    /// Not there yet (the container is starting): what clients send waits.
+    Waiting {
+        /// The bytes sent.
+        buf: Vec<u8>,
+        /// A client closed it.
+        close: bool,
+    },
+    /// The pipe's write end, or the terminal.
+    Open(Box<dyn Write + Send>),
+    /// None (no `-i`), or closed.
+    Closed,
+}
 
 struct Output {
     log: File,
@@ -44,35 +64,43 @@ struct Output {
 /// The output, stdin and terminal of one detached container, shared by its clients.
 pub struct Hub {
     out: Mutex<Output>,
-    stdin: Mutex<Option<Box<dyn Write + Send>>>,
-    /// Writing the end-of-file character instead of closing (a terminal).
-    stdin_is_tty: AtomicBool,
+    stdin: Mutex<Stdin>,
     resize: Mutex<Option<Resize>>,
     log_path: PathBuf,
     log_start: u64,
     tty: bool,
     /// Client writer threads still sending.
     writers: Arc<AtomicUsize>,
+    /// The next client's id.
+    next_id: AtomicU64,
     socket: Mutex<Option<PathBuf>>,
 }
 
 impl Hub {
     /// A hub writing the log `log` (opened for appending; this run starts at `log_start`)
-    /// at `log_path`; `tty`: the container has a terminal.
-    pub fn new(log: File, log_path: PathBuf, log_start: u64, tty: bool) -> Arc<Hub> {
+    /// at `log_path`; `tty`: the container has a terminal; `stdin`: it keeps stdin open
+    /// (`-i`: what clients send before it is there waits for [`Hub::set_stdin`]).
+    pub fn new(log: File, log_path: PathBuf, log_start: u64, tty: bool, stdin: bool) -> Arc<Hub> {
         Arc::new(Hub {
             out: Mutex::new(Output {
                 log,
                 clients: Vec::new(),
                 exit: None,
             }),
-            stdin: Mutex::new(None),
-            stdin_is_tty: AtomicBool::new(false),
+            stdin: Mutex::new(if stdin {
+                Stdin::Waiting {
+                    buf: Vec::new(),
+                    close: false,
+                }
+            } else {
+                Stdin::Closed
+            }),
             resize: Mutex::new(None),
             log_path,
             log_start,
             tty,
             writers: Arc::new(AtomicUsize::new(0)),
+            next_id: AtomicU64::new(0),
             socket: Mutex::new(None),
         })
     }
@@ -85,11 +113,20 @@ impl Hub {
         }
     }
 
-    /// Where clients' stdin goes: a pipe's write end, or the terminal (`tty`: closing sends
-    /// the end-of-file character).
-    pub fn set_stdin(&self, w: Box<dyn Write + Send>, tty: bool) {
-        self.stdin_is_tty.store(tty, Ordering::SeqCst);
-        *self.stdin.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
+    /// Where clients' stdin goes: a pipe's write end, or the terminal (never closed by a
+    /// client). What they sent before goes first.
+    pub fn set_stdin(&self, mut w: Box<dyn Write + Send>) {
+        let mut s = self.stdin.lock().unwrap_or_else(|e| e.into_inner());
+        *s = match std::mem::replace(&mut *s, Stdin::Closed) {
+            Stdin::Waiting { buf, close } => {
+                if w.write_all(&buf).is_err() || close {
+                    Stdin::Closed
+                } else {
+                    Stdin::Open(w)
+                }
+            }
+            _ => Stdin::Open(w),
+        };
     }
 
     /// What resizes the container's terminal.
@@ -145,11 +182,10 @@ impl Hub {
             .unwrap_or_else(|e| e.into_inner())
             .clients
             .is_empty()
-            && self
-                .stdin
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_none()
+            && matches!(
+                *self.stdin.lock().unwrap_or_else(|e| e.into_inner()),
+                Stdin::Closed
+            )
     }
 
     /// Connects the clients waiting for this start (their sockets are `pending`), before
@@ -161,8 +197,8 @@ impl Hub {
                     let hub = self.clone();
                     let input = conn.try_clone();
                     match (hub.clone().register(conn), input) {
-                        (Ok(hello), Ok(input)) => {
-                            std::thread::spawn(move || hub.read_input(input, &hello));
+                        (Ok(client), Ok(input)) => {
+                            std::thread::spawn(move || hub.read_input(input, &client));
                         }
                         (Err(e), _) | (_, Err(e)) => {
                             tracing::debug!("a waiting attach client: {e}");
@@ -179,14 +215,14 @@ impl Hub {
 
     /// Serves one client connection until it goes.
     fn serve(self: Arc<Self>, conn: UnixStream) -> std::io::Result<()> {
-        let hello = self.clone().register(conn.try_clone()?)?;
-        self.read_input(conn, &hello);
+        let client = self.clone().register(conn.try_clone()?)?;
+        self.read_input(conn, &client);
         Ok(())
     }
 
     /// Reads the client's hello and registers it for output: its writer thread sends the
     /// answer, the replay, then the live output.
-    fn register(self: Arc<Self>, conn: UnixStream) -> std::io::Result<Hello> {
+    fn register(self: Arc<Self>, conn: UnixStream) -> std::io::Result<Registered> {
         conn.set_read_timeout(Some(HELLO_TIMEOUT))?;
         let hello: Hello = match proto::read_frame(&conn)? {
             Some((proto::HELLO, p)) => serde_json::from_slice(&p)
@@ -201,6 +237,7 @@ impl Hub {
         conn.set_read_timeout(None)?;
         let (tx, rx) = mpsc::channel::<Vec<u8>>();
         let queued = Arc::new(AtomicUsize::new(0));
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         let replay_end;
         let exit;
         {
@@ -209,6 +246,7 @@ impl Hub {
             exit = out.exit;
             if exit.is_none() {
                 out.clients.push(Client {
+                    id,
                     tx,
                     queued: queued.clone(),
                     stdout: hello.stdout,
@@ -244,7 +282,7 @@ impl Hub {
             let _ = w.shutdown(std::net::Shutdown::Both);
             writers.fetch_sub(1, Ordering::SeqCst);
         });
-        Ok(hello)
+        Ok(Registered { hello, id })
     }
 
     /// Sends the log records of this run up to `end` as frames.
@@ -277,26 +315,35 @@ impl Hub {
         Ok(())
     }
 
-    /// A client's input: stdin, stdin close, resizes; until it goes.
-    fn read_input(&self, conn: UnixStream, hello: &Hello) {
+    /// A client's input: stdin, stdin close, resizes; until it goes (then its output
+    /// stops too).
+    fn read_input(&self, conn: UnixStream, client: &Registered) {
+        let hello = &client.hello;
         while let Ok(Some((kind, payload))) = proto::read_frame(&conn) {
             match kind {
                 proto::STDIN if hello.stdin => {
                     let mut s = self.stdin.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(w) = s.as_mut()
-                        && w.write_all(&payload).is_err()
-                    {
-                        *s = None;
+                    match &mut *s {
+                        Stdin::Waiting { buf, .. } => {
+                            if buf.len() + payload.len() <= MAX_WAITING_STDIN {
+                                buf.extend_from_slice(&payload);
+                            }
+                        }
+                        Stdin::Open(w) => {
+                            if w.write_all(&payload).is_err() {
+                                *s = Stdin::Closed;
+                            }
+                        }
+                        Stdin::Closed => {}
                     }
                 }
-                proto::CLOSE if hello.stdin => {
+                // A terminal's input is never closed (as Docker: a client that ends or
+                // detaches leaves the shell running); a pipe's is.
+                proto::CLOSE if hello.stdin && !self.tty => {
                     let mut s = self.stdin.lock().unwrap_or_else(|e| e.into_inner());
-                    if self.stdin_is_tty.load(Ordering::SeqCst) {
-                        if let Some(w) = s.as_mut() {
-                            let _ = w.write_all(&[4]);
-                        }
-                    } else {
-                        *s = None;
+                    match &mut *s {
+                        Stdin::Waiting { close, .. } => *close = true,
+                        _ => *s = Stdin::Closed,
                     }
                 }
                 proto::RESIZE => {
@@ -313,6 +360,12 @@ impl Hub {
                 _ => {}
             }
         }
+        // Gone: its writer ends with its queue.
+        self.out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clients
+            .retain(|c| c.id != client.id);
     }
 
     /// Removes the attach socket: no new client.
@@ -354,6 +407,12 @@ pub fn bind(path: &Path) -> Result<UnixListener, RuntimeError> {
         .map_err(|e| RuntimeError::io(format!("binding {}", path.display()), e))?;
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
     Ok(listener)
+}
+
+/// A registered client: what it asked for, and its id.
+struct Registered {
+    hello: Hello,
+    id: u64,
 }
 
 /// Writes one stream of the container's output into its [`Hub`].

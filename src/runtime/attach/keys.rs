@@ -97,18 +97,16 @@ impl DetachScanner {
                 }
                 continue;
             }
-            // Broken: the held prefix was input after all; this byte may start a new one.
-            pass.extend_from_slice(&self.keys[..self.held]);
-            self.held = 0;
-            if b == self.keys[0] {
-                self.held = 1;
-                if self.keys.len() == 1 {
-                    self.held = 0;
-                    return Scanned { pass, detach: true };
-                }
-            } else {
-                pass.push(b);
-            }
+            // Broken: of the held bytes and this one, the longest end that may still begin
+            // the sequence stays held; the rest was input after all.
+            let mut candidate = self.keys[..self.held].to_vec();
+            candidate.push(b);
+            let keep = (0..=self.held)
+                .rev()
+                .find(|&n| candidate.ends_with(&self.keys[..n]))
+                .unwrap_or(0);
+            pass.extend_from_slice(&candidate[..candidate.len() - keep]);
+            self.held = keep;
         }
         Scanned {
             pass,
@@ -173,5 +171,59 @@ mod tests {
         let r = s.feed(b"ab\x18cd");
         assert_eq!(r.pass, b"ab");
         assert!(r.detach);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The scanner's result, worked out directly: the input up to the first whole sequence
+    /// (detach), or without a trailing part that may still become one.
+    fn model(keys: &[u8], input: &[u8]) -> (Vec<u8>, bool) {
+        if let Some(i) = input.windows(keys.len()).position(|w| w == keys) {
+            return (input[..i].to_vec(), true);
+        }
+        let held = (1..keys.len())
+            .rev()
+            .find(|&n| input.len() >= n && input.ends_with(&keys[..n]))
+            .unwrap_or(0);
+        (input[..input.len() - held].to_vec(), false)
+    }
+
+    fn keys() -> impl Strategy<Value = Vec<u8>> {
+        // Small alphabets make the sequence and its near misses frequent.
+        prop::collection::vec(0u8..4, 1..4)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_split_gives_the_model_result(
+            keys in keys(),
+            input in prop::collection::vec(0u8..5, 0..64),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(input.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut s = DetachScanner::new(&DetachKeys(keys.clone()));
+            let (mut pass, mut detach, mut from) = (Vec::new(), false, 0);
+            for to in cuts.into_iter().chain([input.len()]) {
+                let r = s.feed(&input[from..to]);
+                pass.extend(r.pass);
+                from = to;
+                if r.detach {
+                    detach = true;
+                    break;
+                }
+            }
+            let (want_pass, want_detach) = model(&keys, &input);
+            // Held bytes are not passed until they are known not to be the sequence.
+            prop_assert_eq!(detach, want_detach);
+            prop_assert_eq!(pass, want_pass);
+        }
     }
 }
