@@ -299,20 +299,7 @@ async fn resize(s: Arc<ApiState>, r: Request) -> HandlerResult {
         )));
     }
     let st = s.clone();
-    blocking(move || {
-        let req = AttachRequest {
-            stdin: false,
-            stdout: false,
-            stderr: false,
-            replay: false,
-            detach_keys: None,
-        };
-        let a = st.engine.attach(&rec.id, req).map_err(not_found_or)?;
-        a.input.resize(h, w);
-        a.input.detach();
-        Ok(())
-    })
-    .await?;
+    blocking(move || st.engine.resize(&rec.id, h, w).map_err(not_found_or)).await?;
     Ok(http::no_content(StatusCode::OK))
 }
 
