@@ -17,6 +17,7 @@ mod host;
 mod images;
 mod pull;
 mod run;
+mod serve;
 
 /// Exit code for xrun's own failures, as Docker's 125.
 pub const EXIT_XRUN_ERROR: u8 = 125;
@@ -88,6 +89,8 @@ enum Command {
     Rm(containers::RmArgs),
     /// Run a command in a running container.
     Exec(containers::ExecArgs),
+    /// Serve the Docker Engine API on a unix socket (DOCKER_HOST=unix://PATH).
+    Serve(serve::ServeArgs),
     /// Attach to a running container's terminal or streams (detach: Ctrl+P Ctrl+Q).
     Attach(attach::AttachArgs),
     /// binfmt_misc handlers for the emulated route.
@@ -101,7 +104,9 @@ enum Command {
 /// Parses the command line, runs the command, and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     // Socket activation is not something xrun passes on: with `LISTEN_FDS` in its environment
-    // the runtime would keep that many of xrun's own descriptors open in the container.
+    // the runtime would keep that many of xrun's own descriptors open in the container. `serve`
+    // takes its activated socket from what was noted here.
+    xrun::api::note_socket_activation();
     for v in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
         // SAFETY: the first thing the process does, before any thread exists.
         unsafe { std::env::remove_var(v) };
@@ -141,6 +146,7 @@ pub fn main() -> ExitCode {
         Command::Kill(a) => containers::kill(&cli.global, a),
         Command::Rm(a) => containers::rm(&cli.global, a),
         Command::Exec(a) => containers::exec(&cli.global, a),
+        Command::Serve(a) => serve::serve(&cli.global, a),
         Command::Attach(a) => attach::attach(&cli.global, a),
         Command::Binfmt(a) => binfmt::binfmt(&cli.global, a),
         Command::Internal(a) => containers::internal(&cli.global, a),
@@ -176,8 +182,9 @@ fn drives_a_container(c: &Command) -> bool {
         Command::Run(_)
             | Command::Start(_)
             | Command::Exec(_)
-            | Command::Attach(_)
             | Command::Internal(_)
+            | Command::Serve(_)
+            | Command::Attach(_)
     )
 }
 
@@ -205,6 +212,7 @@ fn init_logging(level: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }

@@ -154,6 +154,12 @@ pub struct RunOptions {
     pub no_seccomp: bool,
     /// The route (the emulated one forces `--init`).
     pub route: ExecRoute,
+    /// Close stdin when the first attached client closes its side (Docker's `StdinOnce`,
+    /// set by `docker run -i` without `-d`); otherwise a client leaving keeps stdin open.
+    pub stdin_once: bool,
+    /// `--label KEY=VALUE` (Docker's labels: kept on the record, shown by inspect, used by
+    /// list filters).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl RunOptions {

@@ -98,6 +98,13 @@ pub struct ContainerRecord {
     pub finished: Option<String>,
     /// Last exit code.
     pub exit_code: Option<i32>,
+    /// The image platform it runs (`os/arch[/variant]`; `None` for a root file system
+    /// directory, or a record from before platforms were recorded).
+    #[serde(default)]
+    pub platform: Option<String>,
+    /// The reasons behind its route, as `xrun check` gives them.
+    #[serde(default)]
+    pub reasons: Vec<crate::plan::Reason>,
     /// How many runs a monitor has begun (bumped before it looks for waiting attach
     /// clients: see [`super::attach`]).
     #[serde(default)]
@@ -385,7 +392,7 @@ impl Containers {
         let name = match &options.name {
             Some(n) => {
                 if let Some(other) = existing.iter().find(|r| &r.name == n) {
-                    return Err(RuntimeError::BadInput(format!(
+                    return Err(RuntimeError::WrongState(format!(
                         "the container name {n:?} is already in use by container {}: remove it or pick another name",
                         other.short_id()
                     )));
@@ -409,6 +416,8 @@ impl Containers {
             started: None,
             finished: None,
             exit_code: None,
+            platform: None,
+            reasons: Vec::new(),
             runs: 0,
             log_start: 0,
         };
