@@ -9,7 +9,8 @@
 //!   [`Engine::list`], [`Engine::inspect`];
 //! - images: [`Engine::pull`], [`Engine::list_images`], [`Engine::inspect_image`],
 //!   [`Engine::remove_image`] + [`Engine::reclaim`], [`Engine::prune_images`],
-//!   [`Engine::load_images`], [`Engine::save_images`];
+//!   [`Engine::load_images`] / [`Engine::load_images_from`], [`Engine::save_images`] /
+//!   [`Engine::save_images_to`], [`Engine::tag_image`];
 //! - registries: [`Engine::login`], [`Engine::logout`], [`Engine::inspect_remote`];
 //! - the pre-flight: [`Engine::check`].
 //!
@@ -35,10 +36,11 @@ pub mod route;
 mod spec;
 pub mod vm;
 
+pub use crate::store::ArchiveFormat;
 pub use check::CheckRequest;
 pub use containers::{AttachOptions, ExecSpec};
 pub use error::{EXIT_ENGINE_ERROR, EngineError, ErrorKind};
-pub use images::{PullRequest, Reclaimed};
+pub use images::{PullRequest, Reclaimed, SaveRequest};
 pub use observer::{Observer, Unobserved};
 pub use spec::{ContainerSpec, CreateOutcome, Created, DryRun, DryRunPlan, ImageSource};
 
