@@ -10,6 +10,7 @@
 //! [`engine`] is the one layer of operations above the stages; the CLI (in `src/cli/`, part
 //! of the binary) is at the top: argument parsing and printing only.
 
+pub mod api;
 pub mod assess;
 pub mod config;
 pub mod digest;

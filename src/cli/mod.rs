@@ -16,6 +16,7 @@ mod host;
 mod images;
 mod pull;
 mod run;
+mod serve;
 
 /// Exit code for xrun's own failures, as Docker's 125.
 pub const EXIT_XRUN_ERROR: u8 = 125;
@@ -89,6 +90,8 @@ enum Command {
     Rm(containers::RmArgs),
     /// Run a command in a running container.
     Exec(containers::ExecArgs),
+    /// Serve the Docker Engine API on a unix socket (DOCKER_HOST=unix://PATH).
+    Serve(serve::ServeArgs),
     /// binfmt_misc handlers for the emulated route.
     #[command(subcommand)]
     Binfmt(binfmt::BinfmtCommand),
@@ -132,6 +135,7 @@ pub fn main() -> ExitCode {
         Command::Kill(a) => containers::kill(&cli.global, a),
         Command::Rm(a) => containers::rm(&cli.global, a),
         Command::Exec(a) => containers::exec(&cli.global, a),
+        Command::Serve(a) => serve::serve(&cli.global, a),
         Command::Binfmt(a) => binfmt::binfmt(&cli.global, a),
         Command::Internal(a) => containers::internal(&cli.global, a),
     };
@@ -148,7 +152,11 @@ pub fn main() -> ExitCode {
 fn drives_a_container(c: &Command) -> bool {
     matches!(
         c,
-        Command::Run(_) | Command::Start(_) | Command::Exec(_) | Command::Internal(_)
+        Command::Run(_)
+            | Command::Start(_)
+            | Command::Exec(_)
+            | Command::Internal(_)
+            | Command::Serve(_)
     )
 }
 
@@ -163,6 +171,7 @@ fn init_logging(level: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }

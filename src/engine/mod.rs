@@ -6,7 +6,8 @@
 //! - containers: [`Engine::create`] (image → platform → host → route → record, from a
 //!   [`ContainerSpec`]), [`Engine::start`], [`Engine::run_attached`], [`Engine::logs`],
 //!   [`Engine::stop`], [`Engine::kill`], [`Engine::remove`], [`Engine::exec`],
-//!   [`Engine::list`], [`Engine::inspect`];
+//!   [`Engine::list`], [`Engine::inspect`], [`Engine::attach`] (a client of a container's
+//!   terminal or streams: [`AttachRequest`] → [`Attachment`]);
 //! - images: [`Engine::pull`], [`Engine::list_images`], [`Engine::inspect_image`],
 //!   [`Engine::remove_image`] + [`Engine::reclaim`], [`Engine::prune_images`],
 //!   [`Engine::load_images`] / [`Engine::load_images_from`], [`Engine::save_images`] /
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use crate::config::Config;
 use crate::runtime::Containers;
 
+mod attach;
 mod check;
 mod containers;
 mod create;
@@ -36,6 +38,10 @@ pub mod route;
 mod spec;
 pub mod vm;
 
+pub use attach::{
+    AttachEvent, AttachEvents, AttachInput, AttachRequest, Attachment, DEFAULT_DETACH_KEYS,
+    DetachKeys, Stream,
+};
 pub use crate::store::ArchiveFormat;
 pub use check::CheckRequest;
 pub use containers::{AttachOptions, ExecSpec};

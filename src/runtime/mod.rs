@@ -54,6 +54,7 @@
 //! `Exited (unknown)`, and the leftovers (mount, cgroups, runtime state) are cleaned up by the
 //! next xrun that starts containers, or by `rm`.
 
+pub mod attach;
 pub mod bundle;
 pub mod cgroups;
 pub mod executor;
