@@ -9,7 +9,8 @@
 //! - `http.rs`: response bodies; `error.rs`: [`ApiError`] → Docker's JSON error;
 //! - `system.rs`: `/_ping`, `/version`, `/info`; `containers.rs`, `exec.rs`: the container
 //!   and exec endpoints; `stream.rs`: hijacked connections and Docker's multiplexed frames;
-//! - `images.rs`: the image endpoints.
+//! - `images.rs`: the image endpoints, `progress.rs`: Docker's JSON progress stream,
+//!   `check.rs`: `/xrun/check`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener as StdUnixListener;
@@ -27,11 +28,13 @@ use tokio::net::UnixListener;
 
 use crate::engine::Engine;
 
+pub mod check;
 pub mod containers;
 pub mod error;
 pub mod exec;
 pub mod http;
 pub mod images;
+pub mod progress;
 pub mod router;
 pub mod stream;
 pub mod system;

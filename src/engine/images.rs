@@ -165,6 +165,57 @@ impl Engine {
         }
     }
 
+    /// The parsed config of a stored image.
+    pub fn image_config(&self, record: &ImageRecord) -> Result<serde_json::Value, EngineError> {
+        let store = self.image_store()?;
+        serde_json::from_slice(&store.read_blob(&record.config_digest)?)
+            .map_err(|e| EngineError::context("parsing the config", e))
+    }
+
+    /// The one image `input` (reference or image ID) names on `platform` (default: the host's
+    /// when there are several), and every record of its manifest (its other names).
+    pub fn find_image(
+        &self,
+        input: &str,
+        platform: Option<&Platform>,
+    ) -> Result<(ImageRecord, Vec<ImageRecord>), EngineError> {
+        let store = self.image_store()?;
+        let record = resolve(&store, input, platform)?;
+        let names = store
+            .list_images()?
+            .into_iter()
+            .filter(|r| r.manifest_digest == record.manifest_digest)
+            .collect();
+        Ok((record, names))
+    }
+
+    /// Untags the images no container uses (only the untagged ones unless `all`) and deletes
+    /// what they alone held (`docker image prune [-a]`); returns the records and the report.
+    pub fn remove_unused_images(
+        &self,
+        all: bool,
+    ) -> Result<(Vec<ImageRecord>, PruneReport), EngineError> {
+        let store = self.image_store()?;
+        let leases = store.snapshot_leases()?;
+        let unused: Vec<ImageRecord> = store
+            .list_images()?
+            .into_iter()
+            .filter(|r| all || r.tag.is_none())
+            .filter(|r| {
+                !leases
+                    .iter()
+                    .any(|(_, ids)| r.layers.iter().all(|l| ids.contains(&l.diff_id)))
+            })
+            .collect();
+        store.remove_records(&unused)?;
+        let report = match store.prune() {
+            Ok(r) => r,
+            Err(StoreError::Busy(_)) => PruneReport::default(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok((unused, report))
+    }
+
     /// Deletes the blobs and snapshots no image references and no container uses.
     pub fn prune_images(&self) -> Result<PruneReport, EngineError> {
         Ok(self.image_store()?.prune()?)
@@ -317,7 +368,12 @@ fn resolve(
         return Ok(rec);
     }
     let mut by_id = matching(store, input, platform)?;
-    if by_id.len() == 1 {
+    // An image ID names one manifest, whatever number of tags it has.
+    if !by_id.is_empty()
+        && by_id
+            .iter()
+            .all(|r| r.manifest_digest == by_id[0].manifest_digest)
+    {
         return Ok(by_id.remove(0));
     }
     let others = matching(store, input, None)?;

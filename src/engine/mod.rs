@@ -38,11 +38,11 @@ pub mod route;
 mod spec;
 pub mod vm;
 
+pub use crate::store::ArchiveFormat;
 pub use attach::{
     AttachEvent, AttachEvents, AttachInput, AttachRequest, Attachment, DEFAULT_DETACH_KEYS,
     DetachKeys, Stream,
 };
-pub use crate::store::ArchiveFormat;
 pub use check::CheckRequest;
 pub use containers::{AttachOptions, ExecSpec};
 pub use error::{EXIT_ENGINE_ERROR, EngineError, ErrorKind};
