@@ -117,9 +117,9 @@ fn registry_auth(r: &Request) -> Option<Credentials> {
 /// afterwards) or once the work ends without a line (its error as the status).
 async fn stream_lines<F>(work: F, end: fn(&ApiError) -> Option<Bytes>) -> HandlerResult
 where
-    F: FnOnce(mpsc::Sender<Bytes>) -> Result<(), ApiError> + Send + 'static,
+    F: FnOnce(mpsc::UnboundedSender<Bytes>) -> Result<(), ApiError> + Send + 'static,
 {
-    let (line_tx, mut line_rx) = mpsc::channel::<Bytes>(64);
+    let (line_tx, mut line_rx) = mpsc::unbounded_channel::<Bytes>();
     let task = tokio::task::spawn_blocking(move || work(line_tx));
     let outcome = |r: Result<Result<(), ApiError>, tokio::task::JoinError>| match r {
         Ok(r) => r,

@@ -3,7 +3,7 @@
 //! `{"errorDetail": {"message"}, "error"}` when the operation fails after the stream started.
 //!
 //! [`JsonProgress`] turns the registry's pull callbacks into those lines and hands them to a
-//! channel from the blocking thread that pulls; the response body reads the other end.
+//! channel; the response body reads the other end.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -39,16 +39,18 @@ struct Layer {
     reported: u64,
 }
 
-/// Pull progress as Docker's JSON lines, sent to a channel (blocking sends: use it from a
-/// blocking thread). When the client is gone the lines are dropped; the pull goes on.
+/// Pull progress as Docker's JSON lines, sent to a channel. The channel is unbounded because
+/// the pull calls back from inside its own runtime, where nothing may block; the lines are
+/// few (at most about a hundred per layer). When the client is gone they are dropped and the
+/// pull goes on.
 pub struct JsonProgress {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::UnboundedSender<Bytes>,
     layers: Mutex<HashMap<Digest, Layer>>,
 }
 
 impl JsonProgress {
     /// Progress sent to `tx`.
-    pub fn new(tx: mpsc::Sender<Bytes>) -> JsonProgress {
+    pub fn new(tx: mpsc::UnboundedSender<Bytes>) -> JsonProgress {
         JsonProgress {
             tx,
             layers: Mutex::new(HashMap::new()),
@@ -56,7 +58,7 @@ impl JsonProgress {
     }
 
     fn send(&self, v: Value) {
-        let _ = self.tx.blocking_send(line(&v));
+        let _ = self.tx.send(line(&v));
     }
 
     fn layers(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Layer>> {
