@@ -28,12 +28,16 @@ use tokio::net::UnixListener;
 
 use crate::engine::Engine;
 
+pub mod attach;
 pub mod check;
+pub mod container_json;
 pub mod containers;
 pub mod error;
 pub mod exec;
 pub mod http;
 pub mod images;
+pub mod logs;
+pub mod procs;
 pub mod progress;
 pub mod router;
 pub mod stream;

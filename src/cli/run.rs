@@ -33,6 +33,9 @@ pub struct ContainerFlags {
     /// Read environment variables from a file.
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_file: Vec<PathBuf>,
+    /// Set a label on the container (KEY=VALUE).
+    #[arg(short, long = "label", value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
     /// Bind mount HOST:CONTAINER[:ro].
     #[arg(short, long = "volume", value_name = "HOST:CTR[:ro]")]
     pub volume: Vec<String>,
@@ -251,6 +254,14 @@ fn options(f: &ContainerFlags, command: Vec<String>) -> Result<RunOptions, Runti
         runtime: f.runtime.clone(),
         no_seccomp: false,
         route: Default::default(),
+        labels: f
+            .label
+            .iter()
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (l.clone(), String::new()),
+            })
+            .collect(),
     })
 }
 

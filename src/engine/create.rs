@@ -68,6 +68,18 @@ impl Engine {
         let launch_input = vm.map(|_| (image.clone(), opts.clone()));
         let rec = lifecycle::create(&c, image, opts)?;
         let id = rec.id.clone();
+        if let Some(r) = &routed {
+            // What inspect shows: the platform and the reasons behind the route.
+            let platform = r.platform.to_string();
+            let reasons = r.reasons();
+            if let Err(e) = c.update(&id, |rec| {
+                rec.platform = Some(platform);
+                rec.reasons = reasons;
+            }) {
+                let _ = lifecycle::remove(&c, &id, true);
+                return Err(e.into());
+            }
+        }
         if let (Some(vm), Some((image, opts))) = (vm, launch_input) {
             // What `start` needs to boot the VM again, next to the record.
             let saved = vm_launch(vm, &image, &opts, &id[..12]).and_then(|l| {

@@ -29,6 +29,7 @@ mod check;
 mod containers;
 mod create;
 mod error;
+mod exec;
 mod images;
 mod logs;
 mod observer;

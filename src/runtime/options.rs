@@ -154,6 +154,9 @@ pub struct RunOptions {
     pub no_seccomp: bool,
     /// The route (the emulated one forces `--init`).
     pub route: ExecRoute,
+    /// `--label KEY=VALUE` (Docker's labels: kept on the record, shown by inspect, used by
+    /// list filters).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl RunOptions {

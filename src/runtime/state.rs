@@ -98,6 +98,13 @@ pub struct ContainerRecord {
     pub finished: Option<String>,
     /// Last exit code.
     pub exit_code: Option<i32>,
+    /// The image platform it runs (`os/arch[/variant]`; `None` for a root file system
+    /// directory, or a record from before platforms were recorded).
+    #[serde(default)]
+    pub platform: Option<String>,
+    /// The reasons behind its route, as `xrun check` gives them.
+    #[serde(default)]
+    pub reasons: Vec<crate::plan::Reason>,
 }
 
 /// What `ps` shows, computed from a record and the live processes.
@@ -378,7 +385,7 @@ impl Containers {
         let name = match &options.name {
             Some(n) => {
                 if let Some(other) = existing.iter().find(|r| &r.name == n) {
-                    return Err(RuntimeError::BadInput(format!(
+                    return Err(RuntimeError::WrongState(format!(
                         "the container name {n:?} is already in use by container {}: remove it or pick another name",
                         other.short_id()
                     )));
@@ -402,6 +409,8 @@ impl Containers {
             started: None,
             finished: None,
             exit_code: None,
+            platform: None,
+            reasons: Vec::new(),
         };
         let dir = self.container_dir(&id);
         std::fs::create_dir(&dir)
