@@ -197,6 +197,40 @@ fn docker_pull_with_a_platform_then_images_inspect_history_and_the_xrun_cli_agre
 }
 
 #[test]
+fn docker_run_pulls_a_missing_image_through_images_create_for_its_platform() {
+    let Some(()) = docker_ready() else { return };
+    if !common::is_root() {
+        return common::skip("running containers needs root");
+    }
+    let registry = TestRegistry::start();
+    registry.push("busybox-multi", "multi:1");
+    let env = TestEnv::new();
+    let service = Service::start(&env);
+    let image = registry.image("multi:1");
+    // Not in the store: create answers 404, the CLI pulls (progress on stderr) and retries.
+    // Detached (create, start), then wait and logs.
+    let run = |platform: &str| {
+        let out = service.docker(&["run", "-d", "--platform", platform, &image, "uname", "-m"]);
+        let id = ok(&out).trim().to_string();
+        assert_eq!(ok(&service.docker(&["wait", &id])).trim(), "0");
+        let logs = ok(&service.docker(&["logs", &id])).trim().to_string();
+        ok(&service.docker(&["rm", &id]));
+        (logs, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (logs, err) = run("linux/arm64");
+    assert_eq!(logs, "aarch64");
+    assert!(err.contains("Unable to find image"), "{err}");
+    assert!(err.contains("Pull complete"), "{err}");
+    if std::env::consts::ARCH != "x86_64" {
+        return;
+    }
+    // The other platform of the same tag is pulled too, and runs natively.
+    let (logs, err) = run("linux/amd64");
+    assert_eq!(logs, "x86_64");
+    assert!(err.contains("Pull complete"), "{err}");
+}
+
+#[test]
 fn docker_save_load_tag_rmi_and_prune_share_the_store_with_xrun() {
     let Some(()) = docker_ready() else { return };
     let env = TestEnv::new();
