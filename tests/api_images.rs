@@ -476,3 +476,36 @@ fn xrun_check_over_http_is_the_report_of_xrun_check_and_bad_requests_are_docker_
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn pulls_use_the_credentials_of_x_registry_auth() {
+    if !Command::new("python3")
+        .args(["-c", "import docker"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        return common::skip("docker-py is missing (python3-docker)");
+    }
+    let registry = TestRegistry::start_with_auth("alice", "s3cret");
+    registry.push("busybox-amd64", "private:1");
+    let env = TestEnv::new();
+    let service = Service::start(&env);
+    let script = r#"
+import docker, sys
+c = docker.DockerClient(base_url=sys.argv[1])
+repo = sys.argv[2]
+try:
+    c.images.pull(repo, tag="1")
+    raise SystemExit("pulled without credentials")
+except docker.errors.APIError as e:
+    assert "authentication required" in str(e), str(e)
+img = c.images.pull(repo, tag="1", auth_config={"username": "alice", "password": "s3cret"})
+assert repo + ":1" in img.tags, img.tags
+print("auth ok")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &service.host(), &registry.image("private")])
+        .output()
+        .unwrap();
+    assert!(ok(&out).contains("auth ok"));
+}
