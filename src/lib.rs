@@ -17,6 +17,7 @@ pub mod digest;
 pub mod emulation;
 pub mod engine;
 pub mod kernelcheck;
+pub mod limits;
 pub mod plan;
 pub mod platform;
 pub mod reference;

@@ -167,6 +167,18 @@ fn valid_registry(r: &str) -> bool {
     host.split('.').all(label_ok) && port.is_none_or(port_ok)
 }
 
+/// The short form Docker shows for a stored name: `docker.io/library/busybox` → `busybox`,
+/// `docker.io/me/app` → `me/app`; names on other registries are unchanged.
+pub fn familiar_name(name: &str) -> &str {
+    match name.strip_prefix("docker.io/") {
+        Some(rest) => rest
+            .strip_prefix("library/")
+            .filter(|r| !r.contains('/'))
+            .unwrap_or(rest),
+        None => name,
+    }
+}
+
 /// The host part of `host[:port]` (handles `[::1]:5000`).
 pub fn host_of(registry: &str) -> &str {
     if let Some(rest) = registry.strip_prefix('[') {

@@ -9,7 +9,8 @@
 //! - `http.rs`: response bodies; `error.rs`: [`ApiError`] → Docker's JSON error;
 //! - `system.rs`: `/_ping`, `/version`, `/info`; `containers.rs`, `exec.rs`: the container
 //!   and exec endpoints; `stream.rs`: hijacked connections and Docker's multiplexed frames;
-//! - `images.rs`: the image endpoints.
+//! - `images.rs`: the image endpoints, `progress.rs`: Docker's JSON progress stream,
+//!   `check.rs`: `/xrun/check`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener as StdUnixListener;
@@ -28,6 +29,7 @@ use tokio::net::UnixListener;
 use crate::engine::Engine;
 
 pub mod attach;
+pub mod check;
 pub mod container_json;
 pub mod containers;
 pub mod error;
@@ -36,6 +38,7 @@ pub mod http;
 pub mod images;
 pub mod logs;
 pub mod procs;
+pub mod progress;
 pub mod router;
 pub mod stream;
 pub mod system;

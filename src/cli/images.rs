@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use xrun::engine::{Engine, ErrorKind, Reclaimed};
+use std::io::IsTerminal;
+
+use xrun::engine::{ArchiveFormat, Engine, ErrorKind, Reclaimed, SaveRequest};
 use xrun::platform::Platform;
 use xrun::store::ImageRecord;
 
@@ -60,9 +62,12 @@ pub struct InspectArgs {
 /// `xrun load` arguments.
 #[derive(Debug, clap::Args)]
 pub struct LoadArgs {
-    /// OCI image layout directory or tar.
+    /// OCI image layout (directory or tar) or `docker save` archive (default: a tar on stdin).
     #[arg(short = 'i', long = "input")]
-    pub input: PathBuf,
+    pub input: Option<PathBuf>,
+    /// Print only what is needed (accepted for Docker compatibility).
+    #[arg(short, long)]
+    pub quiet: bool,
     /// Import only the best match for this platform from an index (default: all platforms).
     #[arg(long)]
     pub platform: Option<Platform>,
@@ -71,14 +76,27 @@ pub struct LoadArgs {
 /// `xrun save` arguments.
 #[derive(Debug, clap::Args)]
 pub struct SaveArgs {
-    /// Image reference.
-    pub reference: String,
-    /// Output tar.
+    /// Images (references or image IDs).
+    #[arg(required = true)]
+    pub references: Vec<String>,
+    /// Output tar (default: stdout, when it is not a terminal).
     #[arg(short = 'o', long = "output")]
-    pub output: PathBuf,
-    /// Only this platform (default: every platform of the reference).
+    pub output: Option<PathBuf>,
+    /// Only this platform (default: every platform of each image).
     #[arg(long)]
     pub platform: Option<Platform>,
+    /// `docker` (an OCI layout with Docker's manifest.json, as `docker save`) or `oci`.
+    #[arg(long, default_value = "docker")]
+    pub format: ArchiveFormat,
+}
+
+/// `xrun tag` arguments.
+#[derive(Debug, clap::Args)]
+pub struct TagArgs {
+    /// The image (reference or image ID).
+    pub source: String,
+    /// The new name (`name[:tag]`).
+    pub target: String,
 }
 
 /// `name:tag`, or `name@digest` for an untagged record.
@@ -246,7 +264,19 @@ pub fn inspect(g: &Global, a: InspectArgs) -> anyhow::Result<u8> {
 
 /// `xrun load`.
 pub fn load(g: &Global, a: LoadArgs) -> anyhow::Result<u8> {
-    let records = Engine::open(&g.root).load_images(&a.input, a.platform.as_ref())?;
+    let engine = Engine::open(&g.root);
+    let records = match &a.input {
+        Some(path) => engine.load_images(path, a.platform.as_ref())?,
+        None => {
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                anyhow::bail!(
+                    "requested load from stdin, but stdin is a terminal: pipe a tar in or use -i FILE"
+                );
+            }
+            engine.load_images_from(&mut stdin.lock(), a.platform.as_ref())?
+        }
+    };
     for r in &records {
         println!("Loaded image: {} ({})", display_ref(r), r.platform);
     }
@@ -255,6 +285,31 @@ pub fn load(g: &Global, a: LoadArgs) -> anyhow::Result<u8> {
 
 /// `xrun save`.
 pub fn save(g: &Global, a: SaveArgs) -> anyhow::Result<u8> {
-    Engine::open(&g.root).save_images(&a.reference, &a.output, a.platform.as_ref())?;
+    let engine = Engine::open(&g.root);
+    let req = SaveRequest {
+        references: a.references,
+        platform: a.platform,
+        format: a.format,
+    };
+    match &a.output {
+        Some(path) => engine.save_images(&req, path)?,
+        None => {
+            let stdout = std::io::stdout();
+            if stdout.is_terminal() {
+                anyhow::bail!(
+                    "cowardly refusing to save to a terminal: use -o FILE or redirect stdout"
+                );
+            }
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            engine.save_images_to(&req, &mut out)?;
+            std::io::Write::flush(&mut out)?;
+        }
+    }
+    Ok(0)
+}
+
+/// `xrun tag`.
+pub fn tag(g: &Global, a: TagArgs) -> anyhow::Result<u8> {
+    Engine::open(&g.root).tag_image(&a.source, &a.target)?;
     Ok(0)
 }

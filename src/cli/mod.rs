@@ -63,10 +63,12 @@ enum Command {
     Image(images::ImageCommand),
     /// Show an image's manifest and config as JSON.
     Inspect(images::InspectArgs),
-    /// Load an OCI image layout (directory or tar) into the store.
+    /// Load an image archive (OCI layout or `docker save` tar; file, directory or stdin).
     Load(images::LoadArgs),
-    /// Save an image as an OCI image layout tar.
+    /// Save images as a tar (`docker save` format, or `--format oci`).
     Save(images::SaveArgs),
+    /// Give an image another name: `xrun tag SOURCE TARGET`.
+    Tag(images::TagArgs),
     /// Show this host's profile.
     Host(host::HostArgs),
     /// Pre-flight: how would an image run here (and on other hosts), and why.
@@ -135,6 +137,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(a) => images::inspect(&cli.global, a),
         Command::Load(a) => images::load(&cli.global, a),
         Command::Save(a) => images::save(&cli.global, a),
+        Command::Tag(a) => images::tag(&cli.global, a),
         Command::Host(a) => host::host(&cli.global, a),
         Command::Check(a) => check::check(&cli.global, a),
         Command::Run(a) => run::run(&cli.global, a),

@@ -130,6 +130,18 @@ impl EngineError {
                 _ => ErrorKind::Failed,
             },
             EngineError::Store(StoreError::InUse { .. }) => ErrorKind::Conflict,
+            EngineError::Store(StoreError::ImageNotFound(_)) => ErrorKind::NotFound,
+            EngineError::Store(
+                StoreError::BadLayout { .. }
+                | StoreError::InvalidInput(_)
+                | StoreError::DigestMismatch { .. }
+                | StoreError::SizeMismatch { .. },
+            ) => ErrorKind::Invalid,
+            EngineError::Registry(
+                RegistryError::ManifestUnknown { .. }
+                | RegistryError::NoMatchingPlatform { .. }
+                | RegistryError::NotPresent { .. },
+            ) => ErrorKind::NotFound,
             _ => ErrorKind::Failed,
         }
     }

@@ -1,12 +1,13 @@
 //! The image operations: pull, list, inspect, remove (and reclaim space), prune, load and
-//! save of OCI layouts.
+//! save of image archives (OCI layouts and `docker save` archives), tag.
 
+use std::io::{Read, Write};
 use std::path::Path;
 
 use crate::platform::Platform;
 use crate::reference::ImageRef;
 use crate::registry::{ClientOptions, Credentials, Progress, PullOptions, PullOutcome};
-use crate::store::{ImageRecord, PruneReport, Store, StoreError};
+use crate::store::{ArchiveFormat, ImageRecord, PruneReport, Store, StoreError};
 
 use super::{Engine, EngineError};
 
@@ -23,6 +24,18 @@ pub struct PullRequest {
     pub insecure_registries: Vec<String>,
     /// Credentials instead of those saved by `xrun login`.
     pub credentials: Option<Credentials>,
+}
+
+/// A request to save images as an archive (`xrun save`, `docker save`).
+#[derive(Debug, Clone, Default)]
+pub struct SaveRequest {
+    /// The images (references or image IDs); each brings all its platforms unless
+    /// `platform` is given.
+    pub references: Vec<String>,
+    /// Only this platform of each image.
+    pub platform: Option<Platform>,
+    /// The archive format.
+    pub format: ArchiveFormat,
 }
 
 /// What removing images freed (see [`Engine::reclaim`]).
@@ -152,13 +165,64 @@ impl Engine {
         }
     }
 
+    /// The parsed config of a stored image.
+    pub fn image_config(&self, record: &ImageRecord) -> Result<serde_json::Value, EngineError> {
+        let store = self.image_store()?;
+        serde_json::from_slice(&store.read_blob(&record.config_digest)?)
+            .map_err(|e| EngineError::context("parsing the config", e))
+    }
+
+    /// The one image `input` (reference or image ID) names on `platform` (default: the host's
+    /// when there are several), and every record of its manifest (its other names).
+    pub fn find_image(
+        &self,
+        input: &str,
+        platform: Option<&Platform>,
+    ) -> Result<(ImageRecord, Vec<ImageRecord>), EngineError> {
+        let store = self.image_store()?;
+        let record = resolve(&store, input, platform)?;
+        let names = store
+            .list_images()?
+            .into_iter()
+            .filter(|r| r.manifest_digest == record.manifest_digest)
+            .collect();
+        Ok((record, names))
+    }
+
+    /// Untags the images no container uses (only the untagged ones unless `all`) and deletes
+    /// what they alone held (`docker image prune [-a]`); returns the records and the report.
+    pub fn remove_unused_images(
+        &self,
+        all: bool,
+    ) -> Result<(Vec<ImageRecord>, PruneReport), EngineError> {
+        let store = self.image_store()?;
+        let leases = store.snapshot_leases()?;
+        let unused: Vec<ImageRecord> = store
+            .list_images()?
+            .into_iter()
+            .filter(|r| all || r.tag.is_none())
+            .filter(|r| {
+                !leases
+                    .iter()
+                    .any(|(_, ids)| r.layers.iter().all(|l| ids.contains(&l.diff_id)))
+            })
+            .collect();
+        store.remove_records(&unused)?;
+        let report = match store.prune() {
+            Ok(r) => r,
+            Err(StoreError::Busy(_)) => PruneReport::default(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok((unused, report))
+    }
+
     /// Deletes the blobs and snapshots no image references and no container uses.
     pub fn prune_images(&self) -> Result<PruneReport, EngineError> {
         Ok(self.image_store()?.prune()?)
     }
 
-    /// Loads an OCI image layout (directory or tar) into the store: every platform, or the
-    /// best match for `platform`.
+    /// Loads an image archive (directory or tar; an OCI image layout or a `docker save`
+    /// archive) into the store: every platform, or the best match for `platform`.
     pub fn load_images(
         &self,
         input: &Path,
@@ -172,28 +236,100 @@ impl Engine {
         })
     }
 
-    /// Saves the image `input` names (every platform, or only `platform`) as an OCI image
-    /// layout tar at `output`.
-    pub fn save_images(
+    /// Loads an image archive tar read from `input` (stdin, an HTTP body), as
+    /// [`Engine::load_images`].
+    pub fn load_images_from(
         &self,
-        input: &str,
-        output: &Path,
+        input: &mut dyn Read,
         platform: Option<&Platform>,
+    ) -> Result<Vec<ImageRecord>, EngineError> {
+        let store = self.image_store()?;
+        Ok(store.load_archive(input, platform)?)
+    }
+
+    /// The records a save request covers, every one checked present.
+    fn save_records(
+        &self,
+        store: &Store,
+        req: &SaveRequest,
+    ) -> Result<Vec<ImageRecord>, EngineError> {
+        if req.references.is_empty() {
+            return Err(EngineError::Invalid("no image to save".into()));
+        }
+        let mut records: Vec<ImageRecord> = Vec::new();
+        for input in &req.references {
+            let found = match &req.platform {
+                Some(p) => vec![resolve(store, input, Some(p))?],
+                None => {
+                    let all = matching(store, input, None)?;
+                    if all.is_empty() {
+                        return Err(EngineError::NotFound(format!("no such image: {input}")));
+                    }
+                    all
+                }
+            };
+            for r in found {
+                if !records.contains(&r) {
+                    records.push(r);
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// Saves the images `req` names as an archive tar at `output` (complete or absent).
+    pub fn save_images(&self, req: &SaveRequest, output: &Path) -> Result<(), EngineError> {
+        let store = self.image_store()?;
+        let records = self.save_records(&store, req)?;
+        store
+            .save_archive(&records, req.format, output)
+            .map_err(|e| EngineError::context(format!("saving to {}", output.display()), e))
+    }
+
+    /// Streams the images `req` names as an archive tar to `out` (stdout, an HTTP body).
+    /// Unknown images fail before a byte is written.
+    pub fn save_images_to(
+        &self,
+        req: &SaveRequest,
+        out: &mut dyn Write,
     ) -> Result<(), EngineError> {
         let store = self.image_store()?;
-        let records = match platform {
-            Some(p) => vec![resolve(&store, input, Some(p))?],
-            None => {
-                let all = matching(&store, input, None)?;
-                if all.is_empty() {
-                    return Err(EngineError::NotFound(format!("no such image: {input}")));
-                }
-                all
-            }
-        };
+        let records = self.save_records(&store, req)?;
         store
-            .save_layout(&records, output)
-            .map_err(|e| EngineError::context(format!("saving to {}", output.display()), e))
+            .write_archive(&records, req.format, out)
+            .map_err(|e| EngineError::context("writing the archive", e))?;
+        Ok(())
+    }
+
+    /// Gives every image `source` names (all its platforms) the name `target` as well
+    /// (`xrun tag`, `docker tag`), and returns the new records.
+    pub fn tag_image(&self, source: &str, target: &str) -> Result<Vec<ImageRecord>, EngineError> {
+        let store = self.image_store()?;
+        let target_ref = ImageRef::parse(target)?;
+        if target_ref.digest.is_some() {
+            return Err(EngineError::Invalid(format!(
+                "refusing to tag {target}: a tag cannot name a digest (use name:tag)"
+            )));
+        }
+        let tag = target_ref.tag.clone().unwrap_or_else(|| "latest".into());
+        let mut sources = matching(&store, source, None)?;
+        if sources.is_empty() {
+            return Err(EngineError::NotFound(format!("no such image: {source}")));
+        }
+        // One record per platform (a short ID may name several tags of one image).
+        sources.sort_by_key(|r| r.platform.to_string());
+        sources.dedup_by(|a, b| a.platform == b.platform);
+        let mut tagged = Vec::new();
+        for r in sources {
+            let new = ImageRecord {
+                name: target_ref.name(),
+                tag: Some(tag.clone()),
+                ..r
+            };
+            store.record_image(&new)?;
+            tagged.push(new);
+        }
+        Ok(tagged)
     }
 }
 
@@ -234,7 +370,12 @@ fn resolve(
         return Ok(rec);
     }
     let mut by_id = matching(store, input, platform)?;
-    if by_id.len() == 1 {
+    // An image ID names one manifest, whatever number of tags it has.
+    if !by_id.is_empty()
+        && by_id
+            .iter()
+            .all(|r| r.manifest_digest == by_id[0].manifest_digest)
+    {
         return Ok(by_id.remove(0));
     }
     let others = matching(store, input, None)?;

@@ -10,7 +10,8 @@
 //!   terminal or streams: [`AttachRequest`] → [`Attachment`]), [`Engine::resize`];
 //! - images: [`Engine::pull`], [`Engine::list_images`], [`Engine::inspect_image`],
 //!   [`Engine::remove_image`] + [`Engine::reclaim`], [`Engine::prune_images`],
-//!   [`Engine::load_images`], [`Engine::save_images`];
+//!   [`Engine::load_images`] / [`Engine::load_images_from`], [`Engine::save_images`] /
+//!   [`Engine::save_images_to`], [`Engine::tag_image`];
 //! - registries: [`Engine::login`], [`Engine::logout`], [`Engine::inspect_remote`];
 //! - the pre-flight: [`Engine::check`].
 //!
@@ -38,6 +39,7 @@ pub mod route;
 mod spec;
 pub mod vm;
 
+pub use crate::store::ArchiveFormat;
 pub use attach::{
     AttachEvent, AttachEvents, AttachInput, AttachRequest, Attachment, DEFAULT_DETACH_KEYS,
     DetachKeys, Stream,
@@ -45,7 +47,7 @@ pub use attach::{
 pub use check::CheckRequest;
 pub use containers::{AttachOptions, ExecSpec};
 pub use error::{EXIT_ENGINE_ERROR, EngineError, ErrorKind};
-pub use images::{PullRequest, Reclaimed};
+pub use images::{PullRequest, Reclaimed, SaveRequest};
 pub use observer::{Observer, Unobserved};
 pub use spec::{ContainerSpec, CreateOutcome, Created, DryRun, DryRunPlan, ImageSource};
 

@@ -1,8 +1,8 @@
-//! OCI image layouts: import (`xrun load`) and export (`xrun save`).
+//! OCI image layouts: import (`xrun load`, `docker load`).
 //!
-//! Import reads a layout directory, or a tar of one (its `oci-layout`, `index.json` and
-//! `blobs/sha256/*` are copied into a private temp directory under `tmp/` first; other
-//! entries are ignored, names are never used as paths). Every blob the images need is then
+//! Import reads a layout directory, or a tar of one (its image-archive members are copied
+//! into a private temp directory under `tmp/` first by `archive_read`; other entries are
+//! ignored, names are never used as paths). Every blob the images need is then
 //! verified against its digest and descriptor size *before* anything enters the store, and
 //! copied in through [`Store::begin_blob`] (verified again); a tampered or missing blob
 //! refuses the whole layout and leaves the store as it was.
@@ -11,9 +11,9 @@
 //! [`MAX_LAYOUT_JSON_BYTES`], indexes and manifests up to [`MAX_MANIFEST_BYTES`] and configs
 //! up to [`MAX_CONFIG_BYTES`] (the pull's limits); every file is opened with `O_NOFOLLOW`
 //! and must be a regular file (a symlink to `/dev/zero` or to a host file is refused); a blob
-//! is read at most one byte past its descriptor's size. A layout tar is read entry by entry,
-//! at most [`MAX_LAYOUT_TAR_ENTRIES`] of them, and `oci-layout`/`index.json` entries above
-//! their limit are refused before their data is copied.
+//! is read at most one byte past its descriptor's size. A tar is read entry by entry, at most
+//! [`crate::limits::MAX_LAYOUT_TAR_ENTRIES`] of them, and metadata entries above their limit
+//! are refused before their data is copied.
 //!
 //! Records: each `index.json` entry that is a manifest gives one record (platform from the
 //! entry, else from the config); an entry that is an index gives one record per platform it
@@ -22,31 +22,26 @@
 //! (a full reference, or a bare tag → `localhost/<layout name>:<tag>`), else the image is
 //! recorded untagged under `localhost/<layout name>`.
 //!
-//! Export writes a tar with `oci-layout`, `index.json` (one manifest descriptor per record,
-//! with its platform, `io.containerd.image.name` = `name:tag` and
-//! `org.opencontainers.image.ref.name` = the tag) and the blobs, deterministically (sorted,
-//! mtime 0), to a temp file renamed over the output when complete. Blobs are read from the
-//! store with `O_NOFOLLOW` and hashed while they are written: a blob that is not a regular
-//! file or no longer matches its digest stops the export and removes the temp file.
+//! A tar is unpacked by `archive_read` (only image-archive members); a `docker save` archive
+//! without an OCI layout is imported by `docker_load`. Export is in `archive_write`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use super::archive_read::unpack_archive;
 use super::fsutil::{io_err, remove_any, unique_name};
-use super::record::{
-    Descriptor, Index, Manifest, OCI_INDEX, OCI_MANIFEST, is_index_media_type, parse_json,
-};
+use super::record::{Descriptor, Index, Manifest, is_index_media_type, parse_json};
 use super::refs::select;
 use super::{ImageRecord, Store, StoreError, locks};
 use crate::digest::{Digest, Hasher};
+use crate::limits::{
+    CappedError, MAX_CONFIG_BYTES, MAX_LAYOUT_JSON_BYTES, MAX_MANIFEST_BYTES, human,
+    read_capped_sync,
+};
 use crate::platform::{Matcher, Platform};
 use crate::reference::ImageRef;
-use crate::registry::limits::{
-    CappedError, MAX_CONFIG_BYTES, MAX_LAYOUT_JSON_BYTES, MAX_LAYOUT_TAR_ENTRIES,
-    MAX_MANIFEST_BYTES, human, read_capped_sync,
-};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
@@ -113,8 +108,9 @@ fn name_of(d: &Descriptor, default: &str) -> (String, Option<String>) {
 }
 
 impl Store {
-    /// Imports an OCI image layout (directory or tar), verifying every blob; records and
-    /// returns the images (see the module doc for naming and platforms).
+    /// Imports an image archive (directory or tar): an OCI image layout, or a `docker save`
+    /// archive (by its `manifest.json`), verifying every blob; records and returns the images
+    /// (see the module doc for naming and platforms).
     pub fn load_layout(
         &self,
         input: &Path,
@@ -122,23 +118,77 @@ impl Store {
     ) -> Result<Vec<ImageRecord>, StoreError> {
         let meta = fs::metadata(input).map_err(io_err(input))?;
         let _lease = self.lease()?;
+        let default = default_name(input);
         if meta.is_dir() {
-            return self.load_dir(input, &default_name(input), platform);
+            return self.load_unpacked(input, &default, platform);
         }
+        let mut file = File::open(input).map_err(io_err(input))?;
+        self.load_stream(&mut file, &default, platform)
+            .map_err(|e| match e {
+                StoreError::BadLayout { message, .. } => bad(input, message),
+                other => other,
+            })
+    }
+
+    /// Imports an image archive tar read from `input` (stdin, an HTTP body) as
+    /// [`Store::load_layout`] does; untagged images go under `localhost/image`.
+    pub fn load_archive(
+        &self,
+        input: &mut dyn Read,
+        platform: Option<&Platform>,
+    ) -> Result<Vec<ImageRecord>, StoreError> {
+        let _lease = self.lease()?;
+        self.load_stream(input, "localhost/image", platform)
+            .map_err(|e| match e {
+                StoreError::BadLayout { message, .. } => bad(Path::new("the archive"), message),
+                other => other,
+            })
+    }
+
+    /// Unpacks a tar into a private directory under `tmp/` and imports it.
+    fn load_stream(
+        &self,
+        input: &mut dyn Read,
+        default: &str,
+        platform: Option<&Platform>,
+    ) -> Result<Vec<ImageRecord>, StoreError> {
         let name = unique_name("load");
         let tmp = self.root.join("tmp").join(&name);
         // Held while the directory is in use: `Store::open` elsewhere leaves it alone.
         let lock_path = self.tmp_lock(&name);
         let guard = locks::exclusive(&lock_path)?;
-        let result = unpack_layout_tar(input, &tmp)
-            .and_then(|()| self.load_dir(&tmp, &default_name(input), platform));
+        let result = unpack_archive(input, &tmp, &|m| bad(&tmp, m))
+            .and_then(|()| self.load_unpacked(&tmp, default, platform));
         let _ = remove_any(&tmp);
         let _ = fs::remove_file(&lock_path);
         drop(guard);
-        result.map_err(|e| match e {
-            StoreError::BadLayout { message, .. } => bad(input, message),
-            other => other,
-        })
+        result
+    }
+
+    /// Imports an unpacked archive: its OCI layout when it has one (a `docker save` of Docker
+    /// 25 or later, or xrun's), else its `manifest.json`.
+    fn load_unpacked(
+        &self,
+        dir: &Path,
+        default: &str,
+        platform: Option<&Platform>,
+    ) -> Result<Vec<ImageRecord>, StoreError> {
+        let docker = dir.join("manifest.json").is_file();
+        if dir.join("oci-layout").is_file() {
+            return match self.load_dir(dir, default, platform) {
+                Err(e @ StoreError::BadLayout { .. }) if docker => {
+                    self.load_docker_dir(dir, default, platform).map_err(|_| e)
+                }
+                other => other,
+            };
+        }
+        if docker {
+            return self.load_docker_dir(dir, default, platform);
+        }
+        Err(bad(
+            dir,
+            "neither an OCI image layout (no oci-layout file) nor a docker save archive (no manifest.json)",
+        ))
     }
 
     fn load_dir(
@@ -285,122 +335,6 @@ impl Store {
         }
         Ok(records)
     }
-
-    /// Writes `records` (with their blobs) as an OCI image layout tar at `out`.
-    pub fn save_layout(&self, records: &[ImageRecord], out: &Path) -> Result<(), StoreError> {
-        let mut blobs: BTreeSet<Digest> = BTreeSet::new();
-        let mut descriptors = Vec::new();
-        for r in records {
-            let manifest_bytes = self.read_blob(&r.manifest_digest)?;
-            let m: Manifest =
-                parse_json(&manifest_bytes, &format!("manifest {}", r.manifest_digest))?;
-            blobs.insert(r.manifest_digest.clone());
-            blobs.insert(m.config.digest.clone());
-            blobs.extend(m.layers.iter().map(|l| l.digest.clone()));
-            let mut annotations = BTreeMap::new();
-            if let Some(tag) = &r.tag {
-                annotations.insert(CONTAINERD_NAME.to_string(), format!("{}:{tag}", r.name));
-                annotations.insert(REF_NAME.to_string(), tag.clone());
-            }
-            descriptors.push(Descriptor {
-                media_type: m
-                    .media_type
-                    .clone()
-                    .unwrap_or_else(|| OCI_MANIFEST.to_string()),
-                digest: r.manifest_digest.clone(),
-                size: manifest_bytes.len() as u64,
-                platform: Some(r.platform.clone()),
-                annotations,
-            });
-        }
-        for d in &blobs {
-            if !self.has_blob(d) {
-                return Err(StoreError::BlobNotFound(d.clone()));
-            }
-        }
-        let index = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": descriptors,
-        });
-        let index_bytes = serde_json::to_vec(&index).map_err(|e| StoreError::Corrupt {
-            path: "index.json".into(),
-            message: e.to_string(),
-        })?;
-        let dir = out
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let tmp = dir.join(unique_name(".xrun-save"));
-        let result = (|| {
-            let file = File::create(&tmp).map_err(io_err(&tmp))?;
-            let mut tar = tar::Builder::new(io::BufWriter::new(file));
-            let w = |e| io_err(&tmp)(e);
-            add_dir(&mut tar, "blobs/").map_err(w)?;
-            add_dir(&mut tar, "blobs/sha256/").map_err(w)?;
-            for d in &blobs {
-                let path = self.blob_path(d);
-                let f = self.open_blob(d)?;
-                let len = f.metadata().map_err(io_err(&path))?.len();
-                let mut h = file_header(len);
-                let mut src = HashingReader {
-                    inner: f.take(len),
-                    hasher: Hasher::new(),
-                };
-                tar.append_data(&mut h, format!("blobs/sha256/{}", d.hex()), &mut src)
-                    .map_err(io_err(&tmp))?;
-                let got = src.hasher.len();
-                let actual = src.hasher.finish();
-                if got != len || &actual != d {
-                    return Err(StoreError::DigestMismatch {
-                        expected: d.clone(),
-                        actual,
-                    });
-                }
-            }
-            let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
-            tar.append_data(
-                &mut file_header(layout.len() as u64),
-                "oci-layout",
-                &layout[..],
-            )
-            .map_err(io_err(&tmp))?;
-            tar.append_data(
-                &mut file_header(index_bytes.len() as u64),
-                "index.json",
-                &index_bytes[..],
-            )
-            .map_err(io_err(&tmp))?;
-            let buf = tar.into_inner().map_err(io_err(&tmp))?;
-            let file = buf.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
-            file.sync_all().map_err(io_err(&tmp))?;
-            fs::rename(&tmp, out).map_err(io_err(out))
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
-    }
-}
-
-fn file_header(len: u64) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_size(len);
-    h.set_mode(0o644);
-    h.set_mtime(0);
-    h.set_uid(0);
-    h.set_gid(0);
-    h
-}
-
-fn add_dir<W: Write>(tar: &mut tar::Builder<W>, name: &str) -> io::Result<()> {
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(tar::EntryType::Directory);
-    h.set_size(0);
-    h.set_mode(0o755);
-    h.set_mtime(0);
-    tar.append_data(&mut h, name, io::empty())
 }
 
 fn layout_blob(dir: &Path, d: &Digest) -> PathBuf {
@@ -409,20 +343,6 @@ fn layout_blob(dir: &Path, d: &Digest) -> PathBuf {
 
 fn blob_rel(d: &Digest) -> String {
     format!("blobs/sha256/{}", d.hex())
-}
-
-/// A reader that hashes what passes through it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Hasher,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
 }
 
 /// Opens `rel` in the layout `dir` without following a symlink in its last component, and
@@ -547,57 +467,4 @@ fn read_verified(dir: &Path, desc: &Descriptor) -> Result<Vec<u8>, StoreError> {
         });
     }
     Ok(bytes)
-}
-
-/// Copies a layout tar's `oci-layout`, `index.json` and `blobs/sha256/<hex>` files into `dest`
-/// (names checked, never used as paths); other entries are ignored.
-fn unpack_layout_tar(input: &Path, dest: &Path) -> Result<(), StoreError> {
-    let blobs = dest.join("blobs").join("sha256");
-    fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
-    let file = File::open(input).map_err(io_err(input))?;
-    let mut archive = tar::Archive::new(io::BufReader::new(file));
-    let entries = archive
-        .entries()
-        .map_err(|e| bad(input, format!("not a tar: {e}")))?;
-    for (count, entry) in entries.enumerate() {
-        if count as u64 >= MAX_LAYOUT_TAR_ENTRIES {
-            return Err(bad(
-                input,
-                format!(
-                    "the tar has more than {MAX_LAYOUT_TAR_ENTRIES} entries (the limit): refusing it"
-                ),
-            ));
-        }
-        let mut entry = entry.map_err(|e| bad(input, format!("reading tar: {e}")))?;
-        if entry.header().entry_type() != tar::EntryType::Regular {
-            continue;
-        }
-        let raw = entry.path_bytes().into_owned();
-        let name = String::from_utf8_lossy(&raw);
-        let name = name.trim_start_matches("./");
-        let target = match name {
-            "oci-layout" | "index.json" => {
-                if entry.size() > MAX_LAYOUT_JSON_BYTES {
-                    return Err(bad(
-                        input,
-                        format!(
-                            "its {name} is larger than {} (the limit): refusing it",
-                            human(MAX_LAYOUT_JSON_BYTES)
-                        ),
-                    ));
-                }
-                dest.join(name)
-            }
-            _ => match name
-                .strip_prefix("blobs/sha256/")
-                .and_then(|h| Digest::from_hex(h).ok())
-            {
-                Some(d) => blobs.join(d.hex()),
-                None => continue,
-            },
-        };
-        let mut out = File::create(&target).map_err(io_err(&target))?;
-        io::copy(&mut entry, &mut out).map_err(|e| bad(input, format!("reading {name}: {e}")))?;
-    }
-    Ok(())
 }

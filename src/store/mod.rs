@@ -14,8 +14,11 @@
 
 use std::path::{Path, PathBuf};
 
+mod archive_read;
+mod archive_write;
 mod blobs;
 mod decompress;
+mod docker_load;
 mod extract;
 mod fsutil;
 mod gc;
@@ -28,6 +31,7 @@ mod snapshots;
 #[cfg(test)]
 mod tests;
 
+pub use archive_write::ArchiveFormat;
 pub use blobs::BlobWriter;
 pub use decompress::{Compression, sniff};
 pub use extract::{is_opaque, is_whiteout};
