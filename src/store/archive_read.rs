@@ -185,4 +185,144 @@ mod tests {
         assert_eq!(link_target(&name, "/etc/passwd"), None);
         assert_eq!(link_target(&name, "../../../etc/passwd"), None);
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+        /// Entry names: archive shapes, near misses and hostile paths.
+        fn arb_name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "manifest.json".to_string(),
+                    "./index.json".to_string(),
+                    "oci-layout".to_string(),
+                    "repositories".to_string(),
+                    format!("blobs/sha256/{HEX}"),
+                    format!("{HEX}/layer.tar"),
+                    format!("{HEX}.json"),
+                    format!("{HEX}.tar"),
+                    format!("../{HEX}.tar"),
+                    format!("/{HEX}.json"),
+                    format!("blobs/sha256/../../{HEX}"),
+                    format!("{HEX}/../../outside"),
+                    "../outside/victim".to_string(),
+                    "/tmp/victim".to_string(),
+                ]),
+                "[./a-f0-9]{0,80}",
+                "\\PC{0,40}",
+            ]
+        }
+
+        #[derive(Debug, Clone)]
+        enum Kind {
+            File(Vec<u8>),
+            Dir,
+            Symlink(String),
+            HardLink(String),
+        }
+
+        fn arb_entry() -> impl Strategy<Value = (String, Kind)> {
+            let kind = prop_oneof![
+                4 => prop::collection::vec(any::<u8>(), 0..64).prop_map(Kind::File),
+                1 => Just(Kind::Dir),
+                2 => prop_oneof![arb_name(), Just("../../outside/victim".to_string())]
+                    .prop_map(Kind::Symlink),
+                2 => arb_name().prop_map(Kind::HardLink),
+            ];
+            (arb_name(), kind)
+        }
+
+        /// A tar with the names written verbatim into the headers (no checks by the writer).
+        fn tar_of(entries: &[(String, Kind)]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for (name, kind) in entries {
+                let mut h = tar::Header::new_old();
+                let raw = name.as_bytes();
+                let n = raw.len().min(99);
+                h.as_old_mut().name[..n].copy_from_slice(&raw[..n]);
+                let data: &[u8] = match kind {
+                    Kind::File(d) => {
+                        h.set_entry_type(tar::EntryType::Regular);
+                        d
+                    }
+                    Kind::Dir => {
+                        h.set_entry_type(tar::EntryType::Directory);
+                        &[]
+                    }
+                    Kind::Symlink(t) | Kind::HardLink(t) => {
+                        h.set_entry_type(if matches!(kind, Kind::Symlink(_)) {
+                            tar::EntryType::Symlink
+                        } else {
+                            tar::EntryType::Link
+                        });
+                        let t = t.as_bytes();
+                        let m = t.len().min(99);
+                        h.as_old_mut().linkname[..m].copy_from_slice(&t[..m]);
+                        &[]
+                    }
+                };
+                h.set_size(data.len() as u64);
+                h.set_mode(0o644);
+                h.set_cksum();
+                out.extend_from_slice(h.as_bytes());
+                out.extend_from_slice(data);
+                out.resize(out.len().div_ceil(512) * 512, 0);
+            }
+            out.resize(out.len() + 1024, 0);
+            out
+        }
+
+        /// Every path under `dir`, relative, with whether it is a regular file.
+        fn walk(dir: &Path, base: &Path, out: &mut Vec<(PathBuf, fs::FileType)>) {
+            for e in fs::read_dir(dir).unwrap().flatten() {
+                let ft = e.file_type().unwrap();
+                out.push((e.path().strip_prefix(base).unwrap().to_path_buf(), ft));
+                if ft.is_dir() {
+                    walk(&e.path(), base, out);
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(300),
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            /// Whatever the archive holds, only member-shaped regular files appear under the
+            /// destination, never a link, and nothing beside it changes.
+            #[test]
+            fn random_archives_only_yield_members(entries in prop::collection::vec(arb_entry(), 0..12)) {
+                let sandbox = tempfile::tempdir().unwrap();
+                let outside = sandbox.path().join("outside");
+                fs::create_dir(&outside).unwrap();
+                fs::write(outside.join("victim"), b"secret").unwrap();
+                let dest = sandbox.path().join("a").join("b");
+                fs::create_dir_all(&dest).unwrap();
+                let tar = tar_of(&entries);
+                let bad = |m: String| StoreError::InvalidInput(m);
+                let _ = unpack_archive(&mut &tar[..], &dest, &bad);
+                let mut found = Vec::new();
+                walk(&dest, &dest, &mut found);
+                for (rel, ft) in &found {
+                    prop_assert!(!ft.is_symlink(), "a link was made: {}", rel.display());
+                    if ft.is_file() {
+                        let name = rel.to_str().unwrap();
+                        prop_assert_eq!(member_path(name), Some(rel.clone()), "not a member: {}", name);
+                    }
+                }
+                let mut beside = Vec::new();
+                walk(sandbox.path(), sandbox.path(), &mut beside);
+                beside.retain(|(p, _)| !p.starts_with("a/b"));
+                beside.sort_by(|x, y| x.0.cmp(&y.0));
+                let names: Vec<_> = beside.iter().map(|(p, _)| p.to_str().unwrap().to_string()).collect();
+                prop_assert_eq!(names, vec!["a", "outside", "outside/victim"]);
+                prop_assert_eq!(fs::read(outside.join("victim")).unwrap(), b"secret".to_vec());
+            }
+        }
+    }
 }
