@@ -5,35 +5,15 @@
 mod attach_route;
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use attach_route::Route;
-use common::{TestEnv, skip};
+use common::TestEnv;
 
 const IMAGE: &str = "localhost/busybox-amd64:latest";
 
 fn setup() -> Option<TestEnv> {
-    if !common::is_root() {
-        skip("needs root");
-        return None;
-    }
-    if xrun::vm::qemu::find_binary("qemu-system-x86_64", None).is_err() {
-        skip("qemu-system-x86_64 is not installed");
-        return None;
-    }
-    let st = Command::new(common::repo_root().join("ci/guest-image"))
-        .args(["--arch", "amd64"])
-        .status()
-        .expect("run ci/guest-image");
-    assert!(st.success(), "ci/guest-image --arch amd64 failed");
-    let env = TestEnv::new();
-    let layout = common::fixture("busybox-amd64");
-    env.cmd()
-        .args(["load", "-i", layout.to_str().unwrap()])
-        .assert()
-        .success();
-    Some(env)
+    common::vm_env("busybox-amd64")
 }
 
 const ROUTE: Route = Route {

@@ -18,24 +18,7 @@ const IMAGE: &str = "localhost/busybox-amd64:latest";
 /// A test environment with the busybox image loaded, or `None` (reason printed) when the VM
 /// route cannot work here.
 fn setup() -> Option<TestEnv> {
-    if !common::is_root() {
-        skip("needs root");
-        return None;
-    }
-    if xrun::vm::qemu::find_binary("qemu-system-x86_64", None).is_err() {
-        skip("qemu-system-x86_64 is not installed");
-        return None;
-    }
-    let st = Command::new(common::repo_root().join("ci/guest-image"))
-        .args(["--arch", "amd64"])
-        .status()
-        .expect("run ci/guest-image");
-    assert!(st.success(), "ci/guest-image --arch amd64 failed");
-    let env = TestEnv::new();
-    let layout = common::fixture("busybox-amd64");
-    let o = run(&env, &["load", "-i", layout.to_str().unwrap()]);
-    assert!(o.status.success(), "load: {}", text(&o));
-    Some(env)
+    common::vm_env("busybox-amd64")
 }
 
 fn run(env: &TestEnv, args: &[&str]) -> Output {

@@ -168,7 +168,7 @@ pub fn fixtures_dir() -> &'static Path {
 /// The directory of `ci/fixtures-check`'s images (built or found cached: the script prints
 /// it on its last line).
 pub fn fixtures_check_dir() -> PathBuf {
-    let out = std::process::Command::new(repo_root().join("ci/fixtures-check"))
+    let out = Command::new(repo_root().join("ci/fixtures-check"))
         .output()
         .unwrap();
     assert!(
@@ -726,4 +726,30 @@ fn try_launch(dir: &Path, auth: &str) -> Result<(String, Child, (Child, ChildStd
             Err(format!("{e} on {addr}; log:\n{log}"))
         }
     }
+}
+
+/// A test environment for the VM route (amd64 guest) with the fixture `fixture` loaded, or
+/// `None` (the reason printed) when the route cannot work here: not root, or no
+/// qemu-system-x86_64. Builds (or finds cached) the guest with `ci/guest-image`.
+pub fn vm_env(fixture_name: &str) -> Option<TestEnv> {
+    if !is_root() {
+        skip("the VM route needs root");
+        return None;
+    }
+    if xrun::vm::qemu::find_binary("qemu-system-x86_64", None).is_err() {
+        skip("qemu-system-x86_64 is not installed");
+        return None;
+    }
+    let st = Command::new(repo_root().join("ci/guest-image"))
+        .args(["--arch", "amd64"])
+        .status()
+        .expect("run ci/guest-image");
+    assert!(st.success(), "ci/guest-image --arch amd64 failed");
+    let env = TestEnv::new();
+    let layout = fixture(fixture_name);
+    env.cmd()
+        .args(["load", "-i", layout.to_str().unwrap()])
+        .assert()
+        .success();
+    Some(env)
 }
