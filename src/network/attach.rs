@@ -40,8 +40,10 @@ pub struct NetOptions {
     pub aliases: Vec<String>,
     /// Networks joined besides the first (`network connect` while stopped).
     pub extra_networks: Vec<EndpointRequest>,
-    /// `-p` (and `-P`, resolved at create from the image's ExposedPorts).
+    /// `-p` (and `-P`'s, added at create from the image's ExposedPorts).
     pub ports: Vec<PortSpec>,
+    /// `-P`: publish the image's ExposedPorts (turned into `ports` at create).
+    pub publish_all: bool,
     /// `--dns`.
     pub dns: Vec<String>,
     /// `--dns-search`.
@@ -202,7 +204,7 @@ fn save_state(root: &Path, st: &State) -> Result<(), NetworkError> {
 }
 
 /// Checks `--ip` and aliases against `def`.
-fn check_endpoint(def: &NetworkDef, ep: &EndpointRequest, root: &Path) -> Result<(), NetworkError> {
+pub fn check_endpoint(def: &NetworkDef, ep: &EndpointRequest, root: &Path) -> Result<(), NetworkError> {
     if def.is_default() {
         if ep.ip.is_some() {
             return Err(NetworkError::BadInput(
@@ -418,6 +420,15 @@ fn write_files(a: &mut Attachment, req: &NetworkRequest, first: Option<&NetworkD
 /// port reservations, the namespace, the file. Nothing recorded: the namespace and ports
 /// still go.
 pub fn teardown(root: &Path, id: &str) -> Result<(), NetworkError> {
+    // One teardown of a container at a time (its owner and `rm` may both try).
+    let lock_path = Path::new(super::RUN_NET_DIR).join("locks").join(id);
+    let _lock = super::lock_file(&lock_path)?;
+    let r = teardown_locked(root, id);
+    let _ = std::fs::remove_file(&lock_path);
+    r
+}
+
+fn teardown_locked(root: &Path, id: &str) -> Result<(), NetworkError> {
     let st = match load_state(root, id) {
         Ok(s) => s,
         Err(NetworkError::Corrupt(m)) => {
@@ -444,6 +455,17 @@ pub fn teardown(root: &Path, id: &str) -> Result<(), NetworkError> {
                 rec.result.as_ref(),
             ) {
                 first.get_or_insert(e.into());
+            }
+            if !ns_live {
+                // The bridge plugin removes its masquerade rules only from inside the
+                // namespace: without it, from the recorded address.
+                let name = rec.conflist["name"].as_str().unwrap_or("");
+                let masq = rec.conflist["plugins"][0]["ipMasq"].as_bool() == Some(true);
+                if masq
+                    && let Some(e) = st.attachment.endpoints.iter().find(|e| e.ifname == rec.ifname)
+                {
+                    firewall::remove_masquerade(name, id, e.ip);
+                }
             }
         }
         if let (Some(lo), true) = (&st.loopback, ns_live) {

@@ -68,3 +68,27 @@ pub fn remove_isolation(def: &NetworkDef) -> Result<(), NetworkError> {
     }
     Ok(())
 }
+
+/// The chain the bridge plugin's `ipMasq` makes for container `id` on network `name`
+/// (`CNI-` and 24 hex digits of SHA-512 of name + id, as the plugins name it).
+pub fn masquerade_chain(name: &str, id: &str) -> String {
+    use sha2::Digest;
+    let h = hex::encode(sha2::Sha512::digest(format!("{name}{id}").as_bytes()));
+    format!("CNI-{}", &h[..24])
+}
+
+/// Removes the bridge plugin's masquerade rules for container `id` at `ip` on network
+/// `name`: the plugin can only do it while the namespace exists (it reads the addresses
+/// there), so after a lost namespace xrun does it from what it recorded.
+pub fn remove_masquerade(name: &str, id: &str, ip: std::net::Ipv4Addr) {
+    let chain = masquerade_chain(name, id);
+    let comment = format!("name: \"{name}\" id: \"{id}\"");
+    let src = format!("{ip}/32");
+    while quiet(&[
+        "-t", "nat", "-D", "POSTROUTING", "-s", &src, "-m", "comment", "--comment", &comment,
+        "-j", &chain,
+    ]) {}
+    if quiet(&["-t", "nat", "-F", &chain]) {
+        let _ = quiet(&["-t", "nat", "-X", &chain]);
+    }
+}
