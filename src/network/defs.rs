@@ -93,8 +93,8 @@ impl Networks {
 
     /// The networks under `root` with the config file's default subnet.
     pub fn from_config(root: &Path) -> Result<Networks, NetworkError> {
-        let cfg = crate::config::Config::load()
-            .map_err(|e| NetworkError::BadInput(e.to_string()))?;
+        let cfg =
+            crate::config::Config::load().map_err(|e| NetworkError::BadInput(e.to_string()))?;
         Networks::open(root, cfg.bridge_subnet.as_deref())
     }
 
@@ -176,7 +176,11 @@ impl Networks {
         let taken: Vec<(Subnet, String)> = all
             .iter()
             .map(|n| (n.subnet, format!("network {}", n.name)))
-            .chain(routes.into_iter().map(|(s, dev)| (s, format!("a host route on {dev}"))))
+            .chain(
+                routes
+                    .into_iter()
+                    .map(|(s, dev)| (s, format!("a host route on {dev}"))),
+            )
             .collect();
         let subnet = match req.subnet {
             Some(s) => {
