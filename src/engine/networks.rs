@@ -119,7 +119,7 @@ impl Engine {
             ip,
             aliases,
         };
-        network::attach::check_endpoint(&def, &ep, self.root()).map_err(net_err)?;
+        network::attach::check_endpoint(&def, &ep).map_err(net_err)?;
         if rec.is_running() {
             network::attach::connect(&nets, &rec.id, &ep).map_err(net_err)?;
         }
@@ -200,7 +200,7 @@ pub(super) fn prepare(
                 ip: opts.net.ip,
                 aliases: opts.net.aliases.clone(),
             };
-            network::attach::check_endpoint(&def, &ep, engine.root()).map_err(net_err)?;
+            network::attach::check_endpoint(&def, &ep).map_err(net_err)?;
             opts.network = Network::Named(def.name);
         }
         Network::Container(key) => {

@@ -204,11 +204,7 @@ fn save_state(root: &Path, st: &State) -> Result<(), NetworkError> {
 }
 
 /// Checks `--ip` and aliases against `def`.
-pub fn check_endpoint(
-    def: &NetworkDef,
-    ep: &EndpointRequest,
-    root: &Path,
-) -> Result<(), NetworkError> {
+pub fn check_endpoint(def: &NetworkDef, ep: &EndpointRequest) -> Result<(), NetworkError> {
     if def.is_default() {
         if ep.ip.is_some() {
             return Err(NetworkError::BadInput(
@@ -229,11 +225,7 @@ pub fn check_endpoint(
                 def.name, def.subnet, def.gateway
             )));
         }
-        if super::ipam_dir(root)
-            .join(&def.name)
-            .join(ip.to_string())
-            .exists()
-        {
+        if super::lease_path(def, ip).exists() {
             return Err(NetworkError::BadInput(format!(
                 "--ip {ip}: address already in use on network {}",
                 def.name
@@ -296,7 +288,7 @@ fn add_network(
     input: &ListInput,
 ) -> Result<Endpoint, NetworkError> {
     let root = nets.root();
-    let list = conflist::conflist(def, &super::ipam_dir(root), input);
+    let list = conflist::conflist(def, input);
     let runtime = conflist::runtime_config(input);
     st.cni.push(CniRecord {
         ifname: ifname.to_string(),
@@ -333,7 +325,7 @@ pub fn setup(nets: &Networks, req: &NetworkRequest) -> Result<Attachment, Networ
     let mut defs = Vec::new();
     for ep in &req.endpoints {
         let def = nets.get(&ep.network)?;
-        check_endpoint(&def, ep, root)?;
+        check_endpoint(&def, ep)?;
         if defs.iter().any(|(d, _): &(NetworkDef, _)| d.id == def.id) {
             return Err(NetworkError::BadInput(format!(
                 "the container joins network {} twice",
@@ -546,7 +538,7 @@ pub fn connect(nets: &Networks, id: &str, ep: &EndpointRequest) -> Result<Endpoi
         ))
     })?;
     let def = nets.get(&ep.network)?;
-    check_endpoint(&def, ep, root)?;
+    check_endpoint(&def, ep)?;
     if st
         .attachment
         .endpoints

@@ -261,7 +261,7 @@ impl Networks {
         }
         super::firewall::remove_isolation(&def)?;
         delete_link(&def.bridge);
-        let _ = std::fs::remove_dir_all(super::ipam_dir(&self.root).join(&def.name));
+        let _ = std::fs::remove_dir_all(super::ipam_dir(&def));
         std::fs::remove_file(self.def_path(&def.name))
             .map_err(|e| NetworkError::io(format!("removing network {}", def.name), e))?;
         Ok(def)
