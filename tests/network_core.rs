@@ -960,3 +960,123 @@ fn egress_and_ingress_rates_hold_within_ten_percent() {
     t.gone("rm -f of a rate-limited container");
     assert!(!ifbs().contains(&mine[0]), "{} is left", mine[0]);
 }
+
+#[test]
+fn concurrent_starts_get_distinct_free_ports() {
+    let Some(env) = setup() else { return };
+    let _s = serial();
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    ok(xrun(
+                        &env,
+                        &["run", "-d", "-p", "127.0.0.1::80", IMAGE, "sleep", "60"],
+                    ))
+                    .trim()
+                    .to_string()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ports: Vec<String> = ids
+        .iter()
+        .map(|id| ok(xrun(&env, &["port", id, "80/tcp"])).trim().to_string())
+        .collect();
+    assert!(
+        ports.iter().all(|p| p.starts_with("127.0.0.1:")),
+        "{ports:?}"
+    );
+    let mut addrs: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            inspect(&env, id)["NetworkSettings"]["IPAddress"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    ports.sort();
+    ports.dedup();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!((ports.len(), addrs.len()), (4, 4), "{ports:?} {addrs:?}");
+    let mut args = vec!["rm", "-f"];
+    args.extend(ids.iter().map(String::as_str));
+    ok(xrun(&env, &args));
+}
+
+#[test]
+fn hosts_resolv_and_a_shared_namespace() {
+    let Some(env) = setup() else { return };
+    let _s = serial();
+    let id = ok(xrun(
+        &env,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "netmain",
+            "--hostname",
+            "box",
+            "--add-host",
+            "db:10.1.2.3",
+            "--add-host",
+            "gw:host-gateway",
+            "--dns",
+            "10.9.9.9",
+            "--dns-search",
+            "example.test",
+            "--dns-option",
+            "ndots:2",
+            IMAGE,
+            "sleep",
+            "60",
+        ],
+    ))
+    .trim()
+    .to_string();
+    let t = Traces::of(&env, &id);
+    let hosts = ok(xrun(&env, &["exec", &id, "cat", "/etc/hosts"]));
+    assert!(hosts.contains("10.1.2.3\tdb\n"), "{hosts}");
+    assert!(hosts.contains("10.87.0.1\tgw\n"), "{hosts}");
+    assert!(hosts.contains(&format!("{}\tbox\n", t.ip)), "{hosts}");
+    let resolv = ok(xrun(&env, &["exec", &id, "cat", "/etc/resolv.conf"]));
+    assert_eq!(
+        resolv,
+        "search example.test\nnameserver 10.9.9.9\noptions ndots:2\n"
+    );
+    // container:NAME shares the namespace (same address) and the files.
+    let o = ok(xrun(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "container:netmain",
+            IMAGE,
+            "sh",
+            "-c",
+            "ip -o -4 addr show eth0; cat /etc/hosts",
+        ],
+    ));
+    assert!(o.contains(&format!("inet {}/", t.ip)), "{o}");
+    assert!(o.contains("10.1.2.3\tdb"), "{o}");
+    refused(
+        &xrun(
+            &env,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "container:nosuch",
+                IMAGE,
+                "true",
+            ],
+        ),
+        "no such container",
+    );
+    ok(xrun(&env, &["rm", "-f", &id]));
+    t.gone("rm -f");
+}
