@@ -135,6 +135,7 @@ pub fn invoke(
         return Err(exec_err("invalid plugin type".into()));
     }
     let bin: PathBuf = cni_path.join(plugin);
+    let started = std::time::Instant::now();
     let stdin = serde_json::to_vec(config).map_err(|e| exec_err(e.to_string()))?;
     let mut child = Command::new(&bin)
         .env_clear()
@@ -171,6 +172,12 @@ pub fn invoke(
         .map_err(|e| exec_err(format!("waiting: {e}")))?;
     let _ = writer.join();
     let stderr = err_reader.join().unwrap_or_default();
+    tracing::debug!(
+        "CNI {plugin} {} for {}: {} ms",
+        command.as_str(),
+        target.ifname,
+        started.elapsed().as_millis()
+    );
     if out.len() as u64 > MAX_OUTPUT {
         return Err(exec_err("its output is larger than 1 MiB".into()));
     }
