@@ -222,33 +222,37 @@ pub(super) fn prepare(
             .as_ref()
             .and_then(|c| c.exposed_ports().clone())
             .unwrap_or_default();
-        for e in exposed {
-            let (port, proto) = e.split_once('/').unwrap_or((&e, "tcp"));
-            let protocol = if proto == "udp" {
-                Protocol::Udp
-            } else {
-                Protocol::Tcp
-            };
-            let Ok(port) = port.parse::<u16>() else {
-                continue;
-            };
-            if !opts
-                .net
-                .ports
-                .iter()
-                .any(|p| p.container_port == port && p.protocol == protocol)
-            {
-                opts.net.ports.push(PortSpec {
-                    host_ip: None,
-                    host_port: None,
-                    container_port: port,
-                    protocol,
-                });
-            }
-        }
+        publish_exposed(&exposed, &mut opts.net.ports);
     }
     opts.validate()?;
     Ok(())
+}
+
+/// `-P`: each exposed port (`80/tcp`, `53/udp`, `8080`) not published already gets a free
+/// host port.
+fn publish_exposed(exposed: &[String], ports: &mut Vec<PortSpec>) {
+    for e in exposed {
+        let (port, proto) = e.split_once('/').unwrap_or((e, "tcp"));
+        let protocol = if proto == "udp" {
+            Protocol::Udp
+        } else {
+            Protocol::Tcp
+        };
+        let Ok(port) = port.parse::<u16>() else {
+            continue;
+        };
+        if !ports
+            .iter()
+            .any(|p| p.container_port == port && p.protocol == protocol)
+        {
+            ports.push(PortSpec {
+                host_ip: None,
+                host_port: None,
+                container_port: port,
+                protocol,
+            });
+        }
+    }
 }
 
 /// Container `rec`'s `NetworkSettings` (Docker's shape) from its `network.json`.
@@ -361,4 +365,36 @@ pub fn network_json(info: &NetworkInfo) -> Value {
         "Options": {"com.docker.network.bridge.name": d.bridge},
         "Labels": d.labels,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_all_adds_the_exposed_ports_not_published_yet() {
+        let mut ports = vec![PortSpec {
+            host_ip: None,
+            host_port: Some(8080),
+            container_port: 80,
+            protocol: Protocol::Tcp,
+        }];
+        let exposed: Vec<String> = ["80/tcp", "53/udp", "9000", "bad/tcp"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        publish_exposed(&exposed, &mut ports);
+        let got: Vec<(Option<u16>, u16, Protocol)> = ports
+            .iter()
+            .map(|p| (p.host_port, p.container_port, p.protocol))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some(8080), 80, Protocol::Tcp),
+                (None, 53, Protocol::Udp),
+                (None, 9000, Protocol::Tcp)
+            ]
+        );
+    }
 }
