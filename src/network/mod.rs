@@ -1,0 +1,3 @@
+//! The network stage: a container's interfaces, addresses and names.
+
+pub mod dns;
