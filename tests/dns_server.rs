@@ -263,6 +263,21 @@ fn names_follow_adds_and_removes_on_independent_networks() {
         );
     }
 
+    // A container on both networks: one call takes it off both.
+    let both_a = rec("f6", Ipv4Addr::new(10, 99, 71, 30), &["both"]);
+    let both_b = DnsRecord {
+        ipv4: vec![Ipv4Addr::new(10, 99, 72, 30)],
+        ..both_a.clone()
+    };
+    server.add("neta", gw_a, local, &both_a).unwrap();
+    server.add("netb", gw_b, local, &both_b).unwrap();
+    assert_eq!(lookup(&c2, "both", gw_a), both_a.ipv4);
+    assert_eq!(lookup(&c3, "both", gw_b), both_b.ipv4);
+    server.remove_everywhere(&both_a.container_id).unwrap();
+    assert_eq!(lookup(&c2, "both", gw_a), Vec::<Ipv4Addr>::new());
+    assert_eq!(lookup(&c3, "both", gw_b), Vec::<Ipv4Addr>::new());
+    assert_eq!(lookup(&c3, "cache", gw_b), [ip3]);
+
     // The last removals stop the server and leave the directory empty.
     for i in 0..8u8 {
         let id = format!("{:x}", 0xd0 + i).repeat(32);

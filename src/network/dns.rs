@@ -201,7 +201,7 @@ impl DnsServer {
                     let _ = process::reload(pid);
                 }
                 _ => {
-                    let _ = self.settle(None);
+                    let _ = self.settle(Vec::new());
                 }
             }
         }
@@ -216,20 +216,22 @@ impl DnsServer {
             return Ok(());
         }
         let _lock = self.lock()?;
-        let Some(mut file) = self.read(network)? else {
-            return self.settle(None);
-        };
-        if !file.remove(&container_id.to_ascii_lowercase()) {
-            return self.settle(None);
+        let change = self.drop_entries(network, container_id)?;
+        self.settle(change.into_iter().collect())
+    }
+
+    /// Removes the container's entries from every network (its teardown, whatever networks
+    /// it was on); stops the server when no entries are left.
+    pub fn remove_everywhere(&self, container_id: &str) -> Result<(), DnsError> {
+        if !self.dir.exists() {
+            return Ok(());
         }
-        let listen = file.listen.clone();
-        if file.entries.is_empty() {
-            self.write(network, None)?;
-            self.settle(Some((network, listen, false)))
-        } else {
-            self.write(network, Some(&file))?;
-            self.settle(Some((network, listen, true)))
+        let _lock = self.lock()?;
+        let mut changes = Vec::new();
+        for network in self.networks()? {
+            changes.extend(self.drop_entries(&network, container_id)?);
         }
+        self.settle(changes)
     }
 
     /// Drops a whole network's file (network rm), and stops the server when it was the last.
@@ -241,7 +243,34 @@ impl DnsServer {
         let _lock = self.lock()?;
         let listen = self.read(network)?.map(|f| f.listen);
         self.write(network, None)?;
-        self.settle(listen.map(|l| (network, l, false)))
+        self.settle(
+            listen
+                .map(|listen| Change {
+                    network: network.to_string(),
+                    listen,
+                    kept: false,
+                })
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    /// Drops the container's entry from `network`'s file (the whole file with its last
+    /// entry); what changed, if anything. The caller holds the lock.
+    fn drop_entries(&self, network: &str, container_id: &str) -> Result<Option<Change>, DnsError> {
+        let Some(mut file) = self.read(network)? else {
+            return Ok(None);
+        };
+        if !file.remove(&container_id.to_ascii_lowercase()) {
+            return Ok(None);
+        }
+        let kept = !file.entries.is_empty();
+        self.write(network, kept.then_some(&file))?;
+        Ok(Some(Change {
+            network: network.to_string(),
+            listen: file.listen,
+            kept,
+        }))
     }
 
     /// After an add was written: starts the server, or reloads it and waits for it to bind
@@ -269,11 +298,10 @@ impl DnsServer {
         })
     }
 
-    /// After a removal was written: stops the server when no network is left, else makes it
-    /// reload and waits until the changed network is served as written (`changed`: the
-    /// network, its listen addresses, whether its file still exists). With nothing changed,
-    /// only a server left without networks is stopped (and a stale pid file removed).
-    fn settle(&self, changed: Option<(&str, Vec<Ipv4Addr>, bool)>) -> Result<(), DnsError> {
+    /// After removals were written: stops the server when no network is left, else makes it
+    /// reload and waits until each changed network is served as written. With nothing
+    /// changed, only a server left without networks is stopped (and a stale pid file removed).
+    fn settle(&self, changes: Vec<Change>) -> Result<(), DnsError> {
         let pid = self.pid();
         if self.networks()?.is_empty() {
             return match pid {
@@ -281,25 +309,25 @@ impl DnsServer {
                 None => process::remove_pid_file(&self.dir),
             };
         }
-        let (Some(pid), Some((network, listen, kept))) = (pid, changed) else {
+        let Some(pid) = pid.filter(|_| !changes.is_empty()) else {
             return Ok(());
         };
         let old = inodes(pid);
         process::reload(pid)?;
-        for gateway in listen {
-            let addr = SocketAddrV4::new(gateway, self.port);
-            let served = if kept {
-                process::wait_bound(pid, addr, &old)
-            } else if self.listened_elsewhere(gateway)? {
-                true
-            } else {
-                process::wait_unbound(pid, addr)
-            };
-            if !served {
-                return Err(DnsError::NotServing {
-                    network: network.to_string(),
-                    addr,
-                });
+        for change in changes {
+            for gateway in change.listen {
+                let addr = SocketAddrV4::new(gateway, self.port);
+                let served = if change.kept {
+                    process::wait_bound(pid, addr, &old)
+                } else {
+                    self.listened_elsewhere(gateway)? || process::wait_unbound(pid, addr)
+                };
+                if !served {
+                    return Err(DnsError::NotServing {
+                        network: change.network,
+                        addr,
+                    });
+                }
             }
         }
         Ok(())
@@ -385,6 +413,15 @@ impl DnsServer {
             source,
         }
     }
+}
+
+/// A network file a removal changed.
+struct Change {
+    network: String,
+    /// The addresses it listened on.
+    listen: Vec<Ipv4Addr>,
+    /// Whether the file is still there (else the server must stop listening for it).
+    kept: bool,
 }
 
 fn inodes(pid: i32) -> HashSet<u64> {
