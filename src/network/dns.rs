@@ -487,7 +487,7 @@ fn entry_of(rec: &DnsRecord, upstream: &[IpAddr]) -> Result<Entry, DnsError> {
 
 /// A DNS name as containers and aliases are named: letters, digits, `_`, `-`, `.`, not
 /// starting or ending with a dot, at most 253 characters.
-fn check_name(name: &str) -> Result<(), DnsError> {
+pub fn check_name(name: &str) -> Result<(), DnsError> {
     let why = if name.is_empty() {
         Some("it is empty")
     } else if name.len() > 253 {

@@ -15,6 +15,9 @@
 //! <root>/containers/<id>/network.json   what DEL needs: the exact configs and CNI results
 //! /run/xrun/net/ns/<id>              the container's network namespace (a bind mount of nsfs)
 //! /run/xrun/net/ports.json (+.lock)  host ports reserved by running containers
+//! /run/xrun/net/aardvark/            aardvark-dns's files: one per user network (by id) with
+//!                                    its containers' names ([`names`], [`dns`])
+//! /run/xrun/net/aardvark.lock        exclusive while they change
 //! ```
 //!
 //! The default network `bridge` is implicit (device `xrun0`, subnet from the config file's
@@ -27,6 +30,7 @@ pub mod defs;
 pub mod dns;
 pub mod etcfiles;
 pub mod firewall;
+pub mod names;
 pub mod netns;
 pub mod ports;
 pub mod rate;
@@ -83,6 +87,18 @@ pub enum NetworkError {
     /// A state file is unreadable.
     #[error("{0}")]
     Corrupt(String),
+    /// Keeping the names of user networks (aardvark-dns) failed.
+    #[error(transparent)]
+    Dns(dns::DnsError),
+}
+
+impl From<dns::DnsError> for NetworkError {
+    fn from(e: dns::DnsError) -> Self {
+        match e {
+            e @ dns::DnsError::Invalid { .. } => NetworkError::BadInput(e.to_string()),
+            e => NetworkError::Dns(e),
+        }
+    }
 }
 
 impl NetworkError {
