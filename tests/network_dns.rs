@@ -349,7 +349,9 @@ fn connect_with_alias_and_disconnect_follow_names() {
             "300",
         ],
     );
-    ok(
+    // `--dns` on a user network: the container still asks the gateway, and aardvark-dns
+    // forwards what it does not know there (an address on the test's own network).
+    let client = ok(
         &env,
         &[
             "run",
@@ -358,10 +360,20 @@ fn connect_with_alias_and_disconnect_follow_names() {
             "client",
             "--network",
             "second",
+            "--dns",
+            "10.99.84.53",
             IMAGE,
             "sleep",
             "300",
         ],
+    );
+    let resolv = exec_sh(&env, "client", "cat /etc/resolv.conf");
+    assert!(resolv.contains("nameserver 10.99.84.1"), "{resolv}");
+    assert!(!resolv.contains("10.99.84.53"), "{resolv}");
+    let line = served_lines(client.trim());
+    assert!(
+        line.len() == 1 && line[0].ends_with(" 10.99.84.53"),
+        "{line:?}"
     );
     // Not on the same network yet: no name.
     let out = lookup(&env, "client", "svc", "10.99.84.1");
