@@ -193,10 +193,24 @@ fn names_follow_adds_and_removes_on_independent_networks() {
     let server = lab.server();
     let local: &[IpAddr] = &[IpAddr::V4(Ipv4Addr::LOCALHOST)];
 
-    // The first record starts the server; later ones reload the same process.
+    // The first record starts the server; later ones reload the same process. A descriptor
+    // its starter left inheritable (a pipe, here) does not stay open in it.
+    let mut pipe = [0; 2];
+    // SAFETY: pipe(2) into a local array; both ends are closed below.
+    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
     let web = rec("a1", ip1, &["web", "www", "a1a1a1a1a1a1"]);
     server.add("neta", gw_a, local, &web).unwrap();
+    // SAFETY: closing the two descriptors made above.
+    unsafe { libc::close(pipe[0]) + libc::close(pipe[1]) };
     let pid = server.pid().expect("aardvark-dns runs after the first add");
+    let held: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .map(|t| t.display().to_string())
+        .filter(|t| !t.starts_with("socket:") && !t.starts_with("anon_inode:") && t != "/dev/null")
+        .collect();
+    assert!(held.is_empty(), "aardvark-dns holds its starter's {held:?}");
     server
         .add("neta", gw_a, local, &rec("b2", ip2, &["db"]))
         .unwrap();

@@ -104,11 +104,18 @@ pub(super) fn start(binary: &Path, dir: &Path, port: u16) -> Result<i32, DnsErro
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: signal(2) is async-signal-safe; the closure touches nothing else. The daemon
-    // must die on SIGTERM even when its starter ignores it (a monitor may).
+    // SAFETY: signal(2) and close_range(2) are async-signal-safe; the closure touches
+    // nothing else. The daemon must die on SIGTERM even when its starter ignores it (a
+    // monitor may), and must not keep any descriptor of its starter's open for ever (a pipe
+    // someone waits on, a lock): all but stdio close at exec.
     unsafe {
         cmd.pre_exec(|| {
             libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            libc::close_range(
+                3,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+            );
             Ok(())
         });
     }
