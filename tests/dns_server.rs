@@ -201,7 +201,10 @@ fn names_follow_adds_and_removes_on_independent_networks() {
     let web = rec("a1", ip1, &["web", "www", "a1a1a1a1a1a1"]);
     server.add("neta", gw_a, local, &web).unwrap();
     // SAFETY: closing the two descriptors made above.
-    unsafe { libc::close(pipe[0]) + libc::close(pipe[1]) };
+    unsafe {
+        libc::close(pipe[0]);
+        libc::close(pipe[1]);
+    }
     let pid = server.pid().expect("aardvark-dns runs after the first add");
     let held: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()

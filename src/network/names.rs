@@ -18,10 +18,12 @@ pub fn server() -> DnsServer {
     DnsServer::at(&Path::new(RUN_NET_DIR).join("aardvark"))
 }
 
-/// The names container `id` called `name` answers to on endpoint `ep`.
+/// The names container `id` called `name` answers to on endpoint `ep`. A container name
+/// that cannot be a DNS name (Docker allows `web.` or `a..b`) is left out: the container
+/// still starts, and answers to its aliases and short id.
 pub fn record(id: &str, name: &str, ep: &Endpoint) -> DnsRecord {
     let mut names = Vec::new();
-    if !name.is_empty() {
+    if dns::check_name(name).is_ok() {
         names.push(name.to_string());
     }
     names.extend(ep.aliases.iter().cloned());
@@ -112,6 +114,7 @@ mod tests {
         };
         let r = record(&id, "web", &ep);
         assert_eq!(r.names, ["web", "www", "0123456789ab"]);
+        assert_eq!(record(&id, "web.", &ep).names, ["www", "0123456789ab"]);
         assert_eq!(r.ipv4, [ep.ip]);
         assert!(check_aliases(&["db.local".into(), "x_1".into()]).is_ok());
         let err = check_aliases(&["bad alias".into()])
