@@ -307,7 +307,12 @@ pub fn network_settings(root: &std::path::Path, rec: &ContainerRecord) -> Value 
                     "IPv6Gateway": "",
                     "GlobalIPv6Address": "",
                     "GlobalIPv6PrefixLen": 0,
-                    "DNSNames": null,
+                    // Docker (API 1.44+): what the container answers to there.
+                    "DNSNames": if e.network == network::DEFAULT_NETWORK {
+                        Value::Null
+                    } else {
+                        json!(network::names::record(&rec.id, &rec.name, e).names)
+                    },
                 }),
             );
         }

@@ -99,6 +99,8 @@ pub struct NetworkRequest {
     pub container_id: String,
     /// Its hostname (for `/etc/hosts`).
     pub hostname: String,
+    /// Its name (what other containers of a user network resolve, with its aliases).
+    pub name: String,
     /// The networks, the first one gets `eth0`.
     pub endpoints: Vec<EndpointRequest>,
     /// The rest of the options (ports, DNS, hosts, rates).
@@ -176,6 +178,12 @@ pub struct State {
     /// The isolation chains to re-check (internal networks' ids).
     #[serde(default)]
     pub internal: Vec<String>,
+    /// The container's name (its DNS name on user networks, also for later `connect`s).
+    #[serde(default)]
+    pub name: String,
+    /// Where its queries for names outside its networks go (`--dns`; empty: the host's).
+    #[serde(default)]
+    pub upstream: Vec<String>,
 }
 
 impl State {
@@ -218,6 +226,7 @@ pub fn check_endpoint(def: &NetworkDef, ep: &EndpointRequest) -> Result<(), Netw
             ));
         }
     }
+    super::names::check_aliases(&ep.aliases)?;
     if let Some(ip) = ep.ip {
         if !def.subnet.is_host(ip) || ip == def.gateway {
             return Err(NetworkError::BadInput(format!(
@@ -354,6 +363,8 @@ pub fn setup(nets: &Networks, req: &NetworkRequest) -> Result<Attachment, Networ
         loopback: None,
         cni: vec![],
         internal: vec![],
+        name: req.name.clone(),
+        upstream: req.options.dns.clone(),
     };
     let made = (|| {
         save_state(root, &st)?;
@@ -386,7 +397,8 @@ pub fn setup(nets: &Networks, req: &NetworkRequest) -> Result<Attachment, Networ
                     None
                 },
             };
-            add_network(nets, &mut st, def, ep, &format!("eth{i}"), &input)?;
+            let e = add_network(nets, &mut st, def, ep, &format!("eth{i}"), &input)?;
+            super::names::register(def, id, &st.name, &e, &st.upstream)?;
         }
         write_files(&mut st.attachment, req, defs.first().map(|(d, _)| d))?;
         save_state(root, &st)
@@ -424,10 +436,13 @@ fn write_files(
     let (host_ns, host_search, host_opts) =
         etcfiles::host_resolv(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
     let user_net = first.is_some_and(|d| !d.is_default());
-    a.dns_servers = if !o.dns.is_empty() {
-        o.dns.clone()
-    } else if user_net {
+    // On a user network the container asks aardvark-dns on its gateway, which knows the
+    // network's names and forwards the rest to `--dns` (or the host's servers), as Docker's
+    // embedded DNS does.
+    a.dns_servers = if user_net {
         gateway.map(|g| vec![g.to_string()]).unwrap_or_default()
+    } else if !o.dns.is_empty() {
+        o.dns.clone()
     } else {
         host_ns
     };
@@ -461,6 +476,8 @@ pub fn teardown(root: &Path, id: &str) -> Result<(), NetworkError> {
 }
 
 fn teardown_locked(root: &Path, id: &str) -> Result<(), NetworkError> {
+    // Names first: none may point at an address about to be released.
+    super::names::forget(id);
     let st = match load_state(root, id) {
         Ok(s) => s,
         Err(NetworkError::Corrupt(m)) => {
@@ -547,7 +564,15 @@ pub fn connect(nets: &Networks, id: &str, ep: &EndpointRequest) -> Result<Endpoi
         ..Default::default()
     };
     match add_network(nets, &mut st, &def, ep, &format!("eth{n}"), &input) {
-        Ok(e) => Ok(e),
+        Ok(e) => {
+            if let Err(err) = super::names::register(&def, id, &st.name, &e, &st.upstream) {
+                if let Err(d) = disconnect(nets, id, &def.name) {
+                    tracing::warn!("undoing the connection of {id} to {}: {d}", def.name);
+                }
+                return Err(err);
+            }
+            Ok(e)
+        }
         Err(err) => {
             // The failed list was undone by add_list: forget it.
             if st.cni.last().is_some_and(|r| r.result.is_none()) {
@@ -606,6 +631,9 @@ pub fn disconnect(nets: &Networks, id: &str, key: &str) -> Result<(), NetworkErr
             rec.result.as_ref(),
         )?;
         st.cni.remove(ri);
+    }
+    if let Err(e) = super::names::unregister(&def, id) {
+        tracing::warn!("removing the DNS names of {id} on {}: {e}", def.name);
     }
     st.attachment.endpoints.remove(pos);
     st.internal.retain(|i| *i != def.id);

@@ -260,6 +260,7 @@ impl Networks {
             return Err(NetworkError::InUse(def.name.clone()));
         }
         super::firewall::remove_isolation(&def)?;
+        super::names::drop_network(&def);
         delete_link(&def.bridge);
         let _ = std::fs::remove_dir_all(super::ipam_dir(&def));
         std::fs::remove_file(self.def_path(&def.name))

@@ -16,6 +16,9 @@
 //! /run/xrun/net/ports.json (+.lock)  host ports reserved by running containers
 //! /run/xrun/net/ipam/<bridge>/<name>/  host-local's leases (`dataDir`, see [`ipam_dir`])
 //! /run/xrun/net/locks/<id>           held while container `id`'s network is torn down
+//! /run/xrun/net/aardvark/            aardvark-dns's files: one per user network (by id) with
+//!                                    its containers' names ([`names`], [`dns`])
+//! /run/xrun/net/aardvark.lock        exclusive while they change
 //! ```
 //!
 //! The default network `bridge` is implicit (device `xrun0`, subnet from the config file's
@@ -25,8 +28,10 @@ pub mod attach;
 pub mod cni;
 pub mod conflist;
 pub mod defs;
+pub mod dns;
 pub mod etcfiles;
 pub mod firewall;
+pub mod names;
 pub mod netns;
 pub mod ports;
 pub mod rate;
@@ -83,6 +88,18 @@ pub enum NetworkError {
     /// A state file is unreadable.
     #[error("{0}")]
     Corrupt(String),
+    /// Keeping the names of user networks (aardvark-dns) failed.
+    #[error(transparent)]
+    Dns(dns::DnsError),
+}
+
+impl From<dns::DnsError> for NetworkError {
+    fn from(e: dns::DnsError) -> Self {
+        match e {
+            e @ dns::DnsError::Invalid { .. } => NetworkError::BadInput(e.to_string()),
+            e => NetworkError::Dns(e),
+        }
+    }
 }
 
 impl NetworkError {

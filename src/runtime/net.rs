@@ -36,6 +36,7 @@ pub fn request(rec: &ContainerRecord, name: &str) -> NetworkRequest {
     NetworkRequest {
         container_id: rec.id.clone(),
         hostname: super::spec::hostname(&rec.id, o),
+        name: rec.name.clone(),
         endpoints,
         options: o.net.clone(),
     }
