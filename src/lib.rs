@@ -22,6 +22,7 @@ pub mod plan;
 pub mod platform;
 pub mod reference;
 pub mod registry;
+pub mod network;
 pub mod runtime;
 pub mod store;
 pub mod vm;
