@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::runtime::machine::{Machine, MachineControl, MachineIo, Machines};
+use crate::runtime::net::Joined;
 use crate::runtime::options::ExecRoute;
 use crate::runtime::{ContainerRecord, Containers, ImageInput, RunOptions, RuntimeError};
-use crate::vm::{VmControl, VmIo, VmLaunch, VmRun, VmSpec};
+use crate::vm::{GuestNic, VmControl, VmIo, VmLaunch, VmNetwork, VmRun, VmSpec};
 
 use super::EngineError;
 use super::route::VmRoute;
@@ -19,7 +20,11 @@ pub fn vm_unsupported(opts: &RunOptions) -> Option<String> {
     } else if opts.read_only {
         "--read-only"
     } else if opts.network == crate::runtime::Network::Host {
+        // A VM has its own kernel and network stack: it cannot share the host's.
         "--network host"
+    } else if matches!(opts.network, crate::runtime::Network::Container(_)) {
+        // The guest would take over the other container's interfaces.
+        "--network container:NAME"
     } else if opts.runtime.is_some() {
         "--runtime"
     } else {
@@ -125,8 +130,34 @@ fn vm_error(e: crate::vm::VmError) -> RuntimeError {
     RuntimeError::Runtime(e.to_string())
 }
 
+/// The network a VM container's guest joins: the interfaces the CNI attachment made in its
+/// namespace (the guest takes them over, see [`crate::vm::net`]), its `/etc/resolv.conf`
+/// and `/etc/hosts`.
+pub fn vm_network(joined: &Joined) -> VmNetwork {
+    VmNetwork {
+        netns: joined.netns.clone(),
+        nics: joined
+            .endpoints
+            .iter()
+            .map(|e| GuestNic {
+                ifname: e.ifname.clone(),
+                mac: e.mac.clone(),
+                address: e.ip,
+                prefix: e.prefix,
+                gateway: Some(e.gateway),
+            })
+            .collect(),
+        resolv_conf: Some(joined.resolv.clone()),
+        hosts: Some(joined.hosts.clone()),
+    }
+}
+
 impl Machine for VmMachine {
-    fn start(&mut self, io: MachineIo) -> Result<(i32, Arc<dyn MachineControl>), RuntimeError> {
+    fn start(
+        &mut self,
+        io: MachineIo,
+        network: Option<&Joined>,
+    ) -> Result<(i32, Arc<dyn MachineControl>), RuntimeError> {
         let vio = VmIo {
             stdin: io.stdin,
             stdout: io.stdout,
@@ -134,7 +165,7 @@ impl Machine for VmMachine {
         };
         let mut run = self
             .launch
-            .start(&self.dir, io.tty, vio)
+            .start(&self.dir, io.tty, network.map(vm_network), vio)
             .map_err(vm_error)?;
         if !run.wait_started().map_err(vm_error)? {
             // The guest ended before starting the command: its reason went to stderr.
