@@ -196,11 +196,11 @@ impl Drop for TestNet {
     }
 }
 
-/// `GET http://addr/` until it answers (the guest boots and starts httpd first), bounded.
+/// `GET http://ADDR:PORT/` until it answers (the guest boots and starts httpd first), bounded.
 fn fetch_until(addr: &str, bound: Duration) -> common::HttpResponse {
     let start = Instant::now();
     loop {
-        match common::http_get(&format!("{addr}:80"), "/", None, &[]) {
+        match common::http_get(addr, "/", None, &[]) {
             Ok(r) => return r,
             Err(e) if start.elapsed() > bound => panic!("no answer from {addr} in {bound:?}: {e}"),
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
@@ -252,7 +252,7 @@ fn serves_http_over_the_bridge(arch: &str, uname: &str) {
         "{q}"
     );
 
-    let r = fetch_until(&net.guest_addr(), Duration::from_secs(120));
+    let r = fetch_until(&format!("{}:80", net.guest_addr()), Duration::from_secs(120));
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"hello-from-the-vm\n");
     // The neighbour that answered is the guest's NIC: the namespace's MAC, which no one else
@@ -366,4 +366,266 @@ fn a_missing_interface_is_refused_and_nothing_is_left() {
     assert!(err.contains("has MAC"), "{err}");
     assert_eq!(net.links(), before);
     assert!(!net.qdiscs().contains("ingress"));
+}
+
+// ------------------------------------------------------------------------------------------
+// VM containers through the CLI: the same CNI attachment as native ones, the guest on it.
+
+const IMAGE: &str = "localhost/busybox-amd64:latest";
+
+fn xrun(env: &common::TestEnv, args: &[&str]) -> std::process::Output {
+    env.cmd().args(args).output().unwrap()
+}
+
+fn show(o: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// What a container's network leaves on the host: its namespace mount, its host-side veth,
+/// iptables rules naming it, IPAM leases naming it (`id`: its id or a prefix of it). Empty
+/// once it is gone.
+fn traces(env: &common::TestEnv, id: &str, veth: &str) -> Vec<String> {
+    let mut t = Vec::new();
+    for e in fs::read_dir("/run/xrun/net/ns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if e.file_name().to_string_lossy().starts_with(id) {
+            t.push(format!("netns {}", e.path().display()));
+        }
+    }
+    if !veth.is_empty() && sh("ip -o link show").contains(&format!(": {veth}@")) {
+        t.push(format!("veth {veth}"));
+    }
+    t.extend(
+        sh("iptables-save")
+            .lines()
+            .filter(|l| l.contains(id))
+            .map(|l| format!("rule {l}")),
+    );
+    let ipam = env.root().join("network/ipam");
+    let mut stack = vec![ipam];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if fs::read_to_string(&p).is_ok_and(|s| s.contains(id)) {
+                t.push(format!("lease {}", p.display()));
+            }
+        }
+    }
+    t
+}
+
+/// The host-side veth of the container's `eth0` (its peer, found from `eth0@ifN`).
+fn host_veth(id: &str) -> String {
+    let l = sh(&format!(
+        "nsenter --net=/run/xrun/net/ns/{id} ip -o link show dev eth0"
+    ));
+    let idx = l
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.trim_end_matches(':').split_once("@if"))
+        .map(|(_, i)| i.to_string())
+        .unwrap_or_else(|| panic!("no eth0@ifN in {l}"));
+    sh("ip -o link show")
+        .lines()
+        .find(|l| l.starts_with(&format!("{idx}: ")))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(|n| n.split('@').next().unwrap().to_string())
+        .unwrap_or_else(|| panic!("no host link {idx}"))
+}
+
+#[test]
+fn a_vm_container_serves_published_ports_and_leaves_nothing_after_stop_and_rm_f() {
+    let _l = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(env) = common::vm_env("busybox-amd64") else {
+        return;
+    };
+    let (p1, p2) = (common::free_port(), common::free_port());
+    let (a1, a2) = (format!("127.0.0.1:{p1}:80"), format!("{p2}:80"));
+    let o = xrun(
+        &env,
+        &[
+            "run",
+            "-d",
+            "--route",
+            "vm",
+            "-p",
+            &a1,
+            "-p",
+            &a2,
+            IMAGE,
+            "sh",
+            "-c",
+            "mkdir -p /www; echo served-by-the-guest > /www/index.html; exec httpd -f -p 80 -h /www",
+        ],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let mut veth = String::new();
+
+    for round in 0..2 {
+        // Its namespace, veth and rules exist while it runs (so the checks below can fail).
+        veth = host_veth(&id);
+        let t = traces(&env, &id, &veth);
+        assert!(t.iter().any(|l| l.starts_with("netns")), "{t:?}");
+        assert!(t.iter().any(|l| l.starts_with("veth")), "{t:?}");
+        assert!(t.iter().any(|l| l.starts_with("rule")), "{t:?}");
+
+        // Through 127.0.0.1 on both published ports, and at the container's own address.
+        let r = fetch_until(&format!("127.0.0.1:{p1}"), Duration::from_secs(120));
+        assert_eq!(r.body, b"served-by-the-guest\n", "round {round}");
+        let r = common::http_get(&format!("127.0.0.1:{p2}"), "/", None, &[]).unwrap();
+        assert_eq!(r.body, b"served-by-the-guest\n");
+        let o = xrun(&env, &["inspect", &id]);
+        assert!(o.status.success(), "{}", show(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let addr = v[0]["NetworkSettings"]["IPAddress"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = common::http_get(&format!("{addr}:80"), "/", None, &[]).unwrap();
+        assert_eq!(r.body, b"served-by-the-guest\n");
+        let o = xrun(&env, &["port", &id]);
+        let ports = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            ports.contains(&format!("80/tcp -> 127.0.0.1:{p1}"))
+                && ports.contains(&format!("80/tcp -> 0.0.0.0:{p2}")),
+            "{}",
+            show(&o)
+        );
+
+        if round == 0 {
+            // stop: the network goes with the VM; start: it comes back.
+            let o = xrun(&env, &["stop", &id]);
+            assert!(o.status.success(), "{}", show(&o));
+            assert_eq!(traces(&env, &id, &veth), Vec::<String>::new());
+            let o = xrun(&env, &["start", &id]);
+            assert!(o.status.success(), "{}", show(&o));
+        }
+    }
+    let o = xrun(&env, &["rm", "-f", &id]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(traces(&env, &id, &veth), Vec::<String>::new());
+}
+
+#[test]
+fn a_foreground_vm_container_gets_its_address_route_and_dns_on_the_default_bridge() {
+    let _l = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(env) = common::vm_env("busybox-amd64") else {
+        return;
+    };
+    let o = xrun(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--route",
+            "vm",
+            "--name",
+            "vmfg",
+            "--dns",
+            "10.98.0.53",
+            "--add-host",
+            "db.example:10.98.0.7",
+            IMAGE,
+            "sh",
+            "-c",
+            "ip -o -4 addr show dev eth0; ip route; cat /etc/resolv.conf /etc/hosts; \
+             gw=$(ip route | awk '/^default/ {print $3}'); ping -c 1 -W 10 $gw; hostname",
+        ],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let addr = out
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no address on eth0: {out}"));
+    let ip = addr.split('/').next().unwrap();
+    assert!(out.contains("default via "), "{out}");
+    assert!(out.contains("nameserver 10.98.0.53\n"), "{out}");
+    assert!(
+        out.contains("10.98.0.7\tdb.example") || out.contains("10.98.0.7 db.example"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{ip}\t")),
+        "its own address in /etc/hosts: {out}"
+    );
+    assert!(out.contains("1 packets received"), "{out}");
+    // --rm: nothing of it is left (its hostname is its short id).
+    let short = out.lines().last().unwrap_or_default().trim().to_string();
+    assert_eq!(short.len(), 12, "{out}");
+    assert_eq!(traces(&env, &short, ""), Vec::<String>::new());
+}
+
+#[test]
+fn network_none_gives_the_guest_only_lo_and_host_or_container_is_refused() {
+    let _l = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(env) = common::vm_env("busybox-amd64") else {
+        return;
+    };
+    let o = xrun(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--route",
+            "vm",
+            "--network",
+            "none",
+            IMAGE,
+            "ip",
+            "-o",
+            "link",
+            "show",
+        ],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let links: Vec<&str> = out.lines().filter(|l| l.contains(": <")).collect();
+    assert_eq!(links.len(), 1, "{out}");
+    assert!(links[0].starts_with("1: lo: <LOOPBACK,UP"), "{out}");
+
+    for (mode, what) in [
+        ("host", "--network host"),
+        ("container:other", "--network container:NAME"),
+    ] {
+        let before = fs::read_dir(env.root().join("containers")).map_or(0, |d| d.count());
+        let o = xrun(
+            &env,
+            &[
+                "run",
+                "--rm",
+                "--route",
+                "vm",
+                "--network",
+                mode,
+                IMAGE,
+                "true",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(125), "{}", show(&o));
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        let lines: Vec<&str> = err
+            .lines()
+            .filter(|l| !l.starts_with("xrun: running"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{err}");
+        assert!(
+            lines[0].contains(what) && lines[0].contains("vm route"),
+            "{err}"
+        );
+        let after = fs::read_dir(env.root().join("containers")).map_or(0, |d| d.count());
+        assert_eq!(before, after, "a container was left: {err}");
+    }
 }
