@@ -139,9 +139,7 @@ pub fn network(g: &Global, cmd: NetworkCommand) -> anyhow::Result<u8> {
             0
         }),
         NetworkCommand::Connect(a) => connect(&engine, a),
-        NetworkCommand::Disconnect(a) => engine
-            .disconnect(&a.network, &a.container)
-            .map(|()| 0),
+        NetworkCommand::Disconnect(a) => engine.disconnect(&a.network, &a.container).map(|()| 0),
     };
     match r {
         Ok(code) => Ok(code),
@@ -156,10 +154,17 @@ fn create(engine: &Engine, a: CreateArgs) -> Result<u8, EngineError> {
             a.driver
         )));
     }
-    let subnet = a.subnet.as_deref().map(str::parse).transpose().map_err(invalid)?;
+    let subnet = a
+        .subnet
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(invalid)?;
     let gateway = match &a.gateway {
         Some(g) => Some(g.parse().map_err(|_| {
-            invalid(format!("invalid --gateway {g:?}: an IPv4 address is expected"))
+            invalid(format!(
+                "invalid --gateway {g:?}: an IPv4 address is expected"
+            ))
         })?),
         None => None,
     };
@@ -251,9 +256,10 @@ fn rm(engine: &Engine, a: NamesArgs) -> Result<u8, EngineError> {
 
 fn connect(engine: &Engine, a: ConnectArgs) -> Result<u8, EngineError> {
     let ip = match &a.ip {
-        Some(i) => Some(i.parse().map_err(|_| {
-            invalid(format!("invalid --ip {i:?}: an IPv4 address is expected"))
-        })?),
+        Some(i) => Some(
+            i.parse()
+                .map_err(|_| invalid(format!("invalid --ip {i:?}: an IPv4 address is expected")))?,
+        ),
         None => None,
     };
     engine.connect(&a.network, &a.container, ip, a.alias)?;
@@ -287,7 +293,10 @@ pub fn port(g: &Global, a: PortArgs) -> anyhow::Result<u8> {
         }
     }
     if let (Some((n, proto)), 0) = (&want, shown) {
-        eprintln!("xrun: no public port '{n}/{proto}' published for {}", a.container);
+        eprintln!(
+            "xrun: no public port '{n}/{proto}' published for {}",
+            a.container
+        );
         return Ok(super::EXIT_XRUN_ERROR);
     }
     Ok(0)

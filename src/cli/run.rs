@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use xrun::engine::{
     AttachOptions, ContainerSpec, CreateOutcome, DryRun, Engine, EngineError, ImageSource, Observer,
 };
-use xrun::registry::{Progress, progress};
 use xrun::network::NetOptions;
+use xrun::registry::{Progress, progress};
 use xrun::runtime::{RunOptions, RuntimeError, Volume, options};
 
 use super::Global;
@@ -318,7 +318,9 @@ fn net_options(f: &ContainerFlags) -> Result<NetOptions, RuntimeError> {
     };
     let ip = match &f.ip {
         Some(i) => Some(i.parse().map_err(|_| {
-            bad(format!("invalid --ip {i:?}: an IPv4 address is expected (IPv4 only)"))
+            bad(format!(
+                "invalid --ip {i:?}: an IPv4 address is expected (IPv4 only)"
+            ))
         })?),
         None => None,
     };

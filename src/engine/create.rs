@@ -65,7 +65,6 @@ impl Engine {
         }
         let c = self.containers()?;
         lifecycle::cleanup_stale(&c);
-        let mut opts = opts;
         super::networks::prepare(self, &c, &image, &mut opts)?;
         let launch_input = vm.map(|_| (image.clone(), opts.clone()));
         let rec = lifecycle::create(&c, image, opts)?;

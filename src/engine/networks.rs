@@ -10,7 +10,9 @@ use crate::network::{
     self, CreateNetwork, EndpointRequest, NetworkDef, Networks, PortSpec, Protocol, Published,
 };
 use crate::runtime::options::{ExecRoute, Network};
-use crate::runtime::{Containers, ContainerRecord, ImageInput, RunOptions, RuntimeError, lifecycle};
+use crate::runtime::{
+    ContainerRecord, Containers, ImageInput, RunOptions, RuntimeError, lifecycle,
+};
 
 use super::{Engine, EngineError};
 
@@ -117,7 +119,7 @@ impl Engine {
             ip,
             aliases,
         };
-        network::attach::check_endpoint(&def, &ep, self.root()).map_err(net_err)?;
+        network::attach::check_endpoint(&def, &ep).map_err(net_err)?;
         if rec.is_running() {
             network::attach::connect(&nets, &rec.id, &ep).map_err(net_err)?;
         }
@@ -141,7 +143,8 @@ impl Engine {
             network::attach::disconnect(&nets, &rec.id, &def.name).map_err(net_err)?;
         }
         let name = def.name.clone();
-        let first = matches!(&rec.options.network, Network::Named(n) if *n == def.name || *n == def.id);
+        let first =
+            matches!(&rec.options.network, Network::Named(n) if *n == def.name || *n == def.id);
         c.update(&rec.id, |r| {
             r.options.net.extra_networks.retain(|e| e.network != name);
             if first {
@@ -197,7 +200,7 @@ pub(super) fn prepare(
                 ip: opts.net.ip,
                 aliases: opts.net.aliases.clone(),
             };
-            network::attach::check_endpoint(&def, &ep, engine.root()).map_err(net_err)?;
+            network::attach::check_endpoint(&def, &ep).map_err(net_err)?;
             opts.network = Network::Named(def.name);
         }
         Network::Container(key) => {
@@ -221,8 +224,14 @@ pub(super) fn prepare(
             .unwrap_or_default();
         for e in exposed {
             let (port, proto) = e.split_once('/').unwrap_or((&e, "tcp"));
-            let protocol = if proto == "udp" { Protocol::Udp } else { Protocol::Tcp };
-            let Ok(port) = port.parse::<u16>() else { continue };
+            let protocol = if proto == "udp" {
+                Protocol::Udp
+            } else {
+                Protocol::Tcp
+            };
+            let Ok(port) = port.parse::<u16>() else {
+                continue;
+            };
             if !opts
                 .net
                 .ports
@@ -252,8 +261,13 @@ pub fn network_settings(root: &std::path::Path, rec: &ContainerRecord) -> Value 
             .or_insert(Value::Null);
     }
     let mut networks = serde_json::Map::new();
-    let (mut ip, mut gw, mut mac, mut prefix, mut sandbox) =
-        (String::new(), String::new(), String::new(), 0u8, String::new());
+    let (mut ip, mut gw, mut mac, mut prefix, mut sandbox) = (
+        String::new(),
+        String::new(),
+        String::new(),
+        0u8,
+        String::new(),
+    );
     if let Some(st) = &st {
         sandbox = st.attachment.netns.display().to_string();
         for p in &st.attachment.ports {

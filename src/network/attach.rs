@@ -204,7 +204,7 @@ fn save_state(root: &Path, st: &State) -> Result<(), NetworkError> {
 }
 
 /// Checks `--ip` and aliases against `def`.
-pub fn check_endpoint(def: &NetworkDef, ep: &EndpointRequest, root: &Path) -> Result<(), NetworkError> {
+pub fn check_endpoint(def: &NetworkDef, ep: &EndpointRequest) -> Result<(), NetworkError> {
     if def.is_default() {
         if ep.ip.is_some() {
             return Err(NetworkError::BadInput(
@@ -225,7 +225,7 @@ pub fn check_endpoint(def: &NetworkDef, ep: &EndpointRequest, root: &Path) -> Re
                 def.name, def.subnet, def.gateway
             )));
         }
-        if super::ipam_dir(root).join(&def.name).join(ip.to_string()).exists() {
+        if super::lease_path(def, ip).exists() {
             return Err(NetworkError::BadInput(format!(
                 "--ip {ip}: address already in use on network {}",
                 def.name
@@ -236,10 +236,18 @@ pub fn check_endpoint(def: &NetworkDef, ep: &EndpointRequest, root: &Path) -> Re
 }
 
 /// Parses a CNI result into the endpoint on `ifname`.
-fn endpoint_from(def: &NetworkDef, ep: &EndpointRequest, ifname: &str, result: &Value) -> Result<Endpoint, NetworkError> {
+fn endpoint_from(
+    def: &NetworkDef,
+    ep: &EndpointRequest,
+    ifname: &str,
+    result: &Value,
+) -> Result<Endpoint, NetworkError> {
     let r: cni::CniResult = serde_json::from_value(result.clone())
         .map_err(|e| NetworkError::Corrupt(format!("CNI result: {e}")))?;
-    let idx = r.interfaces.iter().position(|i| i.name == ifname && !i.sandbox.is_empty());
+    let idx = r
+        .interfaces
+        .iter()
+        .position(|i| i.name == ifname && !i.sandbox.is_empty());
     let ipc = r
         .ips
         .iter()
@@ -255,7 +263,9 @@ fn endpoint_from(def: &NetworkDef, ep: &EndpointRequest, ifname: &str, result: &
         network_id: def.id.clone(),
         ifname: ifname.to_string(),
         mac: idx.map(|i| r.interfaces[i].mac.clone()).unwrap_or_default(),
-        ip: a.parse().map_err(|_| NetworkError::Corrupt(format!("CNI address {a:?}")))?,
+        ip: a
+            .parse()
+            .map_err(|_| NetworkError::Corrupt(format!("CNI address {a:?}")))?,
         prefix: p.parse().unwrap_or(def.subnet.prefix),
         gateway: ipc
             .gateway
@@ -278,7 +288,7 @@ fn add_network(
     input: &ListInput,
 ) -> Result<Endpoint, NetworkError> {
     let root = nets.root();
-    let list = conflist::conflist(def, &super::ipam_dir(root), input);
+    let list = conflist::conflist(def, input);
     let runtime = conflist::runtime_config(input);
     st.cni.push(CniRecord {
         ifname: ifname.to_string(),
@@ -315,7 +325,7 @@ pub fn setup(nets: &Networks, req: &NetworkRequest) -> Result<Attachment, Networ
     let mut defs = Vec::new();
     for ep in &req.endpoints {
         let def = nets.get(&ep.network)?;
-        check_endpoint(&def, ep, root)?;
+        check_endpoint(&def, ep)?;
         if defs.iter().any(|(d, _): &(NetworkDef, _)| d.id == def.id) {
             return Err(NetworkError::BadInput(format!(
                 "the container joins network {} twice",
@@ -365,8 +375,16 @@ pub fn setup(nets: &Networks, req: &NetworkRequest) -> Result<Attachment, Networ
             let input = ListInput {
                 ports: if i == 0 { &published } else { &[] },
                 ip: ep.ip.map(|ip| format!("{ip}/{}", def.subnet.prefix)),
-                egress_rate: if i == 0 { req.options.egress_rate } else { None },
-                ingress_rate: if i == 0 { req.options.ingress_rate } else { None },
+                egress_rate: if i == 0 {
+                    req.options.egress_rate
+                } else {
+                    None
+                },
+                ingress_rate: if i == 0 {
+                    req.options.ingress_rate
+                } else {
+                    None
+                },
             };
             add_network(nets, &mut st, def, ep, &format!("eth{i}"), &input)?;
         }
@@ -383,7 +401,11 @@ pub fn setup(nets: &Networks, req: &NetworkRequest) -> Result<Attachment, Networ
 }
 
 /// Fills the attachment's DNS settings, `/etc/hosts` and `/etc/resolv.conf`.
-fn write_files(a: &mut Attachment, req: &NetworkRequest, first: Option<&NetworkDef>) -> Result<(), NetworkError> {
+fn write_files(
+    a: &mut Attachment,
+    req: &NetworkRequest,
+    first: Option<&NetworkDef>,
+) -> Result<(), NetworkError> {
     let o = &req.options;
     let gateway = a.endpoints.first().map(|e| e.gateway);
     let mut extra = Vec::new();
@@ -392,7 +414,9 @@ fn write_files(a: &mut Attachment, req: &NetworkRequest, first: Option<&NetworkD
         let ip = match ip {
             Some(ip) => ip,
             None => gateway.ok_or_else(|| {
-                NetworkError::BadInput(format!("--add-host {h}: no network gateway for host-gateway"))
+                NetworkError::BadInput(format!(
+                    "--add-host {h}: no network gateway for host-gateway"
+                ))
             })?,
         };
         extra.push((name, ip));
@@ -407,8 +431,16 @@ fn write_files(a: &mut Attachment, req: &NetworkRequest, first: Option<&NetworkD
     } else {
         host_ns
     };
-    a.dns_search = if o.dns_search.is_empty() { host_search } else { o.dns_search.clone() };
-    a.dns_options = if o.dns_options.is_empty() { host_opts } else { o.dns_options.clone() };
+    a.dns_search = if o.dns_search.is_empty() {
+        host_search
+    } else {
+        o.dns_search.clone()
+    };
+    a.dns_options = if o.dns_options.is_empty() {
+        host_opts
+    } else {
+        o.dns_options.clone()
+    };
     let first_ep = a.endpoints.first();
     let aliases: Vec<String> = first_ep.map(|e| e.aliases.clone()).unwrap_or_default();
     a.hosts = etcfiles::hosts(&req.hostname, first_ep.map(|e| e.ip), &aliases, &extra);
@@ -462,7 +494,11 @@ fn teardown_locked(root: &Path, id: &str) -> Result<(), NetworkError> {
                 let name = rec.conflist["name"].as_str().unwrap_or("");
                 let masq = rec.conflist["plugins"][0]["ipMasq"].as_bool() == Some(true);
                 if masq
-                    && let Some(e) = st.attachment.endpoints.iter().find(|e| e.ifname == rec.ifname)
+                    && let Some(e) = st
+                        .attachment
+                        .endpoints
+                        .iter()
+                        .find(|e| e.ifname == rec.ifname)
                 {
                     firewall::remove_masquerade(name, id, e.ip);
                 }
@@ -496,11 +532,19 @@ fn teardown_locked(root: &Path, id: &str) -> Result<(), NetworkError> {
 pub fn connect(nets: &Networks, id: &str, ep: &EndpointRequest) -> Result<Endpoint, NetworkError> {
     let root = nets.root();
     let mut st = load_state(root, id)?.ok_or_else(|| {
-        NetworkError::BadInput(format!("container {} has no network namespace of xrun's (network none, host or container:)", &id[..12.min(id.len())]))
+        NetworkError::BadInput(format!(
+            "container {} has no network namespace of xrun's (network none, host or container:)",
+            &id[..12.min(id.len())]
+        ))
     })?;
     let def = nets.get(&ep.network)?;
-    check_endpoint(&def, ep, root)?;
-    if st.attachment.endpoints.iter().any(|e| e.network_id == def.id) {
+    check_endpoint(&def, ep)?;
+    if st
+        .attachment
+        .endpoints
+        .iter()
+        .any(|e| e.network_id == def.id)
+    {
         return Err(NetworkError::BadInput(format!(
             "endpoint with name {} already exists in network {}",
             &id[..12.min(id.len())],
@@ -521,7 +565,14 @@ pub fn connect(nets: &Networks, id: &str, ep: &EndpointRequest) -> Result<Endpoi
             if st.cni.last().is_some_and(|r| r.result.is_none()) {
                 st.cni.pop();
             }
-            st.internal.retain(|i| *i != def.id || st.attachment.endpoints.iter().any(|e| e.network_id == def.id));
+            st.internal.retain(|i| {
+                *i != def.id
+                    || st
+                        .attachment
+                        .endpoints
+                        .iter()
+                        .any(|e| e.network_id == def.id)
+            });
             save_state(root, &st)?;
             Err(err)
         }
@@ -533,9 +584,18 @@ pub fn disconnect(nets: &Networks, id: &str, key: &str) -> Result<(), NetworkErr
     let root = nets.root();
     let def = nets.get(key)?;
     let mut st = load_state(root, id)?.ok_or_else(|| {
-        NetworkError::BadInput(format!("container {} is not connected to network {}", &id[..12.min(id.len())], def.name))
+        NetworkError::BadInput(format!(
+            "container {} is not connected to network {}",
+            &id[..12.min(id.len())],
+            def.name
+        ))
     })?;
-    let Some(pos) = st.attachment.endpoints.iter().position(|e| e.network_id == def.id) else {
+    let Some(pos) = st
+        .attachment
+        .endpoints
+        .iter()
+        .position(|e| e.network_id == def.id)
+    else {
         return Err(NetworkError::BadInput(format!(
             "container {} is not connected to network {}",
             &id[..12.min(id.len())],

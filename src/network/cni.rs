@@ -248,7 +248,14 @@ pub fn add_list(
             Ok(r) => prev = Some(r),
             Err(e) => {
                 // The failing plugin may have done part of its work: DEL it too.
-                let _ = del_plugins(cni_path, list, &plugins[..=i], target, runtime, prev.as_ref());
+                let _ = del_plugins(
+                    cni_path,
+                    list,
+                    &plugins[..=i],
+                    target,
+                    runtime,
+                    prev.as_ref(),
+                );
                 return Err(e);
             }
         }

@@ -3,8 +3,6 @@
 //! published, `firewall`, and `bandwidth` when rates are set; and the `runtimeConfig`
 //! a container's request gives them.
 
-use std::path::Path;
-
 use serde_json::{Value, json};
 
 use super::cni::CNI_VERSION;
@@ -23,8 +21,8 @@ pub struct ListInput<'a> {
     pub ingress_rate: Option<u64>,
 }
 
-/// The configuration list for `def`; `ipam_dir` is host-local's `dataDir`.
-pub fn conflist(def: &NetworkDef, ipam_dir: &Path, input: &ListInput) -> Value {
+/// The configuration list for `def` (host-local's `dataDir` is [`super::ipam_dir`]).
+pub fn conflist(def: &NetworkDef, input: &ListInput) -> Value {
     let routes = if def.internal {
         json!([])
     } else {
@@ -41,7 +39,7 @@ pub fn conflist(def: &NetworkDef, ipam_dir: &Path, input: &ListInput) -> Value {
             "type": "host-local",
             "ranges": [[{"subnet": def.subnet.to_string(), "gateway": def.gateway.to_string()}]],
             "routes": routes,
-            "dataDir": ipam_dir,
+            "dataDir": super::ipam_dir(def),
         },
     })];
     if !input.ports.is_empty() {

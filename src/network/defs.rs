@@ -93,8 +93,8 @@ impl Networks {
 
     /// The networks under `root` with the config file's default subnet.
     pub fn from_config(root: &Path) -> Result<Networks, NetworkError> {
-        let cfg = crate::config::Config::load()
-            .map_err(|e| NetworkError::BadInput(e.to_string()))?;
+        let cfg =
+            crate::config::Config::load().map_err(|e| NetworkError::BadInput(e.to_string()))?;
         Networks::open(root, cfg.bridge_subnet.as_deref())
     }
 
@@ -176,7 +176,11 @@ impl Networks {
         let taken: Vec<(Subnet, String)> = all
             .iter()
             .map(|n| (n.subnet, format!("network {}", n.name)))
-            .chain(routes.into_iter().map(|(s, dev)| (s, format!("a host route on {dev}"))))
+            .chain(
+                routes
+                    .into_iter()
+                    .map(|(s, dev)| (s, format!("a host route on {dev}"))),
+            )
             .collect();
         let subnet = match req.subnet {
             Some(s) => {
@@ -257,7 +261,7 @@ impl Networks {
         }
         super::firewall::remove_isolation(&def)?;
         delete_link(&def.bridge);
-        let _ = std::fs::remove_dir_all(super::ipam_dir(&self.root).join(&def.name));
+        let _ = std::fs::remove_dir_all(super::ipam_dir(&def));
         std::fs::remove_file(self.def_path(&def.name))
             .map_err(|e| NetworkError::io(format!("removing network {}", def.name), e))?;
         Ok(def)

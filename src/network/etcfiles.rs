@@ -4,7 +4,12 @@ use std::net::Ipv4Addr;
 
 /// `/etc/hosts`: the localhost lines, `--add-host` entries, then the container's address
 /// with its hostname and aliases.
-pub fn hosts(hostname: &str, ip: Option<Ipv4Addr>, aliases: &[String], extra: &[(String, Ipv4Addr)]) -> String {
+pub fn hosts(
+    hostname: &str,
+    ip: Option<Ipv4Addr>,
+    aliases: &[String],
+    extra: &[(String, Ipv4Addr)],
+) -> String {
     let mut s = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
@@ -71,9 +76,16 @@ mod tests {
             &["www".into()],
             &[("db".into(), "10.0.0.9".parse().unwrap())],
         );
-        assert!(h.contains("10.0.0.9\tdb\n") && h.ends_with("10.87.0.2\tweb www\n"), "{h}");
-        let (ns, search, _) = host_resolv("nameserver 127.0.0.53\nnameserver 10.1.1.1\nsearch a b\n");
+        assert!(
+            h.contains("10.0.0.9\tdb\n") && h.ends_with("10.87.0.2\tweb www\n"),
+            "{h}"
+        );
+        let (ns, search, _) =
+            host_resolv("nameserver 127.0.0.53\nnameserver 10.1.1.1\nsearch a b\n");
         assert_eq!(ns, vec!["10.1.1.1"]);
-        assert_eq!(resolv(&ns, &search, &["ndots:2".into()]), "search a b\nnameserver 10.1.1.1\noptions ndots:2\n");
+        assert_eq!(
+            resolv(&ns, &search, &["ndots:2".into()]),
+            "search a b\nnameserver 10.1.1.1\noptions ndots:2\n"
+        );
     }
 }

@@ -85,8 +85,18 @@ pub fn remove_masquerade(name: &str, id: &str, ip: std::net::Ipv4Addr) {
     let comment = format!("name: \"{name}\" id: \"{id}\"");
     let src = format!("{ip}/32");
     while quiet(&[
-        "-t", "nat", "-D", "POSTROUTING", "-s", &src, "-m", "comment", "--comment", &comment,
-        "-j", &chain,
+        "-t",
+        "nat",
+        "-D",
+        "POSTROUTING",
+        "-s",
+        &src,
+        "-m",
+        "comment",
+        "--comment",
+        &comment,
+        "-j",
+        &chain,
     ]) {}
     if quiet(&["-t", "nat", "-F", &chain]) {
         let _ = quiet(&["-t", "nat", "-X", &chain]);

@@ -11,10 +11,11 @@
 //! ```text
 //! <root>/networks/<name>.json        a user network's definition ([`NetworkDef`])
 //! <root>/networks/.lock              exclusive while networks are created or removed
-//! <root>/network/ipam/               host-local's dataDir (leases, one directory per network)
 //! <root>/containers/<id>/network.json   what DEL needs: the exact configs and CNI results
 //! /run/xrun/net/ns/<id>              the container's network namespace (a bind mount of nsfs)
 //! /run/xrun/net/ports.json (+.lock)  host ports reserved by running containers
+//! /run/xrun/net/ipam/<bridge>/<name>/  host-local's leases (`dataDir`, see [`ipam_dir`])
+//! /run/xrun/net/locks/<id>           held while container `id`'s network is torn down
 //! ```
 //!
 //! The default network `bridge` is implicit (device `xrun0`, subnet from the config file's
@@ -99,9 +100,18 @@ pub fn state_path(root: &Path, id: &str) -> PathBuf {
     root.join("containers").join(id).join("network.json")
 }
 
-/// host-local's data directory under the store root.
-pub fn ipam_dir(root: &Path) -> PathBuf {
-    root.join("network").join("ipam")
+/// host-local's data directory for network `def` (leases are then
+/// `<dir>/<network name>/<address>`): host-wide, keyed by the bridge device, because the
+/// bridges and their subnets are host-wide too — two store roots using the default network
+/// share `xrun0` and must share its leases. On tmpfs: a lease only lives while its
+/// container runs, and none runs after a reboot.
+pub fn ipam_dir(def: &NetworkDef) -> PathBuf {
+    Path::new(RUN_NET_DIR).join("ipam").join(&def.bridge)
+}
+
+/// The lease file of `ip` on network `def`.
+pub fn lease_path(def: &NetworkDef, ip: std::net::Ipv4Addr) -> PathBuf {
+    ipam_dir(def).join(&def.name).join(ip.to_string())
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename.

@@ -21,7 +21,7 @@ pub fn path(id: &str) -> PathBuf {
 
 /// Whether `p` is a mounted namespace.
 pub fn is_namespace(p: &Path) -> bool {
-    nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+    nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == NSFS_MAGIC)
 }
 
 /// Makes a new network namespace for container `id` and bind-mounts it at [`path`]; an

@@ -213,20 +213,20 @@ pub fn reserve(id: &str, specs: &[PortSpec]) -> Result<Vec<Published>, NetworkEr
                     )));
                 }
                 if let Err(e) = bindable(ip, p, s.protocol) {
-                    return Err(NetworkError::BadInput(if e.kind() == std::io::ErrorKind::AddrInUse {
-                        format!("Bind for {ip}:{p} failed: port is already allocated")
-                    } else {
-                        format!("Bind for {ip}:{p} failed: {e}")
-                    }));
+                    return Err(NetworkError::BadInput(
+                        if e.kind() == std::io::ErrorKind::AddrInUse {
+                            format!("Bind for {ip}:{p} failed: port is already allocated")
+                        } else {
+                            format!("Bind for {ip}:{p} failed: {e}")
+                        },
+                    ));
                 }
                 p
             }
             None => EPHEMERAL
                 .clone()
                 .find(|p| !taken(*p, &all, &mine) && bindable(ip, *p, s.protocol).is_ok())
-                .ok_or_else(|| {
-                    NetworkError::BadInput("no free host port left for -p".into())
-                })?,
+                .ok_or_else(|| NetworkError::BadInput("no free host port left for -p".into()))?,
         };
         mine.push(Published {
             host_ip: ip,
@@ -276,7 +276,17 @@ mod tests {
         let p = parse_publish("8000-8002:80-82").unwrap();
         assert_eq!(p.len(), 3);
         assert_eq!((p[2].host_port, p[2].container_port), (Some(8002), 82));
-        for bad in ["", "x", "80/sctp", "0:80", "70000:80", "a:b:c:d", "::1:80:80", "8000-8001:80", "localhost:80:80"] {
+        for bad in [
+            "",
+            "x",
+            "80/sctp",
+            "0:80",
+            "70000:80",
+            "a:b:c:d",
+            "::1:80:80",
+            "8000-8001:80",
+            "localhost:80:80",
+        ] {
             assert!(parse_publish(bad).is_err(), "{bad}");
         }
         let pb = Published {

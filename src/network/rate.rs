@@ -6,7 +6,9 @@
 pub fn parse_rate(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
     let bad = || {
-        format!("invalid rate {s:?}: use a number and a unit, e.g. 500kbit, 10mbit, 1gbit (bits/s) or 2mbps (bytes/s)")
+        format!(
+            "invalid rate {s:?}: use a number and a unit, e.g. 500kbit, 10mbit, 1gbit (bits/s) or 2mbps (bytes/s)"
+        )
     };
     let units: [(&str, f64); 10] = [
         ("tbit", 1e12),
@@ -29,7 +31,7 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
     }
     let n: f64 = num.parse().map_err(|_| bad())?;
     let bits = n * mult;
-    if !(bits >= 8.0 && bits < 1e14) {
+    if !(8.0..1e14).contains(&bits) {
         return Err(format!(
             "invalid rate {s:?}: must be between 8bit and 100tbit"
         ));
@@ -54,7 +56,16 @@ mod tests {
         assert_eq!(parse_rate("1gbit").unwrap(), 1_000_000_000);
         assert_eq!(parse_rate("2mbps").unwrap(), 16_000_000);
         assert_eq!(parse_rate("1.5Mbit").unwrap(), 1_500_000);
-        for bad in ["", "10", "10mb", "fast", "-5mbit", "mbit", "1e3kbit", "10 mbit x"] {
+        for bad in [
+            "",
+            "10",
+            "10mb",
+            "fast",
+            "-5mbit",
+            "mbit",
+            "1e3kbit",
+            "10 mbit x",
+        ] {
             assert!(parse_rate(bad).is_err(), "{bad}");
         }
     }

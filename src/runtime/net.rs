@@ -71,7 +71,10 @@ pub fn join(c: &Containers, rec: &ContainerRecord) -> Result<Option<Joined>, Run
                     "cannot join the network of container {key}: it runs in a VM"
                 )));
             }
-            let pid = other.pid.filter(|_| other.is_running()).ok_or_else(not_running)?;
+            let pid = other
+                .pid
+                .filter(|_| other.is_running())
+                .ok_or_else(not_running)?;
             let netns = PathBuf::from(format!("/proc/{}/ns/net", pid.pid));
             if !netns.exists() {
                 return Err(not_running());

@@ -227,12 +227,14 @@ impl RunOptions {
         self.net
             .validate()
             .map_err(|e| RuntimeError::BadInput(e.to_string()))?;
-        if matches!(self.network, Network::None | Network::Host | Network::Container(_))
-            && (!self.net.ports.is_empty()
-                || self.net.ip.is_some()
-                || !self.net.aliases.is_empty()
-                || self.net.egress_rate.is_some()
-                || self.net.ingress_rate.is_some())
+        if matches!(
+            self.network,
+            Network::None | Network::Host | Network::Container(_)
+        ) && (!self.net.ports.is_empty()
+            || self.net.ip.is_some()
+            || !self.net.aliases.is_empty()
+            || self.net.egress_rate.is_some()
+            || self.net.ingress_rate.is_some())
         {
             return Err(RuntimeError::BadInput(format!(
                 "-p, --ip, --network-alias and the rates need a network of xrun's (bridge or a user network), not --network {}",
