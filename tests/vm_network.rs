@@ -252,7 +252,10 @@ fn serves_http_over_the_bridge(arch: &str, uname: &str) {
         "{q}"
     );
 
-    let r = fetch_until(&format!("{}:80", net.guest_addr()), Duration::from_secs(120));
+    let r = fetch_until(
+        &format!("{}:80", net.guest_addr()),
+        Duration::from_secs(120),
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"hello-from-the-vm\n");
     // The neighbour that answered is the guest's NIC: the namespace's MAC, which no one else
@@ -627,5 +630,137 @@ fn network_none_gives_the_guest_only_lo_and_host_or_container_is_refused() {
         );
         let after = fs::read_dir(env.root().join("containers")).map_or(0, |d| d.count());
         assert_eq!(before, after, "a container was left: {err}");
+    }
+}
+
+#[test]
+fn egress_rate_shapes_what_the_guest_sends() {
+    let _l = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(env) = common::vm_env("busybox-amd64") else {
+        return;
+    };
+    // The guest under TCG sends ~40-50 mbit/s unshaped here: 10mbit is well below that.
+    const RATE_MBIT: f64 = 10.0;
+    const BLOCKS: u32 = 160; // 64 KiB each: 10 MiB, ~8 s at the rate.
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sink = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let (mut n, mut first) = (0usize, None);
+        loop {
+            let k = std::io::Read::read(&mut c, &mut buf).unwrap();
+            if k == 0 {
+                break;
+            }
+            first.get_or_insert_with(Instant::now);
+            n += k;
+        }
+        (n, first.map(|t| t.elapsed()))
+    });
+    // The guest sends to the default bridge's gateway (xrun's own bridge address).
+    let o = xrun(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--route",
+            "vm",
+            "--egress-rate",
+            &format!("{RATE_MBIT}mbit"),
+            IMAGE,
+            "sh",
+            "-c",
+            &format!(
+                "gw=$(ip route | awk '/^default/ {{print $3}}'); \
+                 dd if=/dev/zero bs=65536 count={BLOCKS} 2>/dev/null | nc $gw {port}"
+            ),
+        ],
+    );
+    if !o.status.success() {
+        // Unblock the sink before failing.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", port));
+        panic!("{}", show(&o));
+    }
+    let (n, took) = sink.join().unwrap();
+    assert_eq!(n, BLOCKS as usize * 65536);
+    let mbit = n as f64 * 8.0 / took.unwrap().as_secs_f64() / 1e6;
+    assert!(
+        (mbit - RATE_MBIT).abs() <= RATE_MBIT * 0.1,
+        "measured {mbit:.1} mbit/s under --egress-rate {RATE_MBIT}mbit"
+    );
+}
+
+/// The pids of container `id`'s process (qemu for a VM container) and its owner (monitor).
+fn pid_and_owner(env: &common::TestEnv, id: &str) -> (i32, i32) {
+    let rec: serde_json::Value = serde_json::from_slice(
+        &fs::read(
+            env.root()
+                .join("containers")
+                .join(id)
+                .join("container.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    (
+        rec["pid"]["pid"].as_i64().unwrap() as i32,
+        rec["owner"]["pid"].as_i64().unwrap() as i32,
+    )
+}
+
+#[test]
+fn a_killed_monitor_or_a_lost_namespace_leaves_nothing_once_xrun_looks() {
+    let _l = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(env) = common::vm_env("busybox-amd64") else {
+        return;
+    };
+    for lose_namespace in [false, true] {
+        let port = common::free_port();
+        let o = xrun(
+            &env,
+            &[
+                "run",
+                "-d",
+                "--route",
+                "vm",
+                "-p",
+                &format!("{port}:80"),
+                IMAGE,
+                "sleep",
+                "600",
+            ],
+        );
+        assert!(o.status.success(), "{}", show(&o));
+        let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        let veth = host_veth(&id);
+        let (qemu, monitor) = pid_and_owner(&env, &id);
+        if lose_namespace {
+            // As after a reboot: the namespace's mount is gone (qemu keeps it alive).
+            let ns = format!("/run/xrun/net/ns/{id}");
+            assert!(Command::new("umount").arg(&ns).status().unwrap().success());
+            fs::remove_file(&ns).unwrap();
+        }
+        // SIGKILL to the monitor only: qemu dies with it (its parent-death signal).
+        unsafe { libc::kill(monitor, libc::SIGKILL) };
+        let end = Instant::now() + Duration::from_secs(20);
+        while Path::new(&format!("/proc/{qemu}")).exists() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(!Path::new(&format!("/proc/{qemu}")).exists(), "qemu lives");
+        let t = traces(&env, &id, &veth);
+        assert!(
+            t.iter().any(|l| l.starts_with("rule")),
+            "rules were there to clean: {t:?}"
+        );
+        let o = xrun(&env, &["ps", "-a"]);
+        assert!(o.status.success(), "{}", show(&o));
+        assert_eq!(
+            traces(&env, &id, &veth),
+            Vec::<String>::new(),
+            "lost namespace: {lose_namespace}"
+        );
+        let o = xrun(&env, &["rm", &id]);
+        assert!(o.status.success(), "{}", show(&o));
     }
 }
