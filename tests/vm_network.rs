@@ -380,6 +380,27 @@ fn xrun(env: &common::TestEnv, args: &[&str]) -> std::process::Output {
     env.cmd().args(args).output().unwrap()
 }
 
+/// Removes a container (`rm -f`) or a network (`network rm`) when dropped, so a failing test
+/// leaves no VM, namespace or rule behind (its store root goes with the environment).
+struct Undo<'a>(&'a common::TestEnv, Vec<&'static str>, String);
+
+impl Undo<'_> {
+    fn container<'a>(env: &'a common::TestEnv, id: &str) -> Undo<'a> {
+        Undo(env, vec!["rm", "-f"], id.to_string())
+    }
+    fn network<'a>(env: &'a common::TestEnv, name: &str) -> Undo<'a> {
+        Undo(env, vec!["network", "rm"], name.to_string())
+    }
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        let mut args = self.1.clone();
+        args.push(&self.2);
+        let _ = self.0.cmd().args(&args).output();
+    }
+}
+
 fn show(o: &std::process::Output) -> String {
     format!(
         "status {:?}\nstdout: {}\nstderr: {}",
@@ -473,6 +494,7 @@ fn a_vm_container_serves_published_ports_and_leaves_nothing_after_stop_and_rm_f(
     );
     assert!(o.status.success(), "{}", show(&o));
     let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let _undo = Undo::container(&env, &id);
     let mut veth = String::new();
 
     for round in 0..2 {
@@ -733,6 +755,7 @@ fn a_killed_monitor_or_a_lost_namespace_leaves_nothing_once_xrun_looks() {
         );
         assert!(o.status.success(), "{}", show(&o));
         let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        let _undo = Undo::container(&env, &id);
         let veth = host_veth(&id);
         let (qemu, monitor) = pid_and_owner(&env, &id);
         if lose_namespace {
@@ -763,4 +786,96 @@ fn a_killed_monitor_or_a_lost_namespace_leaves_nothing_once_xrun_looks() {
         let o = xrun(&env, &["rm", &id]);
         assert!(o.status.success(), "{}", show(&o));
     }
+}
+
+#[test]
+fn a_stopped_vm_container_connected_to_a_second_network_boots_with_eth1() {
+    let _l = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(env) = common::vm_env("busybox-amd64") else {
+        return;
+    };
+    // A subnet of the test's own (not the next free one, which other stores pick too).
+    let net = format!("vmnet{}", std::process::id());
+    let subnet = format!("10.97.{}.0/24", std::process::id() % 200 + 20);
+    let o = xrun(&env, &["network", "create", "--subnet", &subnet, &net]);
+    assert!(o.status.success(), "{}", show(&o));
+    let _undo_net = Undo::network(&env, &net);
+    let o = xrun(
+        &env,
+        &[
+            "create",
+            "--route",
+            "vm",
+            "--name",
+            "twonics",
+            IMAGE,
+            "sh",
+            "-c",
+            "ip -o -4 addr show; ip route; echo LISTED; mkdir -p /www; \
+             echo on-both > /www/index.html; exec httpd -f -p 80 -h /www",
+        ],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let _undo = Undo::container(&env, &id);
+    // Stopped: recorded for the next boot.
+    let o = xrun(&env, &["network", "connect", &net, "twonics"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = xrun(&env, &["start", "twonics"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let mut logs = String::new();
+    let end = Instant::now() + Duration::from_secs(60);
+    while !logs.contains("LISTED") && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(200));
+        logs = String::from_utf8_lossy(&xrun(&env, &["logs", "twonics"]).stdout).into_owned();
+    }
+    let o = xrun(&env, &["inspect", &id]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let nets = &v[0]["NetworkSettings"]["Networks"];
+    let addr = |n: &str| {
+        nets[n]["IPAddress"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (a0, a1) = (addr("bridge"), addr(&net));
+    assert!(!a0.is_empty() && !a1.is_empty(), "{nets}");
+    assert!(logs.contains(&format!("eth0    inet {a0}/")), "{logs}");
+    assert!(logs.contains(&format!("eth1    inet {a1}/")), "{logs}");
+    assert_eq!(
+        logs.lines()
+            .filter(|l| l.starts_with("default via"))
+            .count(),
+        1,
+        "{logs}"
+    );
+    assert!(logs.contains("dev eth0"), "{logs}");
+    // The guest answers on both networks' addresses (inside xrun's bridges).
+    for a in [&a0, &a1] {
+        let r = fetch_until(&format!("{a}:80"), Duration::from_secs(60));
+        assert_eq!(r.body, b"on-both\n", "via {a}");
+    }
+
+    // Running: no NIC hotplug, one line, exit 125, nothing changes.
+    let net2 = format!("vmnet{}b", std::process::id());
+    let subnet2 = format!("10.96.{}.0/24", std::process::id() % 200 + 20);
+    let o = xrun(&env, &["network", "create", "--subnet", &subnet2, &net2]);
+    assert!(o.status.success(), "{}", show(&o));
+    let _undo_net2 = Undo::network(&env, &net2);
+    for args in [
+        ["network", "disconnect", net.as_str(), "twonics"],
+        ["network", "connect", net2.as_str(), "twonics"],
+    ] {
+        let o = xrun(&env, &args);
+        assert_eq!(o.status.code(), Some(125), "{}", show(&o));
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("running VM container"), "{err}");
+    }
+    let veth = host_veth(&id);
+    let o = xrun(&env, &["rm", "-f", &id]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(traces(&env, &id, &veth), Vec::<String>::new());
+    let o = xrun(&env, &["network", "rm", &net]);
+    assert!(o.status.success(), "{}", show(&o));
 }

@@ -35,6 +35,20 @@ pub fn vm_unsupported(opts: &RunOptions) -> Option<String> {
     ))
 }
 
+/// `network connect|disconnect` (`what`) of a running VM container: refused, its guest's
+/// NICs are fixed at boot (no hotplug); while it is stopped the change is recorded for its
+/// next boot as for any container.
+pub fn refuse_running_vm_nic_change(rec: &ContainerRecord, what: &str) -> Result<(), EngineError> {
+    if rec.options.route == ExecRoute::Vm && rec.is_running() {
+        return Err(EngineError::Invalid(format!(
+            "cannot {what} running VM container {}: its network interfaces are fixed at boot; \
+             stop it, {what}, and start it again",
+            rec.name
+        )));
+    }
+    Ok(())
+}
+
 /// How to boot container `short_id`'s VM on the vm route (saved in its directory, so `start`
 /// boots it again): the command, environment, user, resources of `image` + `opts`.
 pub fn vm_launch(
