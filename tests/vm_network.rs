@@ -879,3 +879,46 @@ fn a_stopped_vm_container_connected_to_a_second_network_boots_with_eth1() {
     let o = xrun(&env, &["network", "rm", &net]);
     assert!(o.status.success(), "{}", show(&o));
 }
+
+#[test]
+fn an_arm64_vm_container_serves_a_published_port() {
+    let _l = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(env) = common::vm_env("busybox-arm64") else {
+        return;
+    };
+    if vm::qemu::find_binary("qemu-system-aarch64", None).is_err() {
+        return common::skip("qemu-system-aarch64 is not installed");
+    }
+    let st = Command::new(common::repo_root().join("ci/guest-image"))
+        .args(["--arch", "arm64"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "ci/guest-image --arch arm64 failed");
+    let port = common::free_port();
+    let o = xrun(
+        &env,
+        &[
+            "run",
+            "-d",
+            "--route",
+            "vm",
+            "--platform",
+            "linux/arm64",
+            "-p",
+            &format!("127.0.0.1:{port}:80"),
+            "localhost/busybox-arm64:latest",
+            "sh",
+            "-c",
+            "mkdir -p /www; uname -m > /www/index.html; exec httpd -f -p 80 -h /www",
+        ],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let _undo = Undo::container(&env, &id);
+    let veth = host_veth(&id);
+    let r = fetch_until(&format!("127.0.0.1:{port}"), Duration::from_secs(180));
+    assert_eq!(r.body, b"aarch64\n");
+    let o = xrun(&env, &["rm", "-f", &id]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(traces(&env, &id, &veth), Vec::<String>::new());
+}
