@@ -504,19 +504,7 @@ fn teardown_locked(root: &Path, id: &str) -> Result<(), NetworkError> {
                 }
             }
         }
-        if let (Some(lo), true) = (&st.loopback, ns_live) {
-            let _ = cni::del_list(
-                Path::new(CNI_PATH),
-                lo,
-                &Target {
-                    container_id: id,
-                    netns: Some(&ns),
-                    ifname: "lo",
-                },
-                &Value::Null,
-                None,
-            );
-        }
+        // No DEL for loopback: `lo` goes with the namespace.
     }
     ports::release(id)?;
     netns::remove(id)?;

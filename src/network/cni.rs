@@ -135,6 +135,7 @@ pub fn invoke(
         return Err(exec_err("invalid plugin type".into()));
     }
     let bin: PathBuf = cni_path.join(plugin);
+    let started = std::time::Instant::now();
     let stdin = serde_json::to_vec(config).map_err(|e| exec_err(e.to_string()))?;
     let mut child = Command::new(&bin)
         .env_clear()
@@ -171,6 +172,12 @@ pub fn invoke(
         .map_err(|e| exec_err(format!("waiting: {e}")))?;
     let _ = writer.join();
     let stderr = err_reader.join().unwrap_or_default();
+    tracing::debug!(
+        "CNI {plugin} {} for {}: {} ms",
+        command.as_str(),
+        target.ifname,
+        started.elapsed().as_millis()
+    );
     if out.len() as u64 > MAX_OUTPUT {
         return Err(exec_err("its output is larger than 1 MiB".into()));
     }
@@ -299,6 +306,60 @@ pub fn del_list(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plugin_dir(script: &str) -> tempfile::TempDir {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("fake");
+        std::fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        d
+    }
+
+    const T: Target = Target {
+        container_id: "c1",
+        netns: None,
+        ifname: "eth0",
+    };
+
+    #[test]
+    fn invoke_passes_the_environment_and_reads_results_and_errors() {
+        // The environment and stdin arrive; the result is parsed.
+        let d = plugin_dir(
+            r#"read -r conf; echo "{\"cmd\":\"$CNI_COMMAND\",\"id\":\"$CNI_CONTAINERID\",\"if\":\"$CNI_IFNAME\",\"ns\":\"$CNI_NETNS\",\"conf\":$conf}""#,
+        );
+        let r = invoke(d.path(), "fake", CniCommand::Add, &T, &json!({"a": 1})).unwrap();
+        assert_eq!(r["cmd"], "ADD");
+        assert_eq!(
+            (r["id"].as_str(), r["if"].as_str(), r["ns"].as_str()),
+            (Some("c1"), Some("eth0"), Some(""))
+        );
+        assert_eq!(r["conf"], json!({"a": 1}));
+        // The spec's error object becomes a typed error with the plugin's message.
+        let d = plugin_dir(
+            r#"echo '{"cniVersion":"1.0.0","code":11,"msg":"no more addresses","details":"range full"}'; exit 1"#,
+        );
+        match invoke(d.path(), "fake", CniCommand::Add, &T, &json!({})) {
+            Err(CniError::Plugin {
+                code, msg, details, ..
+            }) => {
+                assert_eq!(
+                    (code, msg.as_str(), details.as_str()),
+                    (11, "no more addresses", "range full")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Anything else: its stderr, on one line.
+        let d = plugin_dir("echo 'bad\nthing' >&2; exit 2");
+        let e = invoke(d.path(), "fake", CniCommand::Del, &T, &json!({})).unwrap_err();
+        assert!(e.to_string().contains("bad thing"), "{e}");
+        // A plugin that writes without end is cut off at 1 MiB.
+        let d = plugin_dir("yes xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx | head -c 3000000");
+        let e = invoke(d.path(), "fake", CniCommand::Add, &T, &json!({})).unwrap_err();
+        assert!(e.to_string().contains("larger than 1 MiB"), "{e}");
+        assert!(invoke(d.path(), "../fake", CniCommand::Add, &T, &json!({})).is_err());
+    }
 
     #[test]
     fn plugin_config_takes_capabilities_and_prev() {

@@ -354,6 +354,60 @@ mod tests {
     use super::*;
 
     #[test]
+    fn create_get_remove_user_networks() {
+        let root = tempfile::tempdir().unwrap();
+        let nets = Networks::open(root.path(), Some("10.77.0.0/16")).unwrap();
+        assert_eq!(nets.default_network().subnet.to_string(), "10.77.0.0/16");
+        let a = nets
+            .create(&CreateNetwork {
+                name: "a".into(),
+                subnet: Some("10.91.3.0/24".parse().unwrap()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(a.gateway.to_string(), "10.91.3.1");
+        assert_eq!(a.bridge, format!("xrbr-{}", &a.id[..8]));
+        assert!(a.bridge.len() <= 15);
+        assert_eq!(nets.get("a").unwrap(), a);
+        assert_eq!(nets.get(&a.id[..6]).unwrap(), a);
+        let over = nets.create(&CreateNetwork {
+            name: "b".into(),
+            subnet: Some("10.91.0.0/16".parse().unwrap()),
+            ..Default::default()
+        });
+        assert!(
+            matches!(over, Err(NetworkError::BadInput(m)) if m.contains("overlaps with network a"))
+        );
+        assert!(matches!(
+            nets.create(&CreateNetwork {
+                name: "a".into(),
+                ..Default::default()
+            }),
+            Err(NetworkError::Exists(_))
+        ));
+        assert!(
+            nets.create(&CreateNetwork {
+                name: "bridge".into(),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert!(
+            nets.create(&CreateNetwork {
+                name: "g".into(),
+                subnet: Some("10.91.4.0/24".parse().unwrap()),
+                gateway: Some("10.91.5.1".parse().unwrap()),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        let names: Vec<String> = nets.list().into_iter().map(|n| n.name).collect();
+        assert_eq!(names, ["bridge", "a"]);
+        nets.remove("a").unwrap();
+        assert!(matches!(nets.get("a"), Err(NetworkError::NotFound(_))));
+    }
+
+    #[test]
     fn routes_and_pool() {
         let r = parse_routes(
             "default via 192.0.2.1 dev eth0\n192.0.2.0/24 dev eth0 proto kernel scope link src 192.0.2.2\n10.87.0.0/16 dev xrun0 proto kernel\n10.90.0.0/24 dev cni-podman1\n",
