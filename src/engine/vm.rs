@@ -217,3 +217,41 @@ impl MachineControl for VmSignals {
         self.0.resize(rows, cols);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::Endpoint;
+
+    #[test]
+    fn the_guest_takes_over_every_interface_of_the_attachment() {
+        let ep = |ifname: &str, ip: &str, gw: &str| Endpoint {
+            network: "n".into(),
+            network_id: "0".repeat(64),
+            ifname: ifname.into(),
+            mac: "02:42:0a:57:00:02".into(),
+            ip: ip.parse().unwrap(),
+            prefix: 24,
+            gateway: gw.parse().unwrap(),
+            aliases: vec![],
+            bridge: "xrun0".into(),
+        };
+        let joined = Joined {
+            netns: "/run/xrun/net/ns/x".into(),
+            hosts: "127.0.0.1\tlocalhost\n".into(),
+            resolv: "nameserver 10.87.0.1\n".into(),
+            endpoints: vec![
+                ep("eth0", "10.87.0.2", "10.87.0.1"),
+                ep("eth1", "10.90.0.2", "10.90.0.1"),
+            ],
+        };
+        let n = vm_network(&joined);
+        assert_eq!(n.netns, joined.netns);
+        assert_eq!(n.nics.len(), 2);
+        assert_eq!(n.nics[1].ifname, "eth1");
+        assert_eq!(n.nics[1].address.to_string(), "10.90.0.2");
+        assert_eq!(n.nics[0].gateway.unwrap().to_string(), "10.87.0.1");
+        assert_eq!(n.resolv_conf.as_deref(), Some("nameserver 10.87.0.1\n"));
+        assert_eq!(n.hosts.as_deref(), Some(joined.hosts.as_str()));
+    }
+}

@@ -266,7 +266,14 @@ pub fn start(guest: &Guest, rootfs: &Path, spec: &VmSpec, io: VmIo) -> Result<Vm
     }
     let binary = qemu::find_binary(qemu::binary_name(&guest.arch)?, spec.qemu_path.as_deref())?;
     let accel = qemu::choose_accel(&guest.arch);
-    let modules = guest.module_load_order(&spec.modules)?;
+    let mut modules = guest.module_load_order(&spec.modules)?;
+    if spec.network.as_ref().is_some_and(|n| !n.nics.is_empty()) {
+        for m in guest.network_modules()? {
+            if !modules.contains(&m) {
+                modules.push(m);
+            }
+        }
+    }
 
     let dir = match &spec.run_dir {
         Some(p) => {
