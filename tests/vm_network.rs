@@ -922,3 +922,70 @@ fn an_arm64_vm_container_serves_a_published_port() {
     assert!(o.status.success(), "{}", show(&o));
     assert_eq!(traces(&env, &id, &veth), Vec::<String>::new());
 }
+
+#[test]
+fn a_guest_without_virtio_net_is_one_error_and_leaves_no_network_behind() {
+    let _l = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(env) = common::vm_env("busybox-amd64") else {
+        return;
+    };
+    // A guest as ci/guest-image built it before networks: no virtio_net anywhere.
+    let src = Path::new("/var/cache/xrun-ci/guest/amd64");
+    let old = env.scratch().join("old-guest/amd64");
+    fs::create_dir_all(&old).unwrap();
+    for f in ["kernel", "initrd.img", "config"] {
+        std::os::unix::fs::symlink(src.join(f), old.join(f)).unwrap();
+    }
+    let mut j: serde_json::Value =
+        serde_json::from_slice(&fs::read(src.join("guest.json")).unwrap()).unwrap();
+    let drop_net = |v: &mut serde_json::Value| {
+        if let Some(a) = v.as_array_mut() {
+            a.retain(|m| {
+                !["virtio_net", "net_failover", "failover"].contains(&m.as_str().unwrap())
+            });
+        }
+    };
+    drop_net(&mut j["base_modules"]);
+    for m in ["virtio_net", "net_failover", "failover"] {
+        j["modules"].as_object_mut().unwrap().remove(m);
+    }
+    fs::write(old.join("guest.json"), serde_json::to_vec(&j).unwrap()).unwrap();
+    let o = env
+        .cmd()
+        .env("XRUN_GUEST", old.parent().unwrap())
+        .args([
+            "run", "-d", "--route", "vm", "--name", "oldguest", IMAGE, "true",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(125), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.starts_with("xrun: running"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("no virtio-net driver"), "{err}");
+    // Its network was set up before the guest was looked at (an address leased in this
+    // store): it is gone again, and so is the container.
+    let mut leases = Vec::new();
+    let mut stack = vec![env.root().join("network/ipam")];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else if e
+                .file_name()
+                .to_string_lossy()
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok()
+            {
+                leases.push(e.path());
+            }
+        }
+    }
+    assert_eq!(leases, Vec::<PathBuf>::new());
+    let o = xrun(&env, &["ps", "-aq"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "");
+}
