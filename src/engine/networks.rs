@@ -120,6 +120,7 @@ impl Engine {
             aliases,
         };
         network::attach::check_endpoint(&def, &ep).map_err(net_err)?;
+        super::vm::refuse_running_vm_nic_change(&rec, "connect")?;
         if rec.is_running() {
             network::attach::connect(&nets, &rec.id, &ep).map_err(net_err)?;
         }
@@ -139,6 +140,7 @@ impl Engine {
                 def.name
             )));
         }
+        super::vm::refuse_running_vm_nic_change(&rec, "disconnect")?;
         if rec.is_running() {
             network::attach::disconnect(&nets, &rec.id, &def.name).map_err(net_err)?;
         }

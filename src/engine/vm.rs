@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::runtime::machine::{Machine, MachineControl, MachineIo, Machines};
+use crate::runtime::net::Joined;
 use crate::runtime::options::ExecRoute;
 use crate::runtime::{ContainerRecord, Containers, ImageInput, RunOptions, RuntimeError};
-use crate::vm::{VmControl, VmIo, VmLaunch, VmRun, VmSpec};
+use crate::vm::{GuestNic, VmControl, VmIo, VmLaunch, VmNetwork, VmRun, VmSpec};
 
 use super::EngineError;
 use super::route::VmRoute;
@@ -19,7 +20,11 @@ pub fn vm_unsupported(opts: &RunOptions) -> Option<String> {
     } else if opts.read_only {
         "--read-only"
     } else if opts.network == crate::runtime::Network::Host {
+        // A VM has its own kernel and network stack: it cannot share the host's.
         "--network host"
+    } else if matches!(opts.network, crate::runtime::Network::Container(_)) {
+        // The guest would take over the other container's interfaces.
+        "--network container:NAME"
     } else if opts.runtime.is_some() {
         "--runtime"
     } else {
@@ -28,6 +33,20 @@ pub fn vm_unsupported(opts: &RunOptions) -> Option<String> {
     Some(format!(
         "{flag} is not supported on the vm route (the container runs in a VM): drop it, or use another --route"
     ))
+}
+
+/// `network connect|disconnect` (`what`) of a running VM container: refused, its guest's
+/// NICs are fixed at boot (no hotplug); while it is stopped the change is recorded for its
+/// next boot as for any container.
+pub fn refuse_running_vm_nic_change(rec: &ContainerRecord, what: &str) -> Result<(), EngineError> {
+    if rec.options.route == ExecRoute::Vm && rec.is_running() {
+        return Err(EngineError::Invalid(format!(
+            "cannot {what} running VM container {}: its network interfaces are fixed at boot; \
+             stop it, {what}, and start it again",
+            rec.name
+        )));
+    }
+    Ok(())
 }
 
 /// How to boot container `short_id`'s VM on the vm route (saved in its directory, so `start`
@@ -125,8 +144,34 @@ fn vm_error(e: crate::vm::VmError) -> RuntimeError {
     RuntimeError::Runtime(e.to_string())
 }
 
+/// The network a VM container's guest joins: the interfaces the CNI attachment made in its
+/// namespace (the guest takes them over, see [`crate::vm::net`]), its `/etc/resolv.conf`
+/// and `/etc/hosts`.
+pub fn vm_network(joined: &Joined) -> VmNetwork {
+    VmNetwork {
+        netns: joined.netns.clone(),
+        nics: joined
+            .endpoints
+            .iter()
+            .map(|e| GuestNic {
+                ifname: e.ifname.clone(),
+                mac: e.mac.clone(),
+                address: e.ip,
+                prefix: e.prefix,
+                gateway: Some(e.gateway),
+            })
+            .collect(),
+        resolv_conf: Some(joined.resolv.clone()),
+        hosts: Some(joined.hosts.clone()),
+    }
+}
+
 impl Machine for VmMachine {
-    fn start(&mut self, io: MachineIo) -> Result<(i32, Arc<dyn MachineControl>), RuntimeError> {
+    fn start(
+        &mut self,
+        io: MachineIo,
+        network: Option<&Joined>,
+    ) -> Result<(i32, Arc<dyn MachineControl>), RuntimeError> {
         let vio = VmIo {
             stdin: io.stdin,
             stdout: io.stdout,
@@ -134,7 +179,7 @@ impl Machine for VmMachine {
         };
         let mut run = self
             .launch
-            .start(&self.dir, io.tty, vio)
+            .start(&self.dir, io.tty, network.map(vm_network), vio)
             .map_err(vm_error)?;
         if !run.wait_started().map_err(vm_error)? {
             // The guest ended before starting the command: its reason went to stderr.
@@ -170,5 +215,43 @@ impl MachineControl for VmSignals {
     }
     fn resize(&self, rows: u16, cols: u16) {
         self.0.resize(rows, cols);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::Endpoint;
+
+    #[test]
+    fn the_guest_takes_over_every_interface_of_the_attachment() {
+        let ep = |ifname: &str, ip: &str, gw: &str| Endpoint {
+            network: "n".into(),
+            network_id: "0".repeat(64),
+            ifname: ifname.into(),
+            mac: "02:42:0a:57:00:02".into(),
+            ip: ip.parse().unwrap(),
+            prefix: 24,
+            gateway: gw.parse().unwrap(),
+            aliases: vec![],
+            bridge: "xrun0".into(),
+        };
+        let joined = Joined {
+            netns: "/run/xrun/net/ns/x".into(),
+            hosts: "127.0.0.1\tlocalhost\n".into(),
+            resolv: "nameserver 10.87.0.1\n".into(),
+            endpoints: vec![
+                ep("eth0", "10.87.0.2", "10.87.0.1"),
+                ep("eth1", "10.90.0.2", "10.90.0.1"),
+            ],
+        };
+        let n = vm_network(&joined);
+        assert_eq!(n.netns, joined.netns);
+        assert_eq!(n.nics.len(), 2);
+        assert_eq!(n.nics[1].ifname, "eth1");
+        assert_eq!(n.nics[1].address.to_string(), "10.90.0.2");
+        assert_eq!(n.nics[0].gateway.unwrap().to_string(), "10.87.0.1");
+        assert_eq!(n.resolv_conf.as_deref(), Some("nameserver 10.87.0.1\n"));
+        assert_eq!(n.hosts.as_deref(), Some(joined.hosts.as_str()));
     }
 }

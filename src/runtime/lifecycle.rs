@@ -367,7 +367,15 @@ fn launch_machine(
             }
         }),
     )?;
-    let (pid, control) = m.start(io)?;
+    let joined = super::net::join(c, rec)?;
+    tracing::debug!("phase: network set up");
+    let (pid, control) = match m.start(io, joined.as_ref()) {
+        Ok(started) => started,
+        Err(e) => {
+            super::net::leave(c, id);
+            return Err(e);
+        }
+    };
     {
         let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
         for sig in std::mem::take(&mut s.pending) {
@@ -383,7 +391,11 @@ fn launch_machine(
     } else {
         None
     };
-    record_running(c, id, pid)?;
+    if let Err(e) = record_running(c, id, pid) {
+        drop(m);
+        super::net::leave(c, id);
+        return Err(e);
+    }
     Ok(Session {
         running: None,
         machine: Some(m),

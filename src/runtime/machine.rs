@@ -3,6 +3,9 @@
 //! container; what runs them is a [`Machine`], made by a [`Machines`] the CLI wires in (the
 //! runtime does not know the VM stage).
 //!
+//! Networks: the runtime sets up a machine container's network exactly as any container's
+//! ([`super::net::join`], torn down when it ends) and hands it to [`Machine::start`].
+//!
 //! Signals: a machine's process on the host (qemu) is not the container's command, so
 //! `xrun kill`/`stop` ask the container's owner to relay the signal (a queued real-time
 //! signal carrying the number, [`super::signals::send_relayed`]); SIGKILL kills the process
@@ -11,6 +14,7 @@
 use std::io::{Read, Write};
 use std::sync::Arc;
 
+use super::net::Joined;
 use super::{ContainerRecord, Containers, RuntimeError};
 
 /// Where a machine's streams go.
@@ -35,9 +39,14 @@ pub trait MachineControl: Send + Sync {
 
 /// One run of a machine container.
 pub trait Machine: Send {
-    /// Starts it; returns once the command runs, with the host process to record as the
-    /// container's (while it lives, the container runs) and the control of the command.
-    fn start(&mut self, io: MachineIo) -> Result<(i32, Arc<dyn MachineControl>), RuntimeError>;
+    /// Starts it in `network` (its namespace set up and attached, `None`: no network);
+    /// returns once the command runs, with the host process to record as the container's
+    /// (while it lives, the container runs) and the control of the command.
+    fn start(
+        &mut self,
+        io: MachineIo,
+        network: Option<&Joined>,
+    ) -> Result<(i32, Arc<dyn MachineControl>), RuntimeError>;
     /// Waits for the end; returns the exit code (128+N when the machine was killed by N).
     fn wait(&mut self) -> Result<i32, RuntimeError>;
 }

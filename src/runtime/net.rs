@@ -18,6 +18,9 @@ pub struct Joined {
     pub hosts: String,
     /// `/etc/resolv.conf`.
     pub resolv: String,
+    /// The interfaces the attachment made (empty when sharing another container's
+    /// namespace): a VM's guest takes them over ([`super::machine`]).
+    pub endpoints: Vec<network::Endpoint>,
 }
 
 fn store_root(c: &Containers) -> PathBuf {
@@ -54,6 +57,7 @@ pub fn join(c: &Containers, rec: &ContainerRecord) -> Result<Option<Joined>, Run
                 netns: a.netns,
                 hosts: a.hosts,
                 resolv: a.resolv,
+                endpoints: a.endpoints,
             }))
         }
         Network::Container(key) => {
@@ -81,6 +85,7 @@ pub fn join(c: &Containers, rec: &ContainerRecord) -> Result<Option<Joined>, Run
                 netns,
                 hosts: std::fs::read_to_string(etc.join("hosts")).unwrap_or_default(),
                 resolv: std::fs::read_to_string(etc.join("resolv.conf")).unwrap_or_default(),
+                endpoints: Vec::new(),
             }))
         }
     }

@@ -109,6 +109,9 @@ pub enum VmError {
         /// The tail of the guest console and qemu's stderr.
         console: String,
     },
+    /// The VM's network could not be wired in the container's network namespace.
+    #[error("VM network: {0}")]
+    Network(String),
     /// A file-system or process error, with the path or action it happened on.
     #[error("{what}: {source}")]
     Io {

@@ -13,6 +13,12 @@
 #   /xrun/stdin         present: stdin comes from port org.xrun.stdin
 #   /xrun/tty           "ROWS COLS": -t, the command runs on the virtio console /dev/hvc0 as its
 #                       controlling terminal (stdout and stderr together)
+#   /xrun/net           one line per network interface, in order (eth0, eth1, …):
+#                       "MAC ADDR/PREFIX GATEWAY MTU" (GATEWAY "-": none; the first gateway
+#                       becomes the default route); the NIC with that MAC is renamed ethN,
+#                       given the address and brought up. lo is always up.
+#   /xrun/resolv.conf   bind-mounted over the container's /etc/resolv.conf
+#   /xrun/hosts         bind-mounted over the container's /etc/hosts
 # Disks are found by virtio serial (xrun-rootfs: erofs, xrun-rw: ext4); ports by name
 # (org.xrun.stdout, org.xrun.stderr, org.xrun.exit). The exit status is written to the exit port
 # as decimal text, after a line "S" once the command starts (the host bounds the boot until
@@ -96,6 +102,47 @@ mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /newroot/dev/pts
 mount -t tmpfs -o mode=1777 shm /newroot/dev/shm
 if [ -s /xrun/hostname ]; then readval /xrun/hostname; hostname "$v"; fi
+
+# Network: lo always; each NIC found by its MAC (virtio-net probes asynchronously), renamed to
+# a temporary name first so ethN names can be handed out in any order.
+ip link set lo up
+if [ -s /xrun/net ]; then
+  n=0
+  while read -r mac addr gw mtu; do
+    i=0; dev=
+    while [ -z "$dev" ]; do
+      for d in /sys/class/net/*; do
+        a=; { read -r a < "$d/address"; } 2>/dev/null
+        [ "$a" = "$mac" ] && dev=${d##*/} && break
+      done
+      [ -n "$dev" ] && break
+      i=$((i + 1)); [ $i -gt 500 ] && fail "network interface $mac did not appear"; usleep 10000
+    done
+    ip link set dev "$dev" name "xrun$n" || fail "cannot rename network interface $dev"
+    n=$((n + 1))
+  done < /xrun/net
+  n=0; defgw=
+  while read -r mac addr gw mtu; do
+    dev=eth$n
+    ip link set dev "xrun$n" name "$dev" || fail "cannot rename network interface xrun$n"
+    [ -n "$mtu" ] && ip link set dev "$dev" mtu "$mtu"
+    ip addr add "$addr" dev "$dev" || fail "cannot set address $addr on $dev"
+    ip link set dev "$dev" up || fail "cannot bring $dev up"
+    if [ "$gw" != - ] && [ -z "$defgw" ]; then
+      ip route add default via "$gw" dev "$dev" || fail "cannot add the default route via $gw"
+      defgw=$gw
+    fi
+    n=$((n + 1))
+  done < /xrun/net
+fi
+for f in resolv.conf hosts; do
+  [ -e /xrun/$f ] || continue
+  mkdir -p /newroot/etc
+  if [ -L /newroot/etc/$f ] || [ ! -f /newroot/etc/$f ]; then
+    rm -rf /newroot/etc/$f; : > /newroot/etc/$f
+  fi
+  mount --bind /xrun/$f /newroot/etc/$f || fail "cannot mount /etc/$f"
+done
 
 # Stage 2 runs inside the new root from a busybox on a private mount that it detaches before
 # executing the command, so the container sees its own files only.

@@ -301,6 +301,29 @@ impl Guest {
             .collect()
     }
 
+    /// The modules to load for a network interface (virtio-net), beyond the ones the init
+    /// always loads: none when the guest loads `virtio_net` already (guests `ci/guest-image`
+    /// builds now) or has it built in; its module chain when it only ships it; an error when
+    /// it has no virtio-net driver at all (a guest built before networks existed).
+    pub fn network_modules(&self) -> Result<Vec<String>, VmError> {
+        const DRIVER: &str = "virtio_net";
+        if self.base_modules.iter().any(|m| m == DRIVER) {
+            return Ok(Vec::new());
+        }
+        if self.modules.contains_key(DRIVER) {
+            return self.module_load_order(&[DRIVER.to_string()]);
+        }
+        let config = fs::read_to_string(&self.config).unwrap_or_default();
+        if config.lines().any(|l| l == "CONFIG_VIRTIO_NET=y") {
+            return Ok(Vec::new());
+        }
+        Err(VmError::Network(format!(
+            "the VM guest ({}) has no virtio-net driver: rebuild it with ci/guest-image (or \
+             publish a newer guest image), or use --network none",
+            self.kernel_release
+        )))
+    }
+
     /// The modules to load for `wanted` (e.g. from `org.xrun.kernel.modules`), dependencies
     /// first, without the ones the init always loads. Names may use `-` or `_`.
     pub fn module_load_order(&self, wanted: &[String]) -> Result<Vec<String>, VmError> {
@@ -435,6 +458,40 @@ mod tests {
             g.module_load_order(&["nope".into()]),
             Err(VmError::ModuleUnavailable { .. })
         ));
+    }
+
+    #[test]
+    fn network_modules_by_what_the_guest_has() {
+        let d = tempfile::tempdir().unwrap();
+        let mut g = fake(d.path());
+        // A guest from before networks: no driver at all.
+        let e = g.network_modules().unwrap_err().to_string();
+        assert!(
+            e.contains("no virtio-net driver") && e.contains("ci/guest-image"),
+            "{e}"
+        );
+        // Built in.
+        fs::write(
+            d.path().join("config"),
+            "CONFIG_VIRTIO=y\nCONFIG_VIRTIO_NET=y\n",
+        )
+        .unwrap();
+        assert_eq!(g.network_modules().unwrap(), Vec::<String>::new());
+        // Shipped as an optional module: loaded with its dependencies.
+        g.modules.insert("failover".into(), vec![]);
+        g.modules
+            .insert("net_failover".into(), vec!["failover".into()]);
+        g.modules.insert(
+            "virtio_net".into(),
+            vec!["net_failover".into(), "virtio".into()],
+        );
+        assert_eq!(
+            g.network_modules().unwrap(),
+            vec!["failover", "net_failover", "virtio_net"]
+        );
+        // Loaded by the init always (today's guests).
+        g.base_modules.push("virtio_net".into());
+        assert_eq!(g.network_modules().unwrap(), Vec::<String>::new());
     }
 
     /// Writes an OCI layout holding the guest in `g` (amd64), either with `index.json` naming

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::guest::Guest;
+use super::net::VmNetwork;
 use super::runner::{VmIo, VmRun, VmSpec, start_image};
 use super::{VmError, disk};
 use crate::digest::Digest;
@@ -72,8 +73,14 @@ impl VmLaunch {
     }
 
     /// Boots the VM of container directory `dir` (creating its writable layer disk on the
-    /// first start); returns once qemu runs.
-    pub fn start(&self, dir: &Path, tty: Option<(u16, u16)>, io: VmIo) -> Result<VmRun, VmError> {
+    /// first start) on `network` (`None`: the guest has only `lo`); returns once qemu runs.
+    pub fn start(
+        &self,
+        dir: &Path,
+        tty: Option<(u16, u16)>,
+        network: Option<VmNetwork>,
+        io: VmIo,
+    ) -> Result<VmRun, VmError> {
         let guest = Guest::from_dir(&self.guest_dir)?;
         if self.disk_size > 0 {
             disk::create(&dir.join(DISK_FILE), self.disk_size)?;
@@ -83,7 +90,10 @@ impl VmLaunch {
             &self.rootfs_cache,
             &self.manifest,
             &self.layer_dirs,
-            &self.spec(dir, tty),
+            &VmSpec {
+                network,
+                ..self.spec(dir, tty)
+            },
             io,
         )
     }

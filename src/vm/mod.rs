@@ -16,6 +16,10 @@
 //! controlling terminal. The guest init also travels in every run's cpio, so the protocol
 //! always matches this xrun, whatever base initrd the guest has.
 //!
+//! With a [`VmNetwork`] (a network namespace attached like any container's), qemu runs inside
+//! that namespace and the guest takes over its interfaces ([`net`]: a tap per interface,
+//! tc mirred filters both ways, the same MAC and address in the guest).
+//!
 //! A guest may also come from a registry: [`GuestImage`] pulls the guest image `--vm-kernel
 //! REF` names for the architecture needed.
 //!
@@ -27,6 +31,7 @@ mod error;
 pub mod guest;
 pub mod guest_image;
 pub mod launch;
+pub mod net;
 pub mod qemu;
 pub mod rootfs;
 pub mod runcpio;
@@ -37,5 +42,6 @@ pub use error::VmError;
 pub use guest::Guest;
 pub use guest_image::GuestImage;
 pub use launch::VmLaunch;
+pub use net::{GuestNic, VmNetwork};
 pub use qemu::{Accel, AccelChoice, choose_accel};
 pub use runner::{VmControl, VmExit, VmIo, VmRun, VmSpec, run, run_image, start, start_image};

@@ -149,6 +149,8 @@ pub struct QemuPlan<'a> {
     pub tty_socket: Option<&'a Path>,
     /// The file the guest console is written to.
     pub console_log: &'a Path,
+    /// The network, once wired in the namespace qemu runs in: a virtio-net device per tap.
+    pub network: Option<&'a super::net::AttachedNetwork>,
 }
 
 /// The kernel command line for a guest.
@@ -240,6 +242,9 @@ pub fn args(p: &QemuPlan<'_>) -> Vec<String> {
         a.push(format!("socket,id=c{i},path={}", qemu_escape(&disp(sock))));
         a.push("-device".into());
         a.push(format!("virtserialport,chardev=c{i},name={name}"));
+    }
+    if let Some(n) = p.network {
+        a.extend(n.qemu_args(bus));
     }
     a
 }

@@ -1,5 +1,5 @@
 //! The per-run cpio (newc) appended to the guest's initrd: the command, environment, working
-//! directory, user, hostname and extra modules, as files under `/xrun/` with exact bytes (see
+//! directory, user, hostname, extra modules and network interfaces, as files under `/xrun/` with exact bytes (see
 //! `guest-init.sh` for the protocol), and the guest init itself. The kernel unpacks
 //! concatenated archives in order: a later file replaces an earlier one.
 
@@ -24,6 +24,39 @@ pub struct RunConfig {
     pub stdin: bool,
     /// `-t`: the command runs on `/dev/hvc0` of this size (rows, columns; 0: unknown).
     pub tty: Option<(u16, u16)>,
+    /// The guest's network interfaces, in order (`eth0`, `eth1`, …): one `/xrun/net` line
+    /// each.
+    pub nics: Vec<NicConfig>,
+    /// The container's `/etc/resolv.conf`, if given.
+    pub resolv_conf: Option<String>,
+    /// The container's `/etc/hosts`, if given.
+    pub hosts: Option<String>,
+}
+
+/// One guest network interface as the guest init configures it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicConfig {
+    /// The MAC address (`aa:bb:cc:dd:ee:ff`, lower case) the interface is found by.
+    pub mac: String,
+    /// The IPv4 address.
+    pub address: std::net::Ipv4Addr,
+    /// The prefix length.
+    pub prefix: u8,
+    /// The gateway (the first one becomes the default route).
+    pub gateway: Option<std::net::Ipv4Addr>,
+    /// The MTU.
+    pub mtu: u32,
+}
+
+impl NicConfig {
+    /// The `/xrun/net` line: `MAC ADDR/PREFIX GATEWAY MTU` (`-` for no gateway).
+    fn line(&self) -> String {
+        let gw = self.gateway.map_or("-".to_string(), |g| g.to_string());
+        format!(
+            "{} {}/{} {gw} {}\n",
+            self.mac, self.address, self.prefix, self.mtu
+        )
+    }
 }
 
 /// The guest init, shipped in every run's cpio as `/init` (replacing the base initrd's copy),
@@ -114,6 +147,16 @@ pub fn build(cfg: &RunConfig) -> Vec<u8> {
     if let Some((rows, cols)) = cfg.tty {
         c.file("xrun/tty", format!("{rows} {cols}\n").as_bytes());
     }
+    if !cfg.nics.is_empty() {
+        let lines: String = cfg.nics.iter().map(NicConfig::line).collect();
+        c.file("xrun/net", lines.as_bytes());
+    }
+    if let Some(r) = &cfg.resolv_conf {
+        c.file("xrun/resolv.conf", r.as_bytes());
+    }
+    if let Some(h) = &cfg.hosts {
+        c.file("xrun/hosts", h.as_bytes());
+    }
     c.entry("init", 0o100755, GUEST_INIT.as_bytes());
     c.entry("TRAILER!!!", 0, b"");
     c.buf
@@ -136,5 +179,40 @@ mod tests {
         let needle = b"echo 'a  b'\n\"q\"\n";
         assert!(b.windows(needle.len()).any(|w| w == needle));
         assert!(b.windows(10).any(|w| w == b"TRAILER!!!"));
+        let no_net = b"xrun/net\0";
+        assert!(!b.windows(no_net.len()).any(|w| w == no_net));
+    }
+
+    #[test]
+    fn network_lines_and_files() {
+        let cfg = RunConfig {
+            argv: vec!["true".into()],
+            nics: vec![
+                NicConfig {
+                    mac: "02:42:0a:62:01:02".into(),
+                    address: "10.98.1.2".parse().unwrap(),
+                    prefix: 24,
+                    gateway: Some("10.98.1.1".parse().unwrap()),
+                    mtu: 1500,
+                },
+                NicConfig {
+                    mac: "02:42:0a:63:01:02".into(),
+                    address: "10.99.1.2".parse().unwrap(),
+                    prefix: 16,
+                    gateway: None,
+                    mtu: 1400,
+                },
+            ],
+            resolv_conf: Some("nameserver 10.98.1.1\n".into()),
+            hosts: Some("127.0.0.1 localhost\n".into()),
+            ..Default::default()
+        };
+        let b = build(&cfg);
+        let has = |s: &[u8]| b.windows(s.len()).any(|w| w == s);
+        assert!(has(
+            b"02:42:0a:62:01:02 10.98.1.2/24 10.98.1.1 1500\n02:42:0a:63:01:02 10.99.1.2/16 - 1400\n"
+        ));
+        assert!(has(b"xrun/resolv.conf\0") && has(b"nameserver 10.98.1.1\n"));
+        assert!(has(b"xrun/hosts\0") && has(b"127.0.0.1 localhost\n"));
     }
 }

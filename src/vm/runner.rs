@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::guest::Guest;
+use super::net::{self, VmNetwork};
 use super::qemu::{self, AccelChoice, QemuPlan};
 use super::runcpio::{self, RunConfig};
 use super::serial::{self, ExitSink, ExitState};
@@ -63,6 +64,10 @@ pub struct VmSpec {
     /// `/tmp` when its owner is killed). `None`: a fresh temporary directory.
     #[serde(skip)]
     pub run_dir: Option<PathBuf>,
+    /// The network the guest joins (qemu runs in its namespace, see [`super::net`]); `None`:
+    /// the guest has only `lo`.
+    #[serde(skip)]
+    pub network: Option<VmNetwork>,
 }
 
 fn default_boot_timeout() -> Duration {
@@ -86,6 +91,7 @@ impl Default for VmSpec {
             qemu_path: None,
             tty: None,
             run_dir: None,
+            network: None,
         }
     }
 }
@@ -175,6 +181,21 @@ pub struct VmRun {
     dir: RunDir,
     /// qemu's exit status, once reaped.
     status: Option<ExitStatus>,
+    /// The network's taps and filters, removed once qemu is gone.
+    network: NetGuard,
+}
+
+/// Removes the VM's taps and filters from its network namespace when dropped (after qemu).
+struct NetGuard(Option<VmNetwork>);
+
+impl Drop for NetGuard {
+    fn drop(&mut self) {
+        if let Some(n) = self.0.take()
+            && let Err(e) = net::detach(&n)
+        {
+            tracing::debug!(error = %e, "removing the VM's taps");
+        }
+    }
 }
 
 /// The run's directory: a temporary one, or the caller's (emptied and removed at the end).
@@ -245,7 +266,14 @@ pub fn start(guest: &Guest, rootfs: &Path, spec: &VmSpec, io: VmIo) -> Result<Vm
     }
     let binary = qemu::find_binary(qemu::binary_name(&guest.arch)?, spec.qemu_path.as_deref())?;
     let accel = qemu::choose_accel(&guest.arch);
-    let modules = guest.module_load_order(&spec.modules)?;
+    let mut modules = guest.module_load_order(&spec.modules)?;
+    if spec.network.as_ref().is_some_and(|n| !n.nics.is_empty()) {
+        for m in guest.network_modules()? {
+            if !modules.contains(&m) {
+                modules.push(m);
+            }
+        }
+    }
 
     let dir = match &spec.run_dir {
         Some(p) => {
@@ -262,6 +290,12 @@ pub fn start(guest: &Guest, rootfs: &Path, spec: &VmSpec, io: VmIo) -> Result<Vm
     };
     let d = dir.path().to_path_buf();
     let dfile = fs::File::open(&d).map_err(VmError::io(d.display().to_string()))?;
+    // The taps and filters first: the guest's interfaces need the namespace's MTUs.
+    let netns = match &spec.network {
+        Some(n) => Some((net::open_netns(n)?, net::attach(n)?, n)),
+        None => None,
+    };
+    let attached = NetGuard(netns.as_ref().map(|(_, _, n)| (*n).clone()));
     let initrd = d.join("initrd");
     write_initrd(
         guest,
@@ -276,6 +310,12 @@ pub fn start(guest: &Guest, rootfs: &Path, spec: &VmSpec, io: VmIo) -> Result<Vm
             writable: spec.writable_disk.is_some(),
             stdin: stdin.is_some() && spec.tty.is_none(),
             tty: spec.tty,
+            nics: netns
+                .as_ref()
+                .map(|(_, a, _)| a.nics.clone())
+                .unwrap_or_default(),
+            resolv_conf: spec.network.as_ref().and_then(|n| n.resolv_conf.clone()),
+            hosts: spec.network.as_ref().and_then(|n| n.hosts.clone()),
         },
     )?;
     let names = ["out.sock", "err.sock", "exit.sock"];
@@ -309,6 +349,7 @@ pub fn start(guest: &Guest, rootfs: &Path, spec: &VmSpec, io: VmIo) -> Result<Vm
         control_socket: Some(rel("ctl.sock")),
         tty_socket: tty_listener.as_ref().map(|_| rel("tty.sock")),
         console_log: &console,
+        network: netns.as_ref().map(|(_, a, _)| a),
     });
     tracing::debug!(?binary, ?args, reason = %accel.reason, "starting qemu");
 
@@ -353,6 +394,9 @@ pub fn start(guest: &Guest, rootfs: &Path, spec: &VmSpec, io: VmIo) -> Result<Vm
                 .map_err(std::io::Error::from)
         });
     }
+    if let Some((ns, _, _)) = &netns {
+        net::enter_netns(&mut cmd, ns);
+    }
     let start = Instant::now();
     let child = match cmd.spawn() {
         Ok(c) => c,
@@ -376,6 +420,7 @@ pub fn start(guest: &Guest, rootfs: &Path, spec: &VmSpec, io: VmIo) -> Result<Vm
         accel,
         dir,
         status: None,
+        network: attached,
     })
 }
 
@@ -458,6 +503,8 @@ impl VmRun {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // qemu is gone (reaped here or by poll): its taps can go.
+        drop(std::mem::replace(&mut self.network, NetGuard(None)));
         self.stop.store(true, Ordering::SeqCst);
         for p in self.pumps.drain(..) {
             let _ = p.join();
