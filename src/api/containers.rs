@@ -30,6 +30,7 @@ pub fn routes(r: &mut Router) {
     r.add(Method::POST, "/containers/{id}/restart", restart);
     r.add(Method::DELETE, "/containers/{id}", remove);
     r.add(Method::GET, "/containers/{id}/top", top);
+    r.add(Method::GET, "/containers/{id}/stats", super::stats::stats);
     r.add(
         Method::POST,
         "/containers/{id}/attach",
@@ -43,7 +44,6 @@ pub fn routes(r: &mut Router) {
         (Method::POST, "/containers/{id}/update"),
         (Method::GET, "/containers/{id}/export"),
         (Method::GET, "/containers/{id}/changes"),
-        (Method::GET, "/containers/{id}/stats"),
         (Method::GET, "/containers/{id}/archive"),
         (Method::PUT, "/containers/{id}/archive"),
         (Method::HEAD, "/containers/{id}/archive"),

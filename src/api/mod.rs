@@ -40,6 +40,7 @@ pub mod logs;
 pub mod procs;
 pub mod progress;
 pub mod router;
+pub mod stats;
 pub mod stream;
 pub mod system;
 pub mod version;
@@ -233,7 +234,8 @@ async fn serve_async(opts: ServeOptions) -> Result<(), ServeError> {
         .set_nonblocking(true)
         .map_err(socket_err(&opts.socket))?;
     let listener = UnixListener::from_std(std_listener).map_err(socket_err(&opts.socket))?;
-    let state = Arc::new(ApiState::new(opts.engine));
+    // Detached starts hand the container to a monitor started ahead of need.
+    let state = Arc::new(ApiState::new(opts.engine.with_spare_monitors()));
     let router = Arc::new(routes());
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Runtime)?;
