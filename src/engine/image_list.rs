@@ -8,7 +8,7 @@ use crate::store::ImageRecord;
 use super::{Engine, EngineError};
 
 /// Docker's image-list filters; every filter given must hold (several values of
-/// `reference`: any of them).
+/// `reference`: any of them; an image is then listed with the names that match only).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageFilters {
     /// `name`, `name:tag`, with `*` globs that stop at `/`.
@@ -78,17 +78,17 @@ impl Engine {
             }
         }
         let mut out = Vec::new();
-        for records in groups {
-            if !filters.references.is_empty()
-                && !records
-                    .iter()
-                    .any(|rec| filters.references.iter().any(|p| reference_matches(p, rec)))
-            {
-                continue;
-            }
+        for mut records in groups {
             let dangling = records.iter().all(|rec| rec.tag.is_none());
             if filters.dangling.is_some_and(|d| d != dangling) {
                 continue;
+            }
+            if !filters.references.is_empty() {
+                // As Docker: only the names that match are listed.
+                records.retain(|rec| filters.references.iter().any(|p| reference_matches(p, rec)));
+                if records.is_empty() {
+                    continue;
+                }
             }
             let config = self.image_config(&records[0])?;
             let listed = ListedImage { records, config };
