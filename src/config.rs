@@ -23,6 +23,9 @@ pub struct Config {
     pub vm_kernel: Option<String>,
     /// Registry mirrors: `docker.io` → `127.0.0.1:5000`, like `registry-mirrors`.
     pub registry_mirrors: std::collections::BTreeMap<String, String>,
+    /// `bridge-subnet`: the default network's subnet (`--network bridge`, device `xrun0`);
+    /// default `10.87.0.0/16`.
+    pub bridge_subnet: Option<String>,
 }
 
 /// Why the configuration could not be read.

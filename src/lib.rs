@@ -18,6 +18,7 @@ pub mod emulation;
 pub mod engine;
 pub mod kernelcheck;
 pub mod limits;
+pub mod network;
 pub mod plan;
 pub mod platform;
 pub mod reference;

@@ -211,8 +211,11 @@ fn hardening_like_runc_defaults() {
     );
     let host_ifaces = std::fs::read_dir("/sys/class/net").unwrap().count();
     assert_eq!(stdout(&o).trim(), host_ifaces.to_string());
-    let o = root.bb(&[], &["ls", "/sys/class/net"]);
+    let o = root.bb(&["--network", "none"], &["ls", "/sys/class/net"]);
     assert_eq!(stdout(&o), "lo\n");
+    // The default is the bridge network (Docker's): eth0 besides lo.
+    let o = root.bb(&[], &["ls", "/sys/class/net"]);
+    assert_eq!(stdout(&o), "eth0\nlo\n", "{}", stderr(&o));
 }
 
 #[test]

@@ -297,11 +297,8 @@ fn mounts(r: &ContainerRecord) -> Value {
         .collect()
 }
 
-fn network_mode(r: &ContainerRecord) -> &'static str {
-    match r.options.network {
-        Network::None => "none",
-        Network::Host => "host",
-    }
+fn network_mode(r: &ContainerRecord) -> String {
+    r.options.network.mode()
 }
 
 /// xrun's part of inspect and list: the image platform, the route and the reasons.
@@ -314,7 +311,8 @@ fn xrun_part(r: &ContainerRecord) -> Value {
 }
 
 /// `GET /containers/{id}/json`: Docker's `ContainerJSON`, plus `Xrun`.
-pub fn inspect(r: &ContainerRecord) -> Value {
+/// `network_settings`: the engine's [`crate::engine::Engine::network_settings`] of `r`.
+pub fn inspect(r: &ContainerRecord, network_settings: Value) -> Value {
     let status = r.status();
     let running = status == Status::Running;
     let exit_code = match status {
@@ -407,7 +405,7 @@ pub fn inspect(r: &ContainerRecord) -> Value {
             "Entrypoint": entrypoint,
             "Labels": r.options.labels,
         },
-        "NetworkSettings": {"Networks": {}, "Ports": {}},
+        "NetworkSettings": network_settings,
         "GraphDriver": {"Name": "overlay", "Data": null},
         "Xrun": xrun_part(r),
     });

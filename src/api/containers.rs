@@ -111,7 +111,10 @@ async fn create(s: Arc<ApiState>, mut r: Request) -> HandlerResult {
 
 async fn inspect(s: Arc<ApiState>, r: Request) -> HandlerResult {
     let rec = find(&s, r.param("id")).await?;
-    Ok(http::json(StatusCode::OK, &container_json::inspect(&rec)))
+    Ok(http::json(
+        StatusCode::OK,
+        &container_json::inspect(&rec, s.engine.network_settings(&rec)),
+    ))
 }
 
 async fn list(s: Arc<ApiState>, r: Request) -> HandlerResult {

@@ -177,7 +177,12 @@ fn truncate(s: &str, n: usize) -> String {
 
 /// `xrun ps`.
 pub fn ps(g: &Global, a: PsArgs) -> anyhow::Result<u8> {
-    let list = match Engine::open(&g.root).list() {
+    let engine = Engine::open(&g.root);
+    // Containers whose owner died: their leftovers (network included) go now.
+    if let Err(e) = engine.cleanup_stale() {
+        return engine_failure(e);
+    }
+    let list = match engine.list() {
         Ok(l) => l,
         Err(e) => return engine_failure(e),
     };

@@ -52,7 +52,7 @@ pub enum ImageCommand {
 /// `xrun inspect` arguments.
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
-    /// Image reference.
+    /// Container (id, prefix or name) or image reference.
     pub reference: String,
     /// Platform to select when the image has several.
     #[arg(long)]
@@ -257,7 +257,16 @@ pub fn image(g: &Global, a: ImageCommand) -> anyhow::Result<u8> {
 
 /// `xrun inspect`.
 pub fn inspect(g: &Global, a: InspectArgs) -> anyhow::Result<u8> {
-    let out = Engine::open(&g.root).inspect_image(&a.reference, a.platform.as_ref())?;
+    let engine = Engine::open(&g.root);
+    // A container first, as `docker inspect` (Docker's ContainerJSON with NetworkSettings).
+    if a.platform.is_none()
+        && let Ok(rec) = engine.inspect(&a.reference)
+    {
+        let v = xrun::api::container_json::inspect(&rec, engine.network_settings(&rec));
+        println!("{}", serde_json::to_string_pretty(&[v])?);
+        return Ok(0);
+    }
+    let out = engine.inspect_image(&a.reference, a.platform.as_ref())?;
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(0)
 }

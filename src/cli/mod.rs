@@ -15,6 +15,7 @@ mod check;
 mod containers;
 mod host;
 mod images;
+mod network;
 mod pull;
 mod run;
 mod serve;
@@ -95,6 +96,11 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Attach to a running container's terminal or streams (detach: Ctrl+P Ctrl+Q).
     Attach(attach::AttachArgs),
+    /// Networks (bridge networks of xrun's, through the CNI plugins).
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
+    /// Show a container's published ports.
+    Port(network::PortArgs),
     /// binfmt_misc handlers for the emulated route.
     #[command(subcommand)]
     Binfmt(binfmt::BinfmtCommand),
@@ -152,6 +158,8 @@ pub fn main() -> ExitCode {
         Command::Serve(a) => serve::serve(&cli.global, a),
         Command::Attach(a) => attach::attach(&cli.global, a),
         Command::Binfmt(a) => binfmt::binfmt(&cli.global, a),
+        Command::Network(a) => network::network(&cli.global, a),
+        Command::Port(a) => network::port(&cli.global, a),
         Command::Internal(a) => containers::internal(&cli.global, a),
     };
     match result {

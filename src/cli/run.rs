@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use xrun::engine::{
     AttachOptions, ContainerSpec, CreateOutcome, DryRun, Engine, EngineError, ImageSource, Observer,
 };
+use xrun::network::NetOptions;
 use xrun::registry::{Progress, progress};
 use xrun::runtime::{RunOptions, RuntimeError, Volume, options};
 
@@ -51,9 +52,39 @@ pub struct ContainerFlags {
     /// Container hostname (default: the short id).
     #[arg(long)]
     pub hostname: Option<String>,
-    /// Network: none (default) or host.
-    #[arg(long, default_value = "none")]
+    /// Network: bridge (default), none, host, NAME (a user network) or container:NAME.
+    #[arg(long, alias = "net", default_value = "bridge")]
     pub network: String,
+    /// The container's IPv4 address on a user network.
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// A network-scoped alias (user networks).
+    #[arg(long = "network-alias", value_name = "ALIAS")]
+    pub network_alias: Vec<String>,
+    /// Publish a port: [IP:][HOST:]CONTAINER[/tcp|udp] (IPv4 only).
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
+    /// Publish every port the image exposes on a free host port.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// A DNS server for the container.
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// A DNS search domain.
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// A resolver option (resolv.conf `options`).
+    #[arg(long = "dns-option", value_name = "OPT")]
+    pub dns_option: Vec<String>,
+    /// Add a line to /etc/hosts: HOST:IP (IP may be host-gateway).
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_host: Vec<String>,
+    /// Limit the container's outgoing bandwidth (e.g. 10mbit, 1gbit, 2mbps).
+    #[arg(long = "egress-rate", value_name = "RATE")]
+    pub egress_rate: Option<String>,
+    /// Limit the container's incoming bandwidth (e.g. 10mbit, 1gbit, 2mbps).
+    #[arg(long = "ingress-rate", value_name = "RATE")]
+    pub ingress_rate: Option<String>,
     /// Memory limit (e.g. 64m, 1g).
     #[arg(short, long)]
     pub memory: Option<String>,
@@ -247,6 +278,7 @@ fn options(f: &ContainerFlags, command: Vec<String>) -> Result<RunOptions, Runti
         user: f.user.clone(),
         hostname: f.hostname.clone(),
         network: f.network.parse()?,
+        net: net_options(f)?,
         memory: f.memory.as_deref().map(options::parse_memory).transpose()?,
         cpus: f.cpus,
         pids_limit: f.pids_limit,
@@ -267,6 +299,43 @@ fn options(f: &ContainerFlags, command: Vec<String>) -> Result<RunOptions, Runti
                 None => (l.clone(), String::new()),
             })
             .collect(),
+    })
+}
+
+/// The network flags as the runtime's [`NetOptions`] (syntax checked here; networks,
+/// addresses and ports when the container is created and started).
+fn net_options(f: &ContainerFlags) -> Result<NetOptions, RuntimeError> {
+    let bad = RuntimeError::BadInput;
+    let mut ports = Vec::new();
+    for p in &f.publish {
+        ports.extend(xrun::network::ports::parse_publish(p).map_err(bad)?);
+    }
+    let rate = |r: &Option<String>| {
+        r.as_deref()
+            .map(xrun::network::rate::parse_rate)
+            .transpose()
+            .map_err(bad)
+    };
+    let ip = match &f.ip {
+        Some(i) => Some(i.parse().map_err(|_| {
+            bad(format!(
+                "invalid --ip {i:?}: an IPv4 address is expected (IPv4 only)"
+            ))
+        })?),
+        None => None,
+    };
+    Ok(NetOptions {
+        ip,
+        aliases: f.network_alias.clone(),
+        extra_networks: vec![],
+        ports,
+        publish_all: f.publish_all,
+        dns: f.dns.clone(),
+        dns_search: f.dns_search.clone(),
+        dns_options: f.dns_option.clone(),
+        add_hosts: f.add_host.clone(),
+        egress_rate: rate(&f.egress_rate)?,
+        ingress_rate: rate(&f.ingress_rate)?,
     })
 }
 

@@ -65,6 +65,7 @@ impl Engine {
         }
         let c = self.containers()?;
         lifecycle::cleanup_stale(&c);
+        super::networks::prepare(self, &c, &image, &mut opts)?;
         let launch_input = vm.map(|_| (image.clone(), opts.clone()));
         let rec = lifecycle::create(&c, image, opts)?;
         let id = rec.id.clone();

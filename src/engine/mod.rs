@@ -15,6 +15,9 @@
 //!   [`Engine::load_images`] / [`Engine::load_images_from`], [`Engine::save_images`] /
 //!   [`Engine::save_images_to`], [`Engine::tag_image`];
 //! - registries: [`Engine::login`], [`Engine::logout`], [`Engine::inspect_remote`];
+//! - networks: [`Engine::create_network`], [`Engine::list_networks`],
+//!   [`Engine::inspect_network`], [`Engine::remove_network`], [`Engine::prune_networks`],
+//!   [`Engine::connect`], [`Engine::disconnect`], [`Engine::ports`];
 //! - the pre-flight: [`Engine::check`].
 //!
 //! Failures are [`EngineError`]s, which keep Docker's exit codes (125/126/127) and the
@@ -35,6 +38,7 @@ mod exec;
 mod image_list;
 mod images;
 mod logs;
+mod networks;
 mod observer;
 mod registry;
 mod resolve;
@@ -53,6 +57,7 @@ pub use containers::{AttachOptions, ExecSpec};
 pub use error::{EXIT_ENGINE_ERROR, EngineError, ErrorKind};
 pub use image_list::{ImageFilters, ListedImage, unix_time};
 pub use images::{PullRequest, Reclaimed, SaveRequest};
+pub use networks::{NetworkInfo, network_json, network_settings};
 pub use observer::{Observer, Unobserved};
 pub use spec::{ContainerSpec, CreateOutcome, Created, DryRun, DryRunPlan, ImageSource};
 pub use stats::{ContainerStats, STATS_INTERVAL};

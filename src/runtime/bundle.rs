@@ -18,6 +18,9 @@ pub struct BundleExtras {
     pub force_init: bool,
     /// More bind mounts.
     pub mounts: Vec<ExtraMount>,
+    /// The network namespace to join and the `/etc/hosts` and `/etc/resolv.conf` to give
+    /// (a network of xrun's or another container's; see [`super::net`]).
+    pub network: Option<super::net::Joined>,
 }
 
 /// A bundle directory (see the module doc of [`crate::runtime`] for its layout).
@@ -181,7 +184,7 @@ impl Bundle {
         let rootfs = self.rootfs();
         let root = inroot::Root::open(&rootfs)
             .map_err(|e| RuntimeError::Runtime(format!("opening the root file system: {e}")))?;
-        let mut mounts = self.etc_files(id, opts, &root)?;
+        let mut mounts = self.etc_files(id, opts, &root, extras.network.as_ref())?;
         mounts.extend(extras.mounts.iter().cloned());
         let mut prefix = Vec::new();
         if opts.init || extras.force_init || opts.route == super::options::ExecRoute::Emulated {
@@ -246,6 +249,7 @@ impl Bundle {
                 rootfs: &rootfs,
                 mounts: &mounts,
                 args_prefix: &prefix,
+                netns: extras.network.as_ref().map(|n| n.netns.as_path()),
             },
         )?;
         let tmp = self.dir.join("config.json.tmp");
@@ -264,6 +268,7 @@ impl Bundle {
         id: &str,
         opts: &RunOptions,
         root: &inroot::Root,
+        joined: Option<&super::net::Joined>,
     ) -> Result<Vec<ExtraMount>, RuntimeError> {
         let find = inroot::Policy {
             create: inroot::Create::Nothing,
@@ -278,12 +283,13 @@ impl Bundle {
         let etc = self.dir.join("etc");
         std::fs::create_dir_all(&etc).map_err(|e| RuntimeError::io("creating etc files", e))?;
         let host = spec::hostname(id, opts);
-        let (hosts, resolv) = match opts.network {
-            super::Network::Host => (
+        let (hosts, resolv) = match (&opts.network, joined) {
+            (_, Some(j)) => (j.hosts.clone(), j.resolv.clone()),
+            (super::Network::Host, _) => (
                 std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
                 std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
             ),
-            super::Network::None => (
+            _ => (
                 format!(
                     "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{host}\n"
                 ),

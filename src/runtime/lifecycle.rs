@@ -114,7 +114,16 @@ fn launch(
     let id = rec.id.as_str();
     let opts = &rec.options;
     let bundle = c.bundle(id);
-    let spec = bundle.prepare(id, &rec.image, opts, extras)?;
+    let mut extras = extras.clone();
+    extras.network = super::net::join(c, rec)?;
+    tracing::debug!("phase: network set up");
+    let spec = match bundle.prepare(id, &rec.image, opts, &extras) {
+        Ok(s) => s,
+        Err(e) => {
+            super::net::leave(c, id);
+            return Err(e);
+        }
+    };
     tracing::debug!("phase: bundle prepared");
     let engine = Engine::from_option(opts.runtime.as_ref());
     let mut log_pipes = None;
@@ -265,6 +274,7 @@ fn launch(
         }
         Err(e) => {
             let _ = bundle.unmount_rootfs();
+            super::net::leave(c, id);
             Err(e)
         }
     }
@@ -437,6 +447,9 @@ fn finish(c: &Containers, id: &str, mut session: Session) -> Result<i32, Runtime
         h.close_socket();
     }
     drop(session);
+    // Its PID 1 is reaped: the network goes before the exit is recorded, so whoever waits
+    // for the exit (`stop`, `rm -f`) finds it gone.
+    super::net::leave(c, id);
     let exited = |r: &mut ContainerRecord| {
         r.phase = Phase::Exited;
         r.exit_code = code.as_ref().ok().copied();
@@ -495,6 +508,7 @@ fn remove_dir(c: &Containers, id: &str) -> Result<(), RuntimeError> {
 fn cleanup(c: &Containers, rec: &ContainerRecord) -> Result<(), RuntimeError> {
     let engine = Engine::from_option(rec.options.runtime.as_ref());
     executor::delete(&c.runtime_root(&rec.id), &rec.id, &engine);
+    super::net::leave(c, &rec.id);
     c.bundle(&rec.id).unmount_rootfs()
 }
 

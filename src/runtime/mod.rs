@@ -67,6 +67,7 @@ pub mod lifecycle;
 pub mod log;
 pub mod machine;
 pub mod monitor;
+pub mod net;
 pub mod options;
 pub mod placement;
 pub mod resolve;
@@ -174,6 +175,18 @@ impl RuntimeError {
         RuntimeError::Io {
             what: what.into(),
             source,
+        }
+    }
+}
+
+impl From<crate::network::NetworkError> for RuntimeError {
+    fn from(e: crate::network::NetworkError) -> Self {
+        match e {
+            crate::network::NetworkError::BadInput(m) => RuntimeError::BadInput(m),
+            e @ (crate::network::NetworkError::NotFound(_)
+            | crate::network::NetworkError::Exists(_)
+            | crate::network::NetworkError::InUse(_)) => RuntimeError::BadInput(e.to_string()),
+            e => RuntimeError::Runtime(e.to_string()),
         }
     }
 }

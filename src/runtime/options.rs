@@ -12,14 +12,32 @@ use super::RuntimeError;
 pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
 
 /// Network mode (`--network`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Network {
-    /// A new network namespace with only loopback (the default).
+    /// A new network namespace with only loopback (the default of records made before
+    /// networks existed; the CLI's default is `bridge`).
     #[default]
     None,
     /// The host's network namespace.
     Host,
+    /// A network of xrun's by name (`bridge`, the default one, or a user network): a
+    /// namespace of its own joined through the CNI plugins ([`crate::network`]).
+    Named(String),
+    /// Another container's network namespace (`container:NAME`; the id once created).
+    Container(String),
+}
+
+impl Network {
+    /// Docker's `NetworkMode` spelling.
+    pub fn mode(&self) -> String {
+        match self {
+            Network::None => "none".into(),
+            Network::Host => "host".into(),
+            Network::Named(n) => n.clone(),
+            Network::Container(c) => format!("container:{c}"),
+        }
+    }
 }
 
 impl std::str::FromStr for Network {
@@ -28,9 +46,14 @@ impl std::str::FromStr for Network {
         match s {
             "none" => Ok(Network::None),
             "host" => Ok(Network::Host),
-            other => Err(RuntimeError::BadInput(format!(
-                "unsupported --network {other:?}: use none or host"
-            ))),
+            "" | "default" | "bridge" => Ok(Network::Named(crate::network::DEFAULT_NETWORK.into())),
+            other => match other.strip_prefix("container:") {
+                Some("") => Err(RuntimeError::BadInput(
+                    "invalid --network container: name the container (container:NAME)".into(),
+                )),
+                Some(c) => Ok(Network::Container(c.to_string())),
+                None => Ok(Network::Named(other.to_string())),
+            },
         }
     }
 }
@@ -132,6 +155,8 @@ pub struct RunOptions {
     pub hostname: Option<String>,
     /// `--network`.
     pub network: Network,
+    /// The rest of the network settings (`-p`, `--ip`, `--dns`, rates…).
+    pub net: crate::network::NetOptions,
     /// `--memory` in bytes.
     pub memory: Option<u64>,
     /// `--cpus`.
@@ -198,6 +223,23 @@ impl RunOptions {
                     "invalid environment entry {e:?}"
                 )));
             }
+        }
+        self.net
+            .validate()
+            .map_err(|e| RuntimeError::BadInput(e.to_string()))?;
+        if matches!(
+            self.network,
+            Network::None | Network::Host | Network::Container(_)
+        ) && (!self.net.ports.is_empty()
+            || self.net.ip.is_some()
+            || !self.net.aliases.is_empty()
+            || self.net.egress_rate.is_some()
+            || self.net.ingress_rate.is_some())
+        {
+            return Err(RuntimeError::BadInput(format!(
+                "-p, --ip, --network-alias and the rates need a network of xrun's (bridge or a user network), not --network {}",
+                self.network.mode()
+            )));
         }
         if let Some(w) = &self.workdir
             && !w.starts_with('/')

@@ -84,6 +84,9 @@ pub struct SpecInput<'a> {
     pub mounts: &'a [ExtraMount],
     /// Arguments put before the command (the init: `[loader, …, xrun, internal, init, --]`).
     pub args_prefix: &'a [String],
+    /// The network namespace to join (`None`: a new one with only loopback, or the host's
+    /// with `--network host`).
+    pub netns: Option<&'a Path>,
 }
 
 /// The command the container runs: the image's Entrypoint/Cmd overridden as Docker does.
@@ -366,7 +369,15 @@ pub fn build(
                 .map_err(spec_err)?,
         );
     }
-    if opts.network == Network::None {
+    if let Some(path) = input.netns {
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .path(path)
+                .build()
+                .map_err(spec_err)?,
+        );
+    } else if opts.network != Network::Host {
         namespaces.push(
             LinuxNamespaceBuilder::default()
                 .typ(LinuxNamespaceType::Network)
