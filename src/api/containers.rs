@@ -92,10 +92,14 @@ async fn create(s: Arc<ApiState>, mut r: Request) -> HandlerResult {
         st.engine
             .create(spec, &Unobserved)
             .map_err(|e| match e.kind() {
-                crate::engine::ErrorKind::NotFound => ApiError::not_found(match &platform {
-                    Some(p) => format!("No such image: {image} (platform {p})"),
-                    None => format!("No such image: {image}"),
-                }),
+                crate::engine::ErrorKind::NotFound
+                    if !matches!(e, crate::engine::EngineError::Network(_)) =>
+                {
+                    ApiError::not_found(match &platform {
+                        Some(p) => format!("No such image: {image} (platform {p})"),
+                        None => format!("No such image: {image}"),
+                    })
+                }
                 _ => e.into(),
             })
     })
@@ -132,7 +136,10 @@ async fn list(s: Arc<ApiState>, r: Request) -> HandlerResult {
         if !filters.matches(rec) {
             continue;
         }
-        out.push(container_json::summary(rec));
+        out.push(container_json::summary(
+            rec,
+            &s.engine.network_settings(rec),
+        ));
         if limit.is_some_and(|l| out.len() as i64 >= l) {
             break;
         }

@@ -31,12 +31,14 @@ use crate::engine::Engine;
 pub mod attach;
 pub mod check;
 pub mod container_json;
+pub mod container_net;
 pub mod containers;
 pub mod error;
 pub mod exec;
 pub mod http;
 pub mod images;
 pub mod logs;
+pub mod networks;
 pub mod procs;
 pub mod progress;
 pub mod router;
@@ -85,6 +87,7 @@ pub fn routes() -> Router {
     containers::routes(&mut r);
     exec::routes(&mut r);
     images::routes(&mut r);
+    networks::routes(&mut r);
     r
 }
 
