@@ -1,6 +1,6 @@
 //! `GET /containers/{id}/stats` through `xrun serve`, read from the container's real cgroups:
 //! `docker stats --no-stream`, the raw endpoint (one-shot, a stream of samples, a stopped and
-//! an unknown container) and docker-py's `container.stats(stream=False)`.
+//! an unknown container) and docker-py's `container.stats(stream=False)`; `xrun stats`.
 
 mod common;
 #[path = "api_support/mod.rs"]
@@ -57,6 +57,20 @@ fn docker_stats_reads_the_containers_cgroups() {
     assert!(f[2].ends_with("/ 64MiB"), "{line}");
     assert!(!f[2].starts_with("0B"), "{line}");
     assert_eq!(f[3], "1", "{line}");
+    // The CLI reads the same engine samples.
+    let o = s.xrun(&["stats", "--no-stream", "spin"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let text = out(&o);
+    let row: Vec<&str> = text
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(row.get(1), Some(&"spin"), "{text}");
+    let cpu: f64 = row[2].trim_end_matches('%').parse().unwrap();
+    assert!(cpu > 5.0, "{text}");
+    assert_eq!(row[5], "64.00MiB", "{text}");
 
     // The raw answer: Docker's shape, one-shot without a previous sample.
     let r = s.request(
@@ -78,8 +92,10 @@ fn docker_stats_reads_the_containers_cgroups() {
     assert!(j["memory_stats"]["stats"].is_object());
     assert_eq!(j["pids_stats"]["current"], 1);
     assert_eq!(j["pids_stats"]["limit"], 50);
-    // --network none: no interface but loopback, so no networks.
-    assert!(j.get("networks").is_none(), "{j}");
+    // The default bridge: eth0's counters from the container's namespace (lo left out).
+    let nets = j["networks"].as_object().unwrap();
+    assert_eq!(nets.keys().collect::<Vec<_>>(), ["eth0"], "{j}");
+    assert!(nets["eth0"]["rx_bytes"].is_u64());
     let r = s.request(
         "GET",
         &format!("/v1.44/containers/{id}/stats?stream=true&one-shot=true"),
