@@ -158,13 +158,12 @@ impl NetRequest {
             .map(|(k, v)| (k, v.unwrap_or_default()))
             .collect();
         // `default` with one endpoint of another network: that network is the first.
-        if mode.is_empty() || mode == "default" {
-            if let [(name, _)] = endpoints.as_slice()
-                && name != "bridge"
-                && name != "default"
-            {
-                network = Network::Named(name.clone());
-            }
+        if (mode.is_empty() || mode == "default")
+            && let [(name, _)] = endpoints.as_slice()
+            && name != "bridge"
+            && name != "default"
+        {
+            network = Network::Named(name.clone());
         }
         let first = match &network {
             Network::Named(n) => Some(n.clone()),

@@ -100,6 +100,9 @@ async fn create(s: Arc<ApiState>, mut r: Request) -> HandlerResult {
                         None => format!("No such image: {image}"),
                     })
                 }
+                // An unknown network: 400, not 404 (a 404 makes the docker CLI pull the
+                // image and try again; create documents 404 for the image only).
+                crate::engine::ErrorKind::NotFound => ApiError::bad_request(e.to_string()),
                 _ => e.into(),
             })
     })
