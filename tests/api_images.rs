@@ -256,6 +256,28 @@ fn docker_save_load_tag_rmi_and_prune_share_the_store_with_xrun() {
     // tag; an ID with two names is only removed by force.
     ok(&service.docker(&["tag", &name, "demo/two:x"]));
     let short = &id["sha256:".len().."sha256:".len() + 12];
+    // The list's filters (computed by the engine): one image with two names.
+    for (filter, want) in [
+        ("reference=demo/*", short),
+        ("reference=demo/two", short),
+        ("reference=demo/two:y", ""),
+        ("dangling=false", short),
+        ("dangling=true", ""),
+        ("label=no.such.label", ""),
+    ] {
+        let listed = ok(&service.docker(&["images", "-q", "--filter", filter]));
+        let mut ids: Vec<&str> = listed.lines().collect();
+        ids.dedup();
+        assert_eq!(ids.join(" "), want, "--filter {filter}");
+    }
+    for f in ["since", "before"] {
+        let listed = ok(&service.docker(&["images", "-q", "--filter", &format!("{f}={name}")]));
+        assert_eq!(
+            listed.trim(),
+            "",
+            "nothing is older or newer than the only image"
+        );
+    }
     let out = service.docker(&["rmi", short]);
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be forced"));
@@ -422,10 +444,17 @@ fn xrun_check_over_http_is_the_report_of_xrun_check_and_bad_requests_are_docker_
         ),
         (
             "GET",
-            "/images/json?filters=%7B%22since%22%3A%5B%22x%22%5D%7D",
+            "/images/json?filters=%7B%22bogus%22%3A%5B%22x%22%5D%7D",
             None,
             400,
             "invalid filter",
+        ),
+        (
+            "GET",
+            "/images/json?filters=%7B%22since%22%3A%5B%22x%22%5D%7D",
+            None,
+            404,
+            "no such image",
         ),
         (
             "POST",

@@ -255,9 +255,22 @@ fn the_emulated_route_and_exit_codes_through_the_api() {
     let o = s.docker(&["run", "-d", "--privileged", IMAGE, "true"]);
     assert_eq!(o.status.code(), Some(125));
     assert!(err(&o).contains("privileged"), "{}", err(&o));
-    let o = s.docker(&["run", "-d", "-p", "8080:80", IMAGE, "true"]);
+    // Published ports need a network of xrun's (tests/api_network.rs publishes some).
+    let o = s.docker(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "-p",
+        "8080:80",
+        IMAGE,
+        "true",
+    ]);
     assert_eq!(o.status.code(), Some(125));
-    assert!(err(&o).contains("ports"), "{}", err(&o));
+    assert!(err(&o).contains("need a network"), "{}", err(&o));
+    let o = s.docker(&["run", "-d", "--network", "nosuchnet", IMAGE, "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(err(&o).contains("nosuchnet"), "{}", err(&o));
     let o = s.docker(&["create", "--name", "dup", IMAGE, "true"]);
     assert!(o.status.success());
     let o = s.docker(&["run", "-d", "--name", "dup", IMAGE, "true"]);

@@ -11,9 +11,9 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::engine::{ContainerSpec, ImageSource};
 use crate::registry::PullPolicy;
-use crate::runtime::options::Network;
 use crate::runtime::{ContainerRecord, RunOptions, Status, Volume, state};
 
+use super::container_net::{NetRequest, NetworkingConfig, port_bindings};
 use super::error::ApiError;
 
 /// A string or a list of strings (`Cmd` and `Entrypoint` take both).
@@ -62,8 +62,12 @@ pub struct CreateBody {
     pub stdin_once: Option<bool>,
     /// Labels.
     pub labels: Option<BTreeMap<String, String>>,
+    /// `"80/tcp": {}`: published with `PublishAllPorts`.
+    pub exposed_ports: Option<BTreeMap<String, Value>>,
     /// The host side.
     pub host_config: Option<HostConfig>,
+    /// The networks' endpoint settings (address, aliases).
+    pub networking_config: Option<NetworkingConfig>,
 }
 
 /// The part of `HostConfig` xrun reads.
@@ -90,12 +94,22 @@ pub struct HostConfig {
     pub readonly_rootfs: Option<bool>,
     /// Run an init as PID 1.
     pub init: Option<bool>,
-    /// `none`, `host`; `default`/`bridge` (no bridge yet: loopback only, as `none`).
+    /// `default`/`bridge`, `none`, `host`, a network's name, `container:NAME`.
     pub network_mode: Option<String>,
     /// Refused.
     pub privileged: Option<bool>,
-    /// Published ports: refused until networks exist.
+    /// Published ports: `"80/tcp": [{"HostIp", "HostPort"}]`.
     pub port_bindings: Option<BTreeMap<String, Value>>,
+    /// Publish every exposed port on a free host port.
+    pub publish_all_ports: Option<bool>,
+    /// Name servers.
+    pub dns: Option<Vec<String>>,
+    /// DNS search domains.
+    pub dns_search: Option<Vec<String>>,
+    /// resolv.conf options.
+    pub dns_options: Option<Vec<String>>,
+    /// `host:ip` lines for /etc/hosts (`host-gateway` allowed).
+    pub extra_hosts: Option<Vec<String>>,
     /// `no` only.
     pub restart_policy: Option<RestartPolicy>,
 }
@@ -145,11 +159,6 @@ impl CreateBody {
                 "privileged containers are refused by xrun: give the container only what it needs (binds, devices are not supported either)",
             ));
         }
-        if hc.port_bindings.as_ref().is_some_and(|p| !p.is_empty()) {
-            return Err(bad(
-                "publishing ports is not supported yet (no container networks in xrun): use NetworkMode host",
-            ));
-        }
         if let Some(p) = hc.restart_policy.as_ref().and_then(|r| r.name.as_deref())
             && !p.is_empty()
             && p != "no"
@@ -158,15 +167,18 @@ impl CreateBody {
                 "restart policy {p:?} is not supported by xrun: use no"
             )));
         }
-        let network: Network = match hc.network_mode.as_deref().unwrap_or("") {
-            "" | "default" | "bridge" | "none" => Network::None,
-            "host" => Network::Host,
-            other => {
-                return Err(bad(format!(
-                    "network mode {other:?} is not supported: use none or host"
-                )));
-            }
-        };
+        let (network, net) = NetRequest {
+            mode: hc.network_mode.clone(),
+            port_bindings: hc.port_bindings.clone(),
+            publish_all: hc.publish_all_ports.unwrap_or(false),
+            exposed: self.exposed_ports,
+            dns: hc.dns.clone().unwrap_or_default(),
+            dns_search: hc.dns_search.clone().unwrap_or_default(),
+            dns_options: hc.dns_options.clone().unwrap_or_default(),
+            extra_hosts: hc.extra_hosts.clone().unwrap_or_default(),
+            networking: self.networking_config,
+        }
+        .into_settings()?;
         let mut volumes = Vec::new();
         for b in hc.binds.unwrap_or_default() {
             volumes.push(Volume::parse(&b).map_err(|e| bad(e.to_string()))?);
@@ -215,6 +227,7 @@ impl CreateBody {
             user: self.user.filter(|u| !u.is_empty()),
             hostname: self.hostname.filter(|h| !h.is_empty()),
             network,
+            net,
             memory: hc.memory.filter(|m| *m > 0).map(|m| m as u64),
             cpus,
             pids_limit: hc.pids_limit.filter(|p| *p > 0),
@@ -386,7 +399,12 @@ pub fn inspect(r: &ContainerRecord, network_settings: Value) -> Value {
             "Privileged": false,
             "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
             "LogConfig": {"Type": "json-file", "Config": {}},
-            "PortBindings": {},
+            "PortBindings": port_bindings(r),
+            "PublishAllPorts": false,
+            "Dns": r.options.net.dns,
+            "DnsSearch": r.options.net.dns_search,
+            "DnsOptions": r.options.net.dns_options,
+            "ExtraHosts": r.options.net.add_hosts,
         },
         "Config": {
             "Hostname": r.options.hostname.clone().unwrap_or_else(|| r.short_id().to_string()),
@@ -416,7 +434,8 @@ pub fn inspect(r: &ContainerRecord, network_settings: Value) -> Value {
 }
 
 /// One entry of `GET /containers/json`: Docker's `ContainerSummary`, plus `Xrun`.
-pub fn summary(r: &ContainerRecord) -> Value {
+/// `network_settings`: as for [`inspect`].
+pub fn summary(r: &ContainerRecord, network_settings: &Value) -> Value {
     let status = r.status();
     json!({
         "Id": r.id,
@@ -425,12 +444,12 @@ pub fn summary(r: &ContainerRecord) -> Value {
         "ImageID": "",
         "Command": r.command.join(" "),
         "Created": unix(&r.created),
-        "Ports": [],
+        "Ports": super::container_net::summary_ports(network_settings),
         "Labels": r.options.labels,
         "State": state_name(&status),
         "Status": status_line(r, &status),
         "HostConfig": {"NetworkMode": network_mode(r)},
-        "NetworkSettings": {"Networks": {}},
+        "NetworkSettings": {"Networks": network_settings["Networks"]},
         "Mounts": mounts(r),
         "Xrun": xrun_part(r),
     })
@@ -478,18 +497,22 @@ impl Filters {
         Ok(Filters(out))
     }
 
-    /// Whether `r` passes every filter (values of one filter are alternatives).
+    /// Whether `r` passes every filter (values of one filter are alternatives, but every
+    /// `label` must hold, as Docker).
     pub fn matches(&self, r: &ContainerRecord) -> bool {
         let status = r.status();
         self.0.iter().all(|(k, values)| {
+            let label = |v: &String| match v.split_once('=') {
+                Some((k, want)) => r.options.labels.get(k).is_some_and(|x| x == want),
+                None => r.options.labels.contains_key(v),
+            };
+            if k == "label" {
+                return values.iter().all(label);
+            }
             values.is_empty()
                 || values.iter().any(|v| match k.as_str() {
                     "id" => r.id.starts_with(v.as_str()),
                     "name" => r.name.contains(v.trim_start_matches('/')),
-                    "label" => match v.split_once('=') {
-                        Some((k, want)) => r.options.labels.get(k).is_some_and(|x| x == want),
-                        None => r.options.labels.contains_key(v),
-                    },
                     "status" => state_name(&status) == v,
                     "ancestor" => {
                         r.image.name == *v
@@ -506,6 +529,7 @@ impl Filters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::options::Network;
 
     fn body(v: Value) -> Result<ContainerSpec, ApiError> {
         serde_json::from_value::<CreateBody>(v)
@@ -530,7 +554,7 @@ mod tests {
         assert_eq!(o.cpus, Some(0.5));
         assert_eq!(o.pids_limit, None);
         assert!(o.auto_remove && o.read_only && o.tty && o.interactive && !o.init);
-        assert_eq!(o.network, Network::None);
+        assert_eq!(o.network, Network::Named("bridge".into()));
         assert_eq!(o.labels["a"], "b");
         assert_eq!(s.pull, PullPolicy::Never);
         assert_eq!(s.platform.unwrap().architecture, "arm64");
@@ -550,10 +574,14 @@ mod tests {
         assert!(e.message.contains("privileged"), "{}", e.message);
         let e = body(json!({"HostConfig": {}})).unwrap_err();
         assert!(e.message.contains("no image"), "{}", e.message);
-        let e = body(json!({"Image": "b", "HostConfig": {"NetworkMode": "mynet"}})).unwrap_err();
-        assert!(e.message.contains("mynet"));
-        let e = body(json!({"Image": "b", "HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}})).unwrap_err();
-        assert!(e.message.contains("ports"));
+        let e =
+            body(json!({"Image": "b", "HostConfig": {"NetworkMode": "container:"}})).unwrap_err();
+        assert!(e.message.contains("container:NAME"), "{}", e.message);
+        let e = body(
+            json!({"Image": "b", "HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "x"}]}}}),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("HostPort"));
         let e = body(
             json!({"Image": "b", "HostConfig": {"Mounts": [{"Type": "volume", "Target": "/x"}]}}),
         )

@@ -30,6 +30,7 @@ pub fn routes(r: &mut Router) {
     r.add(Method::POST, "/containers/{id}/restart", restart);
     r.add(Method::DELETE, "/containers/{id}", remove);
     r.add(Method::GET, "/containers/{id}/top", top);
+    r.add(Method::GET, "/containers/{id}/stats", super::stats::stats);
     r.add(
         Method::POST,
         "/containers/{id}/attach",
@@ -43,7 +44,6 @@ pub fn routes(r: &mut Router) {
         (Method::POST, "/containers/{id}/update"),
         (Method::GET, "/containers/{id}/export"),
         (Method::GET, "/containers/{id}/changes"),
-        (Method::GET, "/containers/{id}/stats"),
         (Method::GET, "/containers/{id}/archive"),
         (Method::PUT, "/containers/{id}/archive"),
         (Method::HEAD, "/containers/{id}/archive"),
@@ -92,10 +92,17 @@ async fn create(s: Arc<ApiState>, mut r: Request) -> HandlerResult {
         st.engine
             .create(spec, &Unobserved)
             .map_err(|e| match e.kind() {
-                crate::engine::ErrorKind::NotFound => ApiError::not_found(match &platform {
-                    Some(p) => format!("No such image: {image} (platform {p})"),
-                    None => format!("No such image: {image}"),
-                }),
+                crate::engine::ErrorKind::NotFound
+                    if !matches!(e, crate::engine::EngineError::Network(_)) =>
+                {
+                    ApiError::not_found(match &platform {
+                        Some(p) => format!("No such image: {image} (platform {p})"),
+                        None => format!("No such image: {image}"),
+                    })
+                }
+                // An unknown network: 400, not 404 (a 404 makes the docker CLI pull the
+                // image and try again; create documents 404 for the image only).
+                crate::engine::ErrorKind::NotFound => ApiError::bad_request(e.to_string()),
                 _ => e.into(),
             })
     })
@@ -132,7 +139,10 @@ async fn list(s: Arc<ApiState>, r: Request) -> HandlerResult {
         if !filters.matches(rec) {
             continue;
         }
-        out.push(container_json::summary(rec));
+        out.push(container_json::summary(
+            rec,
+            &s.engine.network_settings(rec),
+        ));
         if limit.is_some_and(|l| out.len() as i64 >= l) {
             break;
         }

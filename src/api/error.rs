@@ -61,6 +61,7 @@ impl From<EngineError> for ApiError {
         let status = match e.kind() {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::InUse => StatusCode::FORBIDDEN,
             ErrorKind::Invalid => StatusCode::BAD_REQUEST,
             // Docker answers a start whose command cannot run with 400; its CLI maps the
             // message to 126/127.

@@ -18,7 +18,9 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::{ArchiveFormat, PullRequest, SaveRequest};
+use crate::engine::{
+    ArchiveFormat, ImageFilters, ListedImage, PullRequest, SaveRequest, unix_time,
+};
 use crate::platform::Platform;
 use crate::reference::{ImageRef, familiar_name};
 use crate::registry::Credentials;
@@ -83,13 +85,6 @@ fn distinct(records: &[ImageRecord], f: impl Fn(&ImageRecord) -> Option<String>)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect()
-}
-
-/// Seconds since the epoch of an RFC 3339 time (0 when it does not parse).
-fn unix_time(rfc3339: &str) -> i64 {
-    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-        .map(|t| t.unix_timestamp())
-        .unwrap_or(0)
 }
 
 /// The credentials in `X-Registry-Auth` (base64url JSON `{"username", "password"}`), if any.
@@ -191,50 +186,22 @@ async fn create(s: Arc<ApiState>, r: Request) -> HandlerResult {
 }
 
 /// Docker's summary of one image (one manifest) for `GET /images/json`.
-fn summary(records: &[ImageRecord], config: &Value) -> Value {
+fn summary(image: &ListedImage) -> Value {
+    let records = &image.records;
     let r = &records[0];
-    let created = config["created"].as_str().unwrap_or(&r.created);
+    let config = &image.config;
     json!({
         "Id": r.manifest_digest,
         "ParentId": "",
         "RepoTags": distinct(records, repo_tag),
         "RepoDigests": distinct(records, |r| Some(repo_digest(r))),
-        "Created": unix_time(created),
+        "Created": unix_time(image.created()),
         "Size": r.size,
         "SharedSize": -1,
         "Labels": config["config"]["Labels"].as_object().cloned().unwrap_or_default(),
         "Containers": -1,
         "Descriptor": {"digest": r.manifest_digest, "platform": r.platform},
     })
-}
-
-/// Whether `pattern` (a `reference` filter: `name`, `name:tag`, with `*` globs) matches `r`.
-fn reference_matches(pattern: &str, r: &ImageRecord) -> bool {
-    let name = familiar_name(&r.name);
-    let full = match &r.tag {
-        Some(t) => format!("{name}:{t}"),
-        None => name.to_string(),
-    };
-    let target = if pattern.contains(':') { &full } else { name };
-    glob(pattern, target)
-        || ImageRef::parse(pattern)
-            .is_ok_and(|p| p.name() == r.name && (!pattern.contains(':') || p.tag == r.tag))
-}
-
-/// `*` matches any run of characters other than `/`; everything else literally.
-fn glob(pattern: &str, s: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == s,
-        Some((head, rest)) => {
-            let Some(tail) = s.strip_prefix(head) else {
-                return false;
-            };
-            (0..=tail.len())
-                .take_while(|&i| !tail[..i].contains('/'))
-                .filter(|&i| tail.is_char_boundary(i))
-                .any(|i| glob(rest, &tail[i..]))
-        }
-    }
 }
 
 /// The `filters` query (`{"name": ["value", …]}`, or the old `{"name": {"value": true}}`).
@@ -261,63 +228,34 @@ fn filters(q: &Query) -> Result<Vec<(String, String)>, ApiError> {
 
 /// `GET /images/json?filters=&all=`: one entry per stored manifest.
 async fn list(s: Arc<ApiState>, r: Request) -> HandlerResult {
-    let filters = filters(&r.query)?;
-    for (k, _) in &filters {
-        if !matches!(k.as_str(), "reference" | "dangling" | "label") {
-            return Err(ApiError::bad_request(format!(
-                "invalid filter {k:?} (xrun supports reference, dangling, label)"
-            )));
+    let mut want = ImageFilters::default();
+    for (k, v) in filters(&r.query)? {
+        match k.as_str() {
+            "reference" => want.references.push(v),
+            "label" => want.labels.push(v),
+            "dangling" => {
+                want.dangling = Some(match v.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => {
+                        return Err(ApiError::bad_request(format!(
+                            "invalid filter dangling={v:?} (use true or false)"
+                        )));
+                    }
+                })
+            }
+            "before" => want.before = Some(v),
+            "since" => want.since = Some(v),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid filter {k:?} (xrun supports reference, dangling, label, before, since)"
+                )));
+            }
         }
     }
     let engine = s.engine.clone();
-    let out = blocking(move || {
-        let records = engine.list_images(None)?;
-        let mut groups: Vec<Vec<ImageRecord>> = Vec::new();
-        for rec in records {
-            match groups
-                .iter_mut()
-                .find(|g| g[0].manifest_digest == rec.manifest_digest)
-            {
-                Some(g) => g.push(rec),
-                None => groups.push(vec![rec]),
-            }
-        }
-        let mut out = Vec::new();
-        for g in groups {
-            let refs: Vec<&str> = filters
-                .iter()
-                .filter(|(k, _)| k == "reference")
-                .map(|(_, v)| v.as_str())
-                .collect();
-            if !refs.is_empty()
-                && !g
-                    .iter()
-                    .any(|rec| refs.iter().any(|p| reference_matches(p, rec)))
-            {
-                continue;
-            }
-            let dangling = g.iter().all(|rec| rec.tag.is_none());
-            if filters
-                .iter()
-                .any(|(k, v)| k == "dangling" && (v == "true" || v == "1") != dangling)
-            {
-                continue;
-            }
-            let config = engine.image_config(&g[0])?;
-            let labels = &config["config"]["Labels"];
-            let label_ok = filters.iter().filter(|(k, _)| k == "label").all(|(_, v)| {
-                match v.split_once('=') {
-                    Some((k, want)) => labels[k].as_str() == Some(want),
-                    None => !labels[v.as_str()].is_null(),
-                }
-            });
-            if label_ok {
-                out.push(summary(&g, &config));
-            }
-        }
-        Ok(out)
-    })
-    .await?;
+    let images = blocking(move || Ok(engine.list_images_filtered(&want)?)).await?;
+    let out: Vec<Value> = images.iter().map(summary).collect();
     Ok(http::json(StatusCode::OK, &out))
 }
 
@@ -714,15 +652,6 @@ async fn push(_s: Arc<ApiState>, _r: Request) -> HandlerResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs_stop_at_slashes() {
-        assert!(glob("busy*", "busybox"));
-        assert!(glob("busybox:*", "busybox:latest"));
-        assert!(!glob("busy*", "busy/box"));
-        assert!(glob("*/app:2", "demo/app:2"));
-        assert!(!glob("busybox", "busybox2"));
-    }
 
     #[test]
     fn platforms_come_as_strings_or_json() {

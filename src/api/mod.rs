@@ -31,15 +31,18 @@ use crate::engine::Engine;
 pub mod attach;
 pub mod check;
 pub mod container_json;
+pub mod container_net;
 pub mod containers;
 pub mod error;
 pub mod exec;
 pub mod http;
 pub mod images;
 pub mod logs;
+pub mod networks;
 pub mod procs;
 pub mod progress;
 pub mod router;
+pub mod stats;
 pub mod stream;
 pub mod system;
 pub mod version;
@@ -84,6 +87,7 @@ pub fn routes() -> Router {
     containers::routes(&mut r);
     exec::routes(&mut r);
     images::routes(&mut r);
+    networks::routes(&mut r);
     r
 }
 
@@ -233,7 +237,8 @@ async fn serve_async(opts: ServeOptions) -> Result<(), ServeError> {
         .set_nonblocking(true)
         .map_err(socket_err(&opts.socket))?;
     let listener = UnixListener::from_std(std_listener).map_err(socket_err(&opts.socket))?;
-    let state = Arc::new(ApiState::new(opts.engine));
+    // Detached starts hand the container to a monitor started ahead of need.
+    let state = Arc::new(ApiState::new(opts.engine.with_spare_monitors()));
     let router = Arc::new(routes());
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Runtime)?;

@@ -19,6 +19,7 @@ mod network;
 mod pull;
 mod run;
 mod serve;
+mod stats;
 
 /// Exit code for xrun's own failures, as Docker's 125.
 pub const EXIT_XRUN_ERROR: u8 = 125;
@@ -101,6 +102,8 @@ enum Command {
     Network(network::NetworkCommand),
     /// Show a container's published ports.
     Port(network::PortArgs),
+    /// Show what containers use (CPU, memory, network, processes).
+    Stats(stats::StatsArgs),
     /// binfmt_misc handlers for the emulated route.
     #[command(subcommand)]
     Binfmt(binfmt::BinfmtCommand),
@@ -160,6 +163,7 @@ pub fn main() -> ExitCode {
         Command::Binfmt(a) => binfmt::binfmt(&cli.global, a),
         Command::Network(a) => network::network(&cli.global, a),
         Command::Port(a) => network::port(&cli.global, a),
+        Command::Stats(a) => stats::stats(&cli.global, a),
         Command::Internal(a) => containers::internal(&cli.global, a),
     };
     match result {

@@ -67,6 +67,7 @@ impl Engine {
             self.root(),
             id,
             remove_on_error,
+            self.spares.as_ref(),
         )?)
     }
 
@@ -124,10 +125,20 @@ impl Engine {
 
     /// The body of container `id`'s monitor process (`xrun internal monitor ID`; fd 3, when
     /// open, is the readiness pipe): starts the container, waits for it, records its exit.
+    /// A spare monitor (`ID` is [`runtime::monitor::SPARE_ID`]) first waits for its id on
+    /// fd 4 and ends quietly when none comes.
     pub fn monitor(&self, id: &str) -> Result<u8, EngineError> {
         let ready = runtime::monitor::ready_fd();
         self.seal()?;
+        let id = if id == runtime::monitor::SPARE_ID {
+            match runtime::monitor::wait_for_assignment() {
+                Some(id) => id,
+                None => return Ok(0),
+            }
+        } else {
+            id.to_string()
+        };
         let c = self.containers()?;
-        Ok(lifecycle::monitor(&c, id, ready, &VmMachines)?)
+        Ok(lifecycle::monitor(&c, &id, ready, &VmMachines)?)
     }
 }

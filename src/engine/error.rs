@@ -60,6 +60,9 @@ pub enum EngineError {
     /// The vm stage failed.
     #[error(transparent)]
     Vm(#[from] VmError),
+    /// A network is not there, is there already, or is in use.
+    #[error(transparent)]
+    Network(crate::network::NetworkError),
     /// Writing the output the caller asked for failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -82,6 +85,8 @@ pub enum ErrorKind {
     NotFound,
     /// The object is in the wrong state for the operation (running, in use).
     Conflict,
+    /// The object is in use and cannot go (a network with containers attached: Docker's 403).
+    InUse,
     /// The request is wrong.
     Invalid,
     /// The image cannot run here.
@@ -130,6 +135,13 @@ impl EngineError {
                 _ => ErrorKind::Failed,
             },
             EngineError::Store(StoreError::InUse { .. }) => ErrorKind::Conflict,
+            EngineError::Network(e) => match e {
+                crate::network::NetworkError::NotFound(_) => ErrorKind::NotFound,
+                crate::network::NetworkError::Exists(_) => ErrorKind::Conflict,
+                crate::network::NetworkError::InUse(_) => ErrorKind::InUse,
+                crate::network::NetworkError::BadInput(_) => ErrorKind::Invalid,
+                _ => ErrorKind::Failed,
+            },
             EngineError::Store(StoreError::ImageNotFound(_)) => ErrorKind::NotFound,
             EngineError::Store(
                 StoreError::BadLayout { .. }

@@ -7,8 +7,10 @@
 //!   [`ContainerSpec`]), [`Engine::start`], [`Engine::run_attached`], [`Engine::logs`],
 //!   [`Engine::stop`], [`Engine::kill`], [`Engine::remove`], [`Engine::exec`],
 //!   [`Engine::list`], [`Engine::inspect`], [`Engine::attach`] (a client of a container's
-//!   terminal or streams: [`AttachRequest`] → [`Attachment`]), [`Engine::resize`];
-//! - images: [`Engine::pull`], [`Engine::list_images`], [`Engine::inspect_image`],
+//!   terminal or streams: [`AttachRequest`] → [`Attachment`]), [`Engine::resize`],
+//!   [`Engine::stats`] (what it uses: [`ContainerStats`]);
+//! - images: [`Engine::pull`], [`Engine::list_images`] (and, by Docker's filters,
+//!   [`Engine::list_images_filtered`]), [`Engine::inspect_image`],
 //!   [`Engine::remove_image`] + [`Engine::reclaim`], [`Engine::prune_images`],
 //!   [`Engine::load_images`] / [`Engine::load_images_from`], [`Engine::save_images`] /
 //!   [`Engine::save_images_to`], [`Engine::tag_image`];
@@ -33,6 +35,7 @@ mod containers;
 mod create;
 mod error;
 mod exec;
+mod image_list;
 mod images;
 mod logs;
 mod networks;
@@ -41,6 +44,7 @@ mod registry;
 mod resolve;
 pub mod route;
 mod spec;
+mod stats;
 pub mod vm;
 
 pub use crate::store::ArchiveFormat;
@@ -51,10 +55,12 @@ pub use attach::{
 pub use check::CheckRequest;
 pub use containers::{AttachOptions, ExecSpec};
 pub use error::{EXIT_ENGINE_ERROR, EngineError, ErrorKind};
+pub use image_list::{ImageFilters, ListedImage, unix_time};
 pub use images::{PullRequest, Reclaimed, SaveRequest};
 pub use networks::{NetworkInfo, network_json, network_settings};
 pub use observer::{Observer, Unobserved};
 pub use spec::{ContainerSpec, CreateOutcome, Created, DryRun, DryRunPlan, ImageSource};
+pub use stats::{ContainerStats, STATS_INTERVAL};
 
 /// The engine over one store root (images, containers, state).
 ///
@@ -64,6 +70,8 @@ pub use spec::{ContainerSpec, CreateOutcome, Created, DryRun, DryRunPlan, ImageS
 pub struct Engine {
     root: PathBuf,
     config: Option<Config>,
+    /// Monitors started ahead of need (a long-lived front end: [`Engine::with_spare_monitors`]).
+    spares: Option<std::sync::Arc<crate::runtime::monitor::SpareMonitors>>,
 }
 
 impl Engine {
@@ -73,7 +81,16 @@ impl Engine {
         Engine {
             root: root.into(),
             config: None,
+            spares: None,
         }
+    }
+
+    /// Keeps a container monitor started ahead of need, so a detached start does not wait
+    /// for one to start (for a long-lived front end such as the API service; see
+    /// [`crate::runtime::monitor`]). The spare ends when the last clone of this engine goes.
+    pub fn with_spare_monitors(mut self) -> Engine {
+        self.spares = Some(crate::runtime::monitor::SpareMonitors::new(&self.root));
+        self
     }
 
     /// Uses `config` instead of reading the configuration file at each operation.

@@ -25,8 +25,15 @@ pub struct NetworkInfo {
     pub containers: Vec<(String, String, network::Endpoint)>,
 }
 
+/// Missing, existing and in-use networks keep their kind (the API answers 404, 409, 403);
+/// the rest is the runtime's.
 fn net_err(e: network::NetworkError) -> EngineError {
-    EngineError::Runtime(RuntimeError::from(e))
+    match e {
+        network::NetworkError::NotFound(_)
+        | network::NetworkError::Exists(_)
+        | network::NetworkError::InUse(_) => EngineError::Network(e),
+        e => EngineError::Runtime(RuntimeError::from(e)),
+    }
 }
 
 impl Engine {
@@ -315,6 +322,30 @@ pub fn network_settings(root: &std::path::Path, rec: &ContainerRecord) -> Value 
                     } else {
                         json!(network::names::record(&rec.id, &rec.name, e).names)
                     },
+                }),
+            );
+        }
+    }
+    if st.is_none() {
+        // Not attached now (created, stopped): the networks it is configured for, without
+        // addresses, as Docker shows them (clients such as Compose look here before they
+        // connect a container); the aliases with the short id, as Docker's API 1.44.
+        let mut configured: Vec<(String, Vec<String>)> = Vec::new();
+        if let Network::Named(n) = &rec.options.network {
+            configured.push((n.clone(), rec.options.net.aliases.clone()));
+        }
+        for e in &rec.options.net.extra_networks {
+            configured.push((e.network.clone(), e.aliases.clone()));
+        }
+        for (name, mut aliases) in configured {
+            aliases.push(rec.short_id().to_string());
+            networks.insert(
+                name,
+                json!({
+                    "IPAMConfig": null, "Links": null, "Aliases": aliases, "MacAddress": "",
+                    "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "",
+                    "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
+                    "GlobalIPv6PrefixLen": 0, "DNSNames": null,
                 }),
             );
         }

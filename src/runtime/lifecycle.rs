@@ -3,8 +3,6 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -551,44 +549,21 @@ pub fn run_attached(
 }
 
 /// Starts container `id` detached under its monitor; returns once it runs (or failed).
+/// `spares`: hand it to a spare monitor when one is ready (see [`super::monitor`]).
 pub fn start_detached(
     c: &Containers,
     root: &std::path::Path,
     id: &str,
     remove_on_error: bool,
+    spares: Option<&Arc<super::monitor::SpareMonitors>>,
 ) -> Result<(), RuntimeError> {
-    let exe = super::seal::original_exe()?;
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let wfd = w.as_raw_fd();
-    let mut cmd = Command::new(exe);
-    cmd.args(["internal", "monitor", id])
-        .env("XRUN_ROOT", root)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            match libc::fork() {
-                -1 => return Err(std::io::Error::last_os_error()),
-                0 => {}
-                _ => libc::_exit(0),
-            }
-            if libc::dup2(wfd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| RuntimeError::io("starting the monitor", e))?;
-    let _ = child.wait();
-    drop(w);
+    let spared = spares.and_then(|s| s.take()).and_then(|s| s.assign(id));
+    let ready = match spared {
+        Some(r) => r,
+        None => super::monitor::spawn(&super::seal::original_exe()?, root, id, None)?,
+    };
     let mut answer = String::new();
-    let _ = std::fs::File::from(r).read_to_string(&mut answer);
+    let _ = { ready }.read_to_string(&mut answer);
     if answer.starts_with("OK") {
         return Ok(());
     }
@@ -689,6 +664,7 @@ pub fn monitor(
         && !running.has_runtime_child()
     {
         let e = super::seal::resume_monitor_from_disk(
+            id,
             running.pid.as_raw(),
             session.log_pipes.as_ref(),
             listener.as_ref().map(|(l, _)| l),

@@ -79,6 +79,7 @@ pub mod signals;
 pub mod spec;
 pub mod state;
 pub mod tty;
+pub mod usage;
 pub mod user;
 
 use std::path::PathBuf;

@@ -5,10 +5,187 @@
 //! socket ([`crate::runtime::attach`]), reaps the container, records the exit status and
 //! cleans up.
 //! The body is [`crate::runtime::lifecycle::monitor`].
+//!
+//! # Spare monitors
+//!
+//! A long-lived front end (the API service) keeps one monitor started ahead of need
+//! ([`SpareMonitors`]): `xrun internal monitor -` starts, protects its binary (the seal's
+//! re-execution), then waits for the id of the container it is to start on fd 4 (one line).
+//! A start hands the id to the spare and reads its readiness as usual, so the fork, the two
+//! executions and the start-up of the monitor are out of the start's way; a new spare is made
+//! in the background. The spare is double-forked and `setsid` like any monitor, so the
+//! container it then owns survives the service; a spare whose fd 4 reaches its end (the
+//! service went) exits without doing anything.
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use super::RuntimeError;
+
+/// The id argument of a spare monitor (it reads the real id from fd 4).
+pub const SPARE_ID: &str = "-";
 
 /// The readiness pipe inherited as fd 3, if open.
 pub fn ready_fd() -> Option<OwnedFd> {
     (unsafe { libc::fcntl(3, libc::F_GETFD) } >= 0).then(|| unsafe { OwnedFd::from_raw_fd(3) })
+}
+
+/// In a spare monitor: waits for the id of the container to start (a line on fd 4); `None`
+/// when the line never comes (the front end went) or is not a container id.
+pub fn wait_for_assignment() -> Option<String> {
+    if unsafe { libc::fcntl(4, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: fd 4 is the assignment pipe this process inherited for this purpose.
+    let mut f = File::from(unsafe { OwnedFd::from_raw_fd(4) });
+    let mut line = Vec::new();
+    let mut b = [0u8; 80];
+    while line.len() <= 80 {
+        match f.read(&mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => line.extend_from_slice(&b[..n]),
+        }
+        if line.contains(&b'\n') {
+            break;
+        }
+    }
+    let id = String::from_utf8(line).ok()?;
+    let id = id.trim_end_matches('\n');
+    (id.len() == 64 && id.bytes().all(|c| c.is_ascii_hexdigit())).then(|| id.to_string())
+}
+
+/// Starts a monitor process for container `id` (or a spare, [`SPARE_ID`], reading its id
+/// from `assignment`) over store root `root`, double-forked and `setsid`; returns the read
+/// end of its readiness pipe.
+pub fn spawn(
+    exe: &Path,
+    root: &Path,
+    id: &str,
+    assignment: Option<OwnedFd>,
+) -> Result<File, RuntimeError> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let wfd = w.as_raw_fd();
+    let afd: RawFd = assignment.as_ref().map_or(-1, |a| a.as_raw_fd());
+    let mut cmd = Command::new(exe);
+    cmd.args(["internal", "monitor", id])
+        .env("XRUN_ROOT", root)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            match libc::fork() {
+                -1 => return Err(std::io::Error::last_os_error()),
+                0 => {}
+                _ => libc::_exit(0),
+            }
+            // Out of the way of 3 and 4 first (either may be one of them).
+            let ready = libc::fcntl(wfd, libc::F_DUPFD, 10);
+            let assign = if afd >= 0 {
+                libc::fcntl(afd, libc::F_DUPFD, 10)
+            } else {
+                -1
+            };
+            if ready < 0 || libc::dup2(ready, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(ready);
+            if assign >= 0 {
+                if libc::dup2(assign, 4) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(assign);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| RuntimeError::io("starting the monitor", e))?;
+    let _ = child.wait();
+    drop(w);
+    drop(assignment);
+    Ok(File::from(r))
+}
+
+/// A spare monitor: where its container id goes, and its readiness pipe.
+#[derive(Debug)]
+pub struct Spare {
+    assign: File,
+    ready: File,
+}
+
+impl Spare {
+    /// Hands container `id` to the spare; its readiness pipe then, or `None` when the spare
+    /// is gone (start another monitor instead).
+    pub fn assign(mut self, id: &str) -> Option<File> {
+        self.assign.write_all(format!("{id}\n").as_bytes()).ok()?;
+        Some(self.ready)
+    }
+}
+
+/// One spare monitor kept ready for the next start over a store root (see the module doc).
+#[derive(Debug)]
+pub struct SpareMonitors {
+    root: PathBuf,
+    slot: Mutex<Option<Spare>>,
+}
+
+impl SpareMonitors {
+    /// Spare monitors over store root `root`; the first is made at once (in the background).
+    pub fn new(root: &Path) -> Arc<SpareMonitors> {
+        let s = Arc::new(SpareMonitors {
+            root: root.to_path_buf(),
+            slot: Mutex::new(None),
+        });
+        s.refill();
+        s
+    }
+
+    /// The spare, if one is ready; another is made in the background.
+    pub fn take(self: &Arc<SpareMonitors>) -> Option<Spare> {
+        let spare = self.slot.lock().ok()?.take();
+        self.refill();
+        spare
+    }
+
+    /// Makes a spare in the background unless one is there.
+    fn refill(self: &Arc<SpareMonitors>) {
+        let me = self.clone();
+        std::thread::spawn(move || {
+            if me.slot.lock().map(|s| s.is_some()).unwrap_or(true) {
+                return;
+            }
+            match make_spare(&me.root) {
+                Ok(spare) => {
+                    if let Ok(mut slot) = me.slot.lock()
+                        && slot.is_none()
+                    {
+                        *slot = Some(spare);
+                    }
+                    // Otherwise a concurrent refill won: this one ends with its pipe.
+                }
+                Err(e) => tracing::warn!("starting a spare container monitor: {e}"),
+            }
+        });
+    }
+}
+
+fn make_spare(root: &Path) -> Result<Spare, RuntimeError> {
+    let exe = super::seal::original_exe()?;
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let ready = spawn(&exe, root, SPARE_ID, Some(r))?;
+    Ok(Spare {
+        assign: File::from(w),
+        ready,
+    })
 }

@@ -502,13 +502,14 @@ pub fn take_monitor_resume() -> Option<MonitorResume> {
     })
 }
 
-/// Re-executes this monitor (`xrun internal monitor ID`) from the on-disk binary, told to
+/// Re-executes this monitor (`xrun internal monitor ID`, with container `id`) from the on-disk binary, told to
 /// wait for container process `pid` (its child, which stays its child across exec) and to
 /// copy its output `pipes` (kept open across the exec) into its log, and to serve the attach
 /// socket `listener`. Used once the container runs: no xrun process is inside it any more,
 /// so the protection is no longer needed and the memfd copy is dropped. Returns only on
 /// error.
 pub fn resume_monitor_from_disk(
+    id: &str,
     pid: i32,
     pipes: Option<&(OwnedFd, OwnedFd)>,
     listener: Option<&std::os::unix::net::UnixListener>,
@@ -521,9 +522,13 @@ pub fn resume_monitor_from_disk(
         Ok(f) => f,
         Err(e) => return RuntimeError::io("opening the xrun binary", e),
     };
-    let args: Vec<CString> = std::env::args_os()
+    // The same command line, with the container's id last (a spare monitor got it later).
+    let mut args: Vec<CString> = std::env::args_os()
         .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
         .collect();
+    if let (Some(last), Ok(id)) = (args.last_mut(), CString::new(id)) {
+        *last = id;
+    }
     let mut env: Vec<CString> = std::env::vars_os()
         .filter(|(k, _)| k != SEALED_ENV && k != RESUME_ENV)
         .filter_map(|(k, v)| {
