@@ -256,8 +256,8 @@ services:
     );
     let o = compose(&["ps", "-q"]);
     assert_eq!(out(&o).lines().count(), 2, "{}", out(&o));
-    // The client reaches the web service on the project's network. By its address: names
-    // come with the net-dns branch (aardvark-dns), not merged here yet.
+    // The client reaches the web service on the project's network by its service name
+    // (Compose's alias, served by aardvark-dns) and by its address.
     let o = s.docker(&[
         "inspect",
         "-f",
@@ -266,21 +266,26 @@ services:
     ]);
     let ip = out(&o);
     assert!(ip.starts_with("10."), "{ip}");
-    let mut body = String::new();
-    for _ in 0..100 {
-        let o = s.docker(&[
-            "exec",
-            &format!("{project}_client_1"),
-            "wget",
-            "-qO-",
-            &format!("http://{ip}/"),
-        ]);
-        body = out(&o);
-        if !body.is_empty() {
-            break;
+    let fetch = |host: &str| {
+        let mut body = String::new();
+        for _ in 0..100 {
+            let o = s.docker(&[
+                "exec",
+                &format!("{project}_client_1"),
+                "wget",
+                "-qO-",
+                &format!("http://{host}/"),
+            ]);
+            body = out(&o);
+            if !body.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+        body
+    };
+    assert_eq!(fetch("web"), "compose-web", "{}", s.log());
+    let body = fetch(&ip);
     assert_eq!(body, "compose-web");
     let o = s.docker(&["network", "ls", "--format", "{{.Name}}"]);
     assert!(

@@ -1080,3 +1080,43 @@ fn hosts_resolv_and_a_shared_namespace() {
     ok(xrun(&env, &["rm", "-f", &id]));
     t.gone("rm -f");
 }
+
+/// Two store roots on one host: their user networks never get the same subnet, whether or not
+/// a bridge exists yet (subnets are claimed host-wide), and a removed network's subnet is free
+/// again.
+#[test]
+fn store_roots_never_share_a_subnet() {
+    let Some(a) = setup() else { return };
+    let b = TestEnv::new();
+    let name_a = format!("xa{}", std::process::id());
+    let name_b = format!("xb{}", std::process::id());
+    let subnet_of = |env: &TestEnv, name: &str| {
+        let o = xrun(env, &["network", "inspect", name]);
+        assert!(o.status.success(), "{}", err(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v[0]["IPAM"]["Config"][0]["Subnet"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{v}"))
+            .to_string()
+    };
+    let o = xrun(&a, &["network", "create", &name_a]);
+    assert!(o.status.success(), "{}", err(&o));
+    let o = xrun(&b, &["network", "create", &name_b]);
+    assert!(o.status.success(), "{}", err(&o));
+    let (sa, sb) = (subnet_of(&a, &name_a), subnet_of(&b, &name_b));
+    assert_ne!(sa, sb, "no bridge exists yet, the claim keeps them apart");
+    // An explicit overlapping subnet in the other root is refused, naming the holder.
+    let o = xrun(&b, &["network", "create", "--subnet", &sa, "clash"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        err(&o).contains("overlaps") && err(&o).contains(&name_a),
+        "{}",
+        err(&o)
+    );
+    assert!(xrun(&a, &["network", "rm", &name_a]).status.success());
+    let o = xrun(&b, &["network", "create", "--subnet", &sa, "clash"]);
+    assert!(o.status.success(), "freed by rm: {}", err(&o));
+    for n in [name_b.as_str(), "clash"] {
+        assert!(xrun(&b, &["network", "rm", n]).status.success());
+    }
+}

@@ -335,6 +335,9 @@ pub fn setup(nets: &Networks, req: &NetworkRequest) -> Result<Attachment, Networ
     for ep in &req.endpoints {
         let def = nets.get(&ep.network)?;
         check_endpoint(&def, ep)?;
+        if !def.is_default() {
+            super::claims::claim(&def, &nets.def_path(&def.name))?;
+        }
         if defs.iter().any(|(d, _): &(NetworkDef, _)| d.id == def.id) {
             return Err(NetworkError::BadInput(format!(
                 "the container joins network {} twice",

@@ -172,15 +172,26 @@ impl Networks {
         if all.iter().any(|n| n.name == req.name) {
             return Err(NetworkError::Exists(req.name.clone()));
         }
-        let routes = host_routes();
+        let own_bridges: Vec<&str> = all.iter().map(|n| n.bridge.as_str()).collect();
+        let routes = host_routes()
+            .into_iter()
+            .filter(|(_, dev)| dev != DEFAULT_BRIDGE && !own_bridges.contains(&dev.as_str()));
         let taken: Vec<(Subnet, String)> = all
             .iter()
             .map(|n| (n.subnet, format!("network {}", n.name)))
-            .chain(
-                routes
-                    .into_iter()
-                    .map(|(s, dev)| (s, format!("a host route on {dev}"))),
-            )
+            .chain(super::claims::live().into_iter().map(|c| {
+                let root = c
+                    .def_path
+                    .parent()
+                    .and_then(Path::parent)
+                    .map(Path::to_path_buf);
+                let root = root.unwrap_or_default();
+                (
+                    c.subnet,
+                    format!("network {} of {}", c.name, root.display()),
+                )
+            }))
+            .chain(routes.map(|(s, dev)| (s, format!("a host route on {dev}"))))
             .collect();
         let subnet = match req.subnet {
             Some(s) => {
@@ -222,10 +233,16 @@ impl Networks {
             let _ = super::firewall::remove_isolation(&def);
             return Err(e);
         }
+        if let Err(e) = super::claims::claim(&def, &self.def_path(&def.name)) {
+            let _ = std::fs::remove_file(self.def_path(&def.name));
+            let _ = super::firewall::remove_isolation(&def);
+            return Err(e);
+        }
         Ok(def)
     }
 
-    fn def_path(&self, name: &str) -> PathBuf {
+    /// Where network `name`'s definition is kept.
+    pub fn def_path(&self, name: &str) -> PathBuf {
         self.dir().join(format!("{name}.json"))
     }
 
@@ -265,6 +282,7 @@ impl Networks {
         let _ = std::fs::remove_dir_all(super::ipam_dir(&def));
         std::fs::remove_file(self.def_path(&def.name))
             .map_err(|e| NetworkError::io(format!("removing network {}", def.name), e))?;
+        super::claims::release(&def.id);
         Ok(def)
     }
 }
@@ -309,8 +327,8 @@ fn next_free(taken: &[(Subnet, String)]) -> Result<Subnet, NetworkError> {
         })
 }
 
-/// The host's IPv4 routes (main table) with their devices, except those on xrun's own
-/// bridges and the default route.
+/// The host's IPv4 routes (main table) with their devices, except the default route (the
+/// caller leaves out its own networks' bridges: another store root's bridges count).
 pub fn host_routes() -> Vec<(Subnet, String)> {
     let out = std::process::Command::new("ip")
         .args(["-4", "-o", "route", "show"])
@@ -330,9 +348,6 @@ fn parse_routes(text: &str) -> Vec<(Subnet, String)> {
                 .find(|p| p[0] == "dev")
                 .map(|p| p[1].to_string())
                 .unwrap_or_default();
-            if dev == DEFAULT_BRIDGE || dev.starts_with("xrbr-") {
-                return None;
-            }
             let s = if dst.contains('/') {
                 let (a, p) = dst.split_once('/')?;
                 Subnet {
@@ -413,8 +428,9 @@ mod tests {
         let r = parse_routes(
             "default via 192.0.2.1 dev eth0\n192.0.2.0/24 dev eth0 proto kernel scope link src 192.0.2.2\n10.87.0.0/16 dev xrun0 proto kernel\n10.90.0.0/24 dev cni-podman1\n",
         );
-        assert_eq!(r.len(), 2);
-        assert_eq!(r[1].0.to_string(), "10.90.0.0/24");
+        assert_eq!(r.len(), 3, "every route but the default one");
+        assert_eq!(r[1].1, "xrun0");
+        assert_eq!(r[2].0.to_string(), "10.90.0.0/24");
         let s = next_free(&r).unwrap();
         assert_eq!(s.to_string(), "10.90.1.0/24");
     }

@@ -15,6 +15,7 @@
 //! /run/xrun/net/ns/<id>              the container's network namespace (a bind mount of nsfs)
 //! /run/xrun/net/ports.json (+.lock)  host ports reserved by running containers
 //! /run/xrun/net/ipam/<bridge>/<name>/  host-local's leases (`dataDir`, see [`ipam_dir`])
+//! /run/xrun/net/subnets/<net id>.json  host-wide claims on user networks' subnets ([`claims`])
 //! /run/xrun/net/locks/<id>           held while container `id`'s network is torn down
 //! /run/xrun/net/aardvark/            aardvark-dns's files: one per user network (by id) with
 //!                                    its containers' names ([`names`], [`dns`])
@@ -25,6 +26,7 @@
 //! `bridge-subnet`, default `10.87.0.0/16`). IPv4 only.
 
 pub mod attach;
+pub mod claims;
 pub mod cni;
 pub mod conflist;
 pub mod defs;

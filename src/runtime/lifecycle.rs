@@ -413,9 +413,24 @@ fn launch_any(
     extras: &BundleExtras,
     machines: &dyn Machines,
 ) -> Result<Session, RuntimeError> {
+    wait_previous_owner(rec);
     match machines.machine(c, rec)? {
         Some(m) => launch_machine(c, rec, attach, m),
         None => launch(c, rec, attach, extras),
+    }
+}
+
+/// A restart right after an exit: the previous owner records the exit before it unmounts
+/// the root file system and tears the network down (so waiters learn of the exit at once);
+/// a new start waits until that owner is gone, else its cleanup would undo the new run's
+/// mounts. Bounded: an owner stuck for 10 s is left behind, as before.
+fn wait_previous_owner(rec: &ContainerRecord) {
+    if let Some(owner) = rec.owner
+        && owner != ProcRef::me()
+        && owner.alive()
+    {
+        tracing::debug!("waiting for the previous owner {} to finish", owner.pid);
+        wait_until(Duration::from_secs(10), || !owner.alive());
     }
 }
 
