@@ -317,9 +317,13 @@ fn wait_for_start(
 ) -> Option<Source> {
     loop {
         let now = c.load(&rec.id).ok()?;
-        if now.runs != rec.runs {
-            // A run began since this client looked: its monitor may have connected, or may
-            // have looked for waiting clients before this one listened.
+        // A run began since this client looked — or was beginning as it looked: its monitor
+        // bumps `runs` before the container is recorded running, so a client that read the
+        // record in between sees the same `runs` and must notice the run itself (it is
+        // running now, or it ended: `finished` changed).
+        if now.runs != rec.runs || now.is_running() || now.finished != rec.finished {
+            // Its monitor may have connected, or may have looked for waiting clients before
+            // this one listened.
             pending.unlink();
             if let Ok(Some(s)) = pending.accept(Duration::ZERO) {
                 return client::handshake(s, hello).ok().map(Source::Live);
