@@ -246,6 +246,15 @@ pub async fn pull(
     for r in &records {
         store.record_image(r)?;
     }
+    // Remembered so a push to another repository of this registry can mount them.
+    let blobs: Vec<Digest> = targets
+        .iter()
+        .flat_map(|t| {
+            std::iter::once(t.manifest.config.digest.clone())
+                .chain(t.manifest.layers.iter().map(|l| l.digest.clone()))
+        })
+        .collect();
+    store.add_blob_sources(&blobs, remote.endpoint(), &image.repository)?;
     progress.finish(&shown, &top_digest, new);
     Ok(PullOutcome {
         reference: image.clone(),
