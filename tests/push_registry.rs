@@ -1,9 +1,9 @@
 //! `xrun push` against a real Distribution registry, read back by the real tools: `skopeo
 //! inspect --raw` sees the store's exact manifest bytes, `podman pull` + `podman run` runs
 //! what xrun pushed (both platforms of an index), and xrun pulls and runs what `podman build`
-//! + `podman push` made. Blobs the registry has are not sent again; blobs another repository
-//! of the registry has are mounted; a corrupt store blob is refused; auth and an unreachable
-//! registry fail with one line and exit 125.
+//! and `podman push` made. Blobs the registry has are not sent again; blobs another
+//! repository of the registry has are mounted; a corrupt store blob is refused; auth and an
+//! unreachable registry fail with one line and exit 125.
 
 mod common;
 

@@ -110,16 +110,22 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let d = Digest::of(b"x");
         assert!(store.blob_sources(&d).unwrap().is_empty());
-        store.add_blob_sources(&[d.clone()], "r:1", "a").unwrap();
-        store.add_blob_sources(&[d.clone()], "r:1", "b/c").unwrap();
-        store.add_blob_sources(&[d.clone()], "r:1", "a").unwrap();
+        store
+            .add_blob_sources(std::slice::from_ref(&d), "r:1", "a")
+            .unwrap();
+        store
+            .add_blob_sources(std::slice::from_ref(&d), "r:1", "b/c")
+            .unwrap();
+        store
+            .add_blob_sources(std::slice::from_ref(&d), "r:1", "a")
+            .unwrap();
         let got = store.blob_sources(&d).unwrap();
         assert_eq!(got[0].repository, "a");
         assert_eq!(got[1].repository, "b/c");
         assert_eq!(got.len(), 2);
         for i in 0..20 {
             store
-                .add_blob_sources(&[d.clone()], "r:1", &format!("n{i}"))
+                .add_blob_sources(std::slice::from_ref(&d), "r:1", &format!("n{i}"))
                 .unwrap();
         }
         assert_eq!(store.blob_sources(&d).unwrap().len(), MAX_SOURCES);
