@@ -254,7 +254,10 @@ pub async fn pull(
                 .chain(t.manifest.layers.iter().map(|l| l.digest.clone()))
         })
         .collect();
-    store.add_blob_sources(&blobs, remote.endpoint(), &image.repository)?;
+    // A hint only: the pull stands without it.
+    if let Err(e) = store.add_blob_sources(&blobs, remote.endpoint(), &image.repository) {
+        tracing::debug!("cannot remember where the blobs came from: {e}");
+    }
     progress.finish(&shown, &top_digest, new);
     Ok(PullOutcome {
         reference: image.clone(),

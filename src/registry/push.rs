@@ -271,7 +271,10 @@ pub async fn push(
         .try_collect()
         .await?;
     let digests: Vec<Digest> = blobs.iter().map(|(b, _, _)| b.digest.clone()).collect();
-    store.add_blob_sources(&digests, &endpoint, &target.repository)?;
+    // A hint for later mounts only: the push stands without it.
+    if let Err(e) = store.add_blob_sources(&digests, &endpoint, &target.repository) {
+        tracing::debug!("cannot remember where the blobs went: {e}");
+    }
 
     // Children by digest first, then what goes under the tag.
     let tag_or_digest = match (&target.digest, &target.tag) {
