@@ -410,3 +410,67 @@ fn verified_stream(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    async fn drain(bytes: &[u8], desc: &Descriptor) -> (u64, bool, Option<RegistryError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        std::fs::write(&path, bytes).unwrap();
+        let refused = Arc::new(Mutex::new(None));
+        let mut s = Box::pin(verified_stream(
+            std::fs::File::open(&path).unwrap(),
+            desc.clone(),
+            refused.clone(),
+        ));
+        let (mut sent, mut failed) = (0, false);
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(b) => sent += b.len() as u64,
+                Err(_) => failed = true,
+            }
+        }
+        let e = refused.lock().unwrap().take();
+        (sent, failed, e)
+    }
+
+    fn desc_of(bytes: &[u8]) -> Descriptor {
+        Descriptor {
+            media_type: String::new(),
+            digest: Digest::of(bytes),
+            size: bytes.len() as u64,
+            platform: None,
+            annotations: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_good_blob_streams_whole() {
+        let data: Vec<u8> = (0..(READ_BUFFER * 2 + 17)).map(|i| i as u8).collect();
+        let (sent, failed, e) = drain(&data, &desc_of(&data)).await;
+        assert_eq!(sent, data.len() as u64);
+        assert!(!failed && e.is_none());
+        let (sent, failed, _) = drain(b"", &desc_of(b"")).await;
+        assert_eq!((sent, failed), (0, false));
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_blob_never_sends_its_last_bytes() {
+        let data: Vec<u8> = (0..(READ_BUFFER * 2 + 17)).map(|i| i as u8).collect();
+        let desc = desc_of(&data);
+        let mut bad = data.clone();
+        bad[10] ^= 1;
+        let (sent, failed, e) = drain(&bad, &desc).await;
+        assert!(failed);
+        assert!(sent < desc.size, "sent {sent} of {}", desc.size);
+        assert!(matches!(e, Some(RegistryError::CorruptStoreBlob { .. })));
+        // Longer than its descriptor: cut off as soon as it passes the size.
+        let mut long = data.clone();
+        long.extend_from_slice(b"more");
+        let (sent, failed, _) = drain(&long, &desc).await;
+        assert!(failed && sent < desc.size);
+    }
+}
