@@ -538,3 +538,93 @@ print("auth ok")
         .unwrap();
     assert!(ok(&out).contains("auth ok"));
 }
+
+#[test]
+fn docker_push_goes_through_the_engine_with_x_registry_auth() {
+    if docker_ready().is_none() {
+        return;
+    }
+    let registry = TestRegistry::start_with_auth("alice", "s3cret");
+    let env = TestEnv::new();
+    let image = registry.image("pushed:1");
+    ok(&xrun(
+        &env,
+        &["load", "-i", fixture("busybox-amd64").to_str().unwrap()],
+    ));
+    let tag = common::fixture_tags("busybox-amd64")[0].clone();
+    ok(&xrun(
+        &env,
+        &["tag", &format!("localhost/busybox-amd64:{tag}"), &image],
+    ));
+    let service = Service::start(&env);
+
+    // No credentials: refused, nothing pushed.
+    let out = service.docker(&["push", &image]);
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("denied: requested access to the resource is denied"),
+        "{err}"
+    );
+
+    // The docker CLI sends what its config holds for the registry as X-Registry-Auth.
+    let config_dir = service.socket.with_file_name("docker-config");
+    fs::create_dir_all(&config_dir).unwrap();
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "alice:s3cret");
+    fs::write(
+        config_dir.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+            registry.addr()
+        ),
+    )
+    .unwrap();
+    let out = ok(&service.docker(&["push", &image]));
+    assert!(
+        out.contains(&format!(
+            "The push refers to repository [{}/pushed]",
+            registry.addr()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("Pushed"), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("1: digest: sha256:"))
+        .unwrap_or_else(|| panic!("no digest line: {out}"));
+    let digest = line
+        .strip_prefix("1: digest: ")
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    let skopeo = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            "alice:s3cret",
+        ])
+        .arg(format!("docker://{image}"))
+        .output()
+        .unwrap();
+    let stored = fs::read(
+        env.root()
+            .join("blobs/sha256")
+            .join(digest.strip_prefix("sha256:").unwrap()),
+    )
+    .unwrap();
+    assert_eq!(ok(&skopeo).into_bytes(), stored);
+
+    let again = ok(&service.docker(&["push", &image]));
+    assert!(again.contains("Layer already exists"), "{again}");
+    assert!(!again.contains("Pushed"), "{again}");
+
+    let missing = service.docker(&["push", &registry.image("nosuch:1")]);
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("does not exist locally"),
+        "{missing:?}"
+    );
+}

@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{
-    ArchiveFormat, ImageFilters, ListedImage, PullRequest, SaveRequest, unix_time,
+    ArchiveFormat, EngineError, ImageFilters, ListedImage, PullRequest, PushRequest, SaveRequest,
+    unix_time,
 };
 use crate::platform::Platform;
 use crate::reference::{ImageRef, familiar_name};
@@ -27,7 +28,7 @@ use crate::registry::Credentials;
 use crate::store::ImageRecord;
 
 use super::error::ApiError;
-use super::progress::{JsonProgress, error_line, line};
+use super::progress::{JsonProgress, JsonPushProgress, error_line, line};
 use super::router::{BODY_TIMEOUT, HandlerResult, Query, Request, Router};
 use super::{ApiState, blocking, http};
 
@@ -642,11 +643,63 @@ async fn search(_s: Arc<ApiState>, _r: Request) -> HandlerResult {
     ))
 }
 
-/// `POST /images/{name}/push`: refused (pushing follows its own issue).
-async fn push(_s: Arc<ApiState>, _r: Request) -> HandlerResult {
-    Err(ApiError::not_implemented(
-        "pushing images is not supported by xrun yet",
-    ))
+/// `POST /images/{name}/push?tag=&platform=`: pushes (`X-Registry-Auth` for credentials);
+/// Docker's JSON progress stream. Without `tag`, every tag of the repository in the store.
+async fn push(s: Arc<ApiState>, r: Request) -> HandlerResult {
+    let name = r.param("name").to_string();
+    let tag = r
+        .query
+        .get("tag")
+        .filter(|t| !t.is_empty())
+        .map(str::to_string);
+    let platform = query_platform(&r.query)?;
+    let credentials = registry_auth(&r);
+    let reference = match &tag {
+        Some(t) => format!("{name}:{t}"),
+        None => name.clone(),
+    };
+    let image = ImageRef::parse(&reference).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let engine = s.engine.clone();
+    let tags: Vec<String> = match tag {
+        Some(t) => vec![t],
+        None => {
+            let listed = blocking({
+                let engine = engine.clone();
+                let repo = image.name();
+                move || Ok(engine.list_images(Some(&repo))?)
+            })
+            .await?;
+            let tags: BTreeSet<String> = listed
+                .into_iter()
+                .filter(|r| r.name == image.name())
+                .filter_map(|r| r.tag)
+                .collect();
+            if tags.is_empty() {
+                return Err(ApiError::from(EngineError::NotFound(format!(
+                    "an image does not exist locally with the tag {name}"
+                ))));
+            }
+            tags.into_iter().collect()
+        }
+    };
+    let repo = image.name();
+    stream_lines(
+        move |tx| {
+            let progress = JsonPushProgress::new(tx);
+            for t in tags {
+                let req = PushRequest {
+                    reference: format!("{repo}:{t}"),
+                    platform: platform.clone(),
+                    credentials: credentials.clone(),
+                    ..Default::default()
+                };
+                engine.push(&req, &progress)?;
+            }
+            Ok(())
+        },
+        |e| Some(error_line(&e.message)),
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -120,3 +120,78 @@ impl Progress for JsonProgress {
         self.send(json!({ "status": status }));
     }
 }
+
+/// Push progress as Docker's JSON lines (`Preparing`, `Pushing`, `Pushed`, `Layer already
+/// exists`, `Mounted from …`, the final `TAG: digest: … size: N` and its `aux` object), sent
+/// to a channel as [`JsonProgress`] does.
+pub struct JsonPushProgress {
+    tx: mpsc::UnboundedSender<Bytes>,
+    reported: Mutex<HashMap<Digest, u64>>,
+}
+
+impl JsonPushProgress {
+    /// Progress sent to `tx`.
+    pub fn new(tx: mpsc::UnboundedSender<Bytes>) -> JsonPushProgress {
+        JsonPushProgress {
+            tx,
+            reported: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn send(&self, v: Value) {
+        let _ = self.tx.send(line(&v));
+    }
+
+    fn layer(&self, status: &str, layer: &Digest) {
+        self.send(json!({"status": status, "progressDetail": {}, "id": short(layer)}));
+    }
+}
+
+impl crate::registry::PushProgress for JsonPushProgress {
+    fn start(&self, repository: &str) {
+        self.send(json!({
+            "status": format!("The push refers to repository [{repository}]")
+        }));
+    }
+
+    fn preparing(&self, layer: &Digest) {
+        self.layer("Preparing", layer);
+    }
+
+    fn bytes(&self, layer: &Digest, done: u64, total: u64) {
+        {
+            let mut r = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+            let last = r.entry(layer.clone()).or_default();
+            let step = (total / 100).max(256 * 1024);
+            if done < *last + step && done < total {
+                return;
+            }
+            *last = done;
+        }
+        self.send(json!({
+            "status": "Pushing",
+            "progressDetail": {"current": done, "total": total},
+            "id": short(layer),
+        }));
+    }
+
+    fn exists(&self, layer: &Digest) {
+        self.layer("Layer already exists", layer);
+    }
+
+    fn mounted(&self, layer: &Digest, from: &str) {
+        self.layer(&format!("Mounted from {from}"), layer);
+    }
+
+    fn pushed(&self, layer: &Digest) {
+        self.layer("Pushed", layer);
+    }
+
+    fn finish(&self, tag: &str, digest: &Digest, size: u64) {
+        self.send(json!({"status": format!("{tag}: digest: {digest} size: {size}")}));
+        self.send(json!({
+            "progressDetail": {},
+            "aux": {"Tag": tag, "Digest": digest.to_string(), "Size": size},
+        }));
+    }
+}

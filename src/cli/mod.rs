@@ -49,6 +49,8 @@ pub struct Cli {
 enum Command {
     /// Pull an image from a registry.
     Pull(pull::PullArgs),
+    /// Push an image (one manifest, or a whole multi-platform index) to a registry.
+    Push(pull::PushArgs),
     /// Log in to a registry (writes ~/.docker/config.json).
     Login(pull::LoginArgs),
     /// Log out from a registry.
@@ -137,6 +139,7 @@ pub fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Pull(a) => pull::pull(&cli.global, a),
+        Command::Push(a) => pull::push(&cli.global, a),
         Command::Login(a) => pull::login(&cli.global, a),
         Command::Logout(a) => pull::logout(&cli.global, a),
         Command::Manifest(a) => pull::manifest(&cli.global, a),

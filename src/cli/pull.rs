@@ -1,15 +1,15 @@
-//! `xrun pull`, `login`, `logout`, `manifest inspect`: the engine's registry operations;
+//! `xrun pull`, `push`, `login`, `logout`, `manifest inspect`: the engine's registry operations;
 //! this file reads credentials (flags, terminal, stdin) and prints.
 
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context, bail};
-use xrun::engine::{Engine, PullRequest};
+use xrun::engine::{Engine, PullRequest, PushRequest};
 use xrun::platform::Platform;
 use xrun::reference::ImageRef;
 use xrun::registry::auth::Credentials;
 use xrun::registry::manifest::ManifestKind;
-use xrun::registry::progress;
+use xrun::registry::{progress, push_progress};
 
 use super::Global;
 
@@ -49,6 +49,22 @@ pub struct PullArgs {
     #[arg(short = 'a', long)]
     pub all_platforms: bool,
     /// Print only the reference.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// `xrun push` arguments.
+#[derive(Debug, clap::Args)]
+pub struct PushArgs {
+    /// Image reference as named in the store, e.g. `127.0.0.1:5000/app:1` (see `xrun tag`).
+    pub reference: String,
+    /// Push only this platform's manifest under the tag (default: the whole index when the
+    /// store holds all its platforms).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Print only the digest pushed.
     #[arg(short, long)]
     pub quiet: bool,
     #[command(flatten)]
@@ -112,6 +128,25 @@ pub fn pull(g: &Global, a: PullArgs) -> anyhow::Result<u8> {
     };
     let progress = progress::for_terminal(a.quiet);
     Engine::open(&g.root).pull(&req, progress.as_ref())?;
+    Ok(0)
+}
+
+/// `xrun push`.
+pub fn push(g: &Global, a: PushArgs) -> anyhow::Result<u8> {
+    let platform = a
+        .platform
+        .as_deref()
+        .map(str::parse::<Platform>)
+        .transpose()?;
+    let req = PushRequest {
+        reference: a.reference,
+        platform,
+        insecure_registries: a.remote.insecure_registries.clone(),
+        credentials: a.remote.credentials()?,
+        upload: None,
+    };
+    let progress = push_progress::for_terminal(a.quiet);
+    Engine::open(&g.root).push(&req, progress.as_ref())?;
     Ok(0)
 }
 

@@ -49,7 +49,7 @@ pub enum Reclaimed {
 
 impl Engine {
     /// Opens the store, saying where on failure.
-    fn image_store(&self) -> Result<Store, EngineError> {
+    pub(super) fn image_store(&self) -> Result<Store, EngineError> {
         Store::open(self.root()).map_err(|e| {
             EngineError::context(format!("opening the store at {}", self.root().display()), e)
         })
@@ -359,7 +359,7 @@ fn matching(
 }
 
 /// The one record `input` names on `platform` (or the host's when several).
-fn resolve(
+pub(super) fn resolve(
     store: &Store,
     input: &str,
     platform: Option<&Platform>,

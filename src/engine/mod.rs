@@ -13,7 +13,7 @@
 //!   [`Engine::list_images_filtered`]), [`Engine::inspect_image`],
 //!   [`Engine::remove_image`] + [`Engine::reclaim`], [`Engine::prune_images`],
 //!   [`Engine::load_images`] / [`Engine::load_images_from`], [`Engine::save_images`] /
-//!   [`Engine::save_images_to`], [`Engine::tag_image`];
+//!   [`Engine::save_images_to`], [`Engine::tag_image`], [`Engine::push`];
 //! - registries: [`Engine::login`], [`Engine::logout`], [`Engine::inspect_remote`];
 //! - networks: [`Engine::create_network`], [`Engine::list_networks`],
 //!   [`Engine::inspect_network`], [`Engine::remove_network`], [`Engine::prune_networks`],
@@ -40,6 +40,7 @@ mod images;
 mod logs;
 mod networks;
 mod observer;
+mod push;
 mod registry;
 mod resolve;
 pub mod route;
@@ -59,6 +60,7 @@ pub use image_list::{ImageFilters, ListedImage, unix_time};
 pub use images::{PullRequest, Reclaimed, SaveRequest};
 pub use networks::{NetworkInfo, network_json, network_settings};
 pub use observer::{Observer, Unobserved};
+pub use push::PushRequest;
 pub use spec::{ContainerSpec, CreateOutcome, Created, DryRun, DryRunPlan, ImageSource};
 pub use stats::{ContainerStats, STATS_INTERVAL};
 

@@ -132,6 +132,26 @@ pub enum RegistryError {
         /// What it said.
         message: String,
     },
+    /// A blob in the store is not what its manifest says: refused, never pushed.
+    #[error(
+        "blob {digest} in the store is corrupt ({problem}): refusing to push it; remove the image and pull or load it again"
+    )]
+    CorruptStoreBlob {
+        /// The blob.
+        digest: Digest,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The registry refused a push (no or insufficient credentials).
+    #[error(
+        "denied: requested access to the resource is denied ({registry}/{repository}); run `xrun login {registry}` with an account that may push there"
+    )]
+    PushDenied {
+        /// The registry host[:port].
+        registry: String,
+        /// The repository.
+        repository: String,
+    },
     /// The image is not in the store and pulling was not allowed.
     #[error("image {reference} is not in the store (and --pull=never)")]
     NotPresent {

@@ -7,6 +7,7 @@
 //! streaming, retries, and the Docker credentials file.
 //!
 //! Entry points: [`pull()`] / [`pull_blocking`] (and [`ensure_image`] for `run --pull`),
+//! [`push::push`] / [`push::push_blocking`] (what to send: [`push::select_content`]),
 //! [`inspect_remote`], [`verify_login`], [`DockerConfig`].
 
 pub mod auth;
@@ -17,8 +18,11 @@ pub mod login;
 pub mod manifest;
 pub mod progress;
 pub mod pull;
+pub mod push;
+pub mod push_progress;
 pub mod remote;
 pub mod session;
+pub mod upload;
 
 pub use auth::{Credentials, DockerConfig};
 pub use client::ClientOptions;
@@ -29,3 +33,5 @@ pub use pull::{
     PullOptions, PullOutcome, PullPolicy, RemoteEntry, RemoteManifest, ensure_image,
     inspect_remote, pull, pull_blocking,
 };
+pub use push::{PushContent, PushOptions, PushOutcome};
+pub use push_progress::PushProgress;

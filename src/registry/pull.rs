@@ -246,6 +246,18 @@ pub async fn pull(
     for r in &records {
         store.record_image(r)?;
     }
+    // Remembered so a push to another repository of this registry can mount them.
+    let blobs: Vec<Digest> = targets
+        .iter()
+        .flat_map(|t| {
+            std::iter::once(t.manifest.config.digest.clone())
+                .chain(t.manifest.layers.iter().map(|l| l.digest.clone()))
+        })
+        .collect();
+    // A hint only: the pull stands without it.
+    if let Err(e) = store.add_blob_sources(&blobs, remote.endpoint(), &image.repository) {
+        tracing::debug!("cannot remember where the blobs came from: {e}");
+    }
     progress.finish(&shown, &top_digest, new);
     Ok(PullOutcome {
         reference: image.clone(),

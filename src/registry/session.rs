@@ -42,6 +42,9 @@ pub struct Session {
     base: String,
     repository: String,
     creds: Option<Credentials>,
+    /// The token scopes asked for (`repository:<repo>:pull`, plus push and mount sources
+    /// for a push).
+    scopes: Vec<String>,
     authorization: Mutex<Option<String>>,
 }
 
@@ -59,8 +62,80 @@ impl Session {
             base: opts.base_url(endpoint),
             repository: repository.to_string(),
             creds: creds.cloned(),
+            scopes: vec![format!("repository:{repository}:pull")],
             authorization: Mutex::new(None),
         })
+    }
+
+    /// A session that may push to `repository` and mount blobs from `mount_from` (other
+    /// repositories of the same registry): tokens are asked for with those scopes.
+    pub fn for_push(
+        opts: &ClientOptions,
+        endpoint: &str,
+        repository: &str,
+        creds: Option<&Credentials>,
+        mount_from: &[String],
+    ) -> Result<Session, RegistryError> {
+        let mut s = Session::new(opts, endpoint, repository, creds)?;
+        s.scopes = std::iter::once(format!("repository:{repository}:pull,push"))
+            .chain(
+                mount_from
+                    .iter()
+                    .filter(|r| *r != repository)
+                    .map(|r| format!("repository:{r}:pull")),
+            )
+            .collect();
+        Ok(s)
+    }
+
+    /// `<scheme>://<endpoint>`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The repository this session is for.
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    /// Sends the request `make` builds (with the credential in force), authenticating and
+    /// sending it once more on a `401`. `make` is called again for that second try, so a
+    /// request with a body builds a fresh one. Returns the answer whatever its status (a
+    /// second `401` included); see [`Session::error_of`].
+    pub async fn send_with(
+        &self,
+        make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Attempt> {
+        let send = || async {
+            let mut req = make(&self.http);
+            if let Some(a) = self.current() {
+                req = req.header(AUTHORIZATION, a);
+            }
+            req.send()
+                .await
+                .map_err(|e| transport_error(e, &self.endpoint))
+        };
+        let resp = send().await?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let challenge = challenge_of(&resp);
+        drop(resp);
+        self.authenticate(challenge).await?;
+        send().await
+    }
+
+    /// The error an unsuccessful answer means (its body read up to
+    /// [`MAX_ERROR_BODY_BYTES`](super::limits::MAX_ERROR_BODY_BYTES)).
+    pub async fn error_of(
+        &self,
+        resp: reqwest::Response,
+        reference: &str,
+        blob: Option<&str>,
+    ) -> Attempt {
+        let status = resp.status().as_u16();
+        let body = read_prefix(resp, MAX_ERROR_BODY_BYTES).await;
+        status_error(status, &body, self.cx(reference), blob)
     }
 
     /// `<scheme>://<endpoint>/v2/<repository>/<kind>/<reference>`.
@@ -161,8 +236,8 @@ impl Session {
 
     /// A bearer token from `realm`, as an `Authorization` value.
     async fn token(&self, realm: &str, service: Option<String>) -> Result<String, Attempt> {
-        let scope = format!("repository:{}:pull", self.repository);
-        let mut query = vec![("scope", scope)];
+        let mut query: Vec<(&str, String)> =
+            self.scopes.iter().map(|s| ("scope", s.clone())).collect();
         if let Some(s) = service {
             query.push(("service", s));
         }

@@ -28,6 +28,7 @@ mod record;
 mod refs;
 mod safepath;
 mod snapshots;
+mod sources;
 #[cfg(test)]
 mod tests;
 
@@ -40,6 +41,7 @@ pub use record::{
     ConfigSummary, DOCKER_LIST, DOCKER_MANIFEST, Descriptor, Index, Manifest, OCI_INDEX,
     OCI_MANIFEST, RootFs, is_index_media_type,
 };
+pub use sources::{BlobSource, MAX_SOURCES};
 
 use serde::{Deserialize, Serialize};
 

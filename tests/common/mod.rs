@@ -462,7 +462,33 @@ impl TestRegistry {
         Self::launch(Some((user.to_string(), pass.to_string())))
     }
 
+    /// Starts an anonymous registry that logs every request (see [`Self::requests`]).
+    pub fn start_with_access_log() -> TestRegistry {
+        Self::launch_with(None, true)
+    }
+
+    /// The request lines (`METHOD /path?query`) the registry logged so far, oldest first;
+    /// empty unless started with [`Self::start_with_access_log`].
+    pub fn requests(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter_map(|l| {
+                let start = l.find("\"")? + 1;
+                let rest = &l[start..];
+                let line = &rest[..rest.find(" HTTP/")?];
+                let method = line.split(' ').next()?;
+                ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+                    .contains(&method)
+                    .then(|| line.to_string())
+            })
+            .collect()
+    }
+
     fn launch(creds: Option<(String, String)>) -> TestRegistry {
+        Self::launch_with(creds, false)
+    }
+
+    fn launch_with(creds: Option<(String, String)>, access_log: bool) -> TestRegistry {
         let bin = Path::new(REGISTRY_BIN);
         assert!(
             bin.exists(),
@@ -490,7 +516,7 @@ impl TestRegistry {
         let mut last_err = String::new();
         // The port is free when chosen but may be taken before the registry binds: retry.
         for _ in 0..5 {
-            match try_launch(dir.path(), &auth) {
+            match try_launch(dir.path(), &auth, access_log) {
                 Ok((addr, registry, watchdog)) => {
                     return TestRegistry {
                         dir,
@@ -656,15 +682,20 @@ const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
 /// One attempt: write the config for a fresh port, spawn the registry and its watchdog, wait
 /// for `/v2/`. On failure everything spawned is stopped again.
-fn try_launch(dir: &Path, auth: &str) -> Result<(String, Child, (Child, ChildStdin)), String> {
+fn try_launch(
+    dir: &Path,
+    auth: &str,
+    access_log: bool,
+) -> Result<(String, Child, (Child, ChildStdin)), String> {
     let addr = format!("127.0.0.1:{}", free_port());
     let config = dir.join("config.yml");
     fs::write(
         &config,
         format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: {}\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
              http:\n  addr: {addr}\n  secret: xrun-test-secret\n{auth}",
+            !access_log,
             dir.join("storage").display()
         ),
     )
