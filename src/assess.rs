@@ -195,16 +195,6 @@ pub fn local_guest(arch: &str, unpack_cache: &Path) -> Option<Guest> {
     Guest::locate(arch, unpack_cache).ok()
 }
 
-/// The amd64 level a guest CPU offers: the host's under KVM, else what TCG's `-cpu max`
-/// emulates (x86-64-v3 in qemu ≥ 7.2: AVX2 but no AVX-512).
-fn guest_level(host: &HostProfile) -> u8 {
-    if host.emulation.kvm_usable {
-        host.cpu.amd64_level
-    } else {
-        3
-    }
-}
-
 /// Requirements and verdict of `image` (run with command `ov`) on `host`, with route
 /// `route`, the vm route checked against `guest`.
 pub fn assess(
@@ -252,7 +242,7 @@ pub fn decide(
             let Some(g) = guest.find(&arch)? else {
                 return Ok((first, None));
             };
-            opts.guest = Some(g.profile(guest_level(host))?);
+            opts.guest = Some(g.profile(crate::plan::amd64_guest_level(host))?);
             Ok((plan(host, req, &opts), Some(g)))
         }
     }
@@ -340,6 +330,9 @@ pub fn fix(code: ReasonCode, arch: &str) -> String {
             "register an emulator (xrun binfmt install {arch}), use --route vm, or pull a platform this host runs"
         ),
         ReasonCode::OsMismatch => "use a linux image".into(),
+        ReasonCode::EmulatorIsaLevel => {
+            "pull a lower-level variant (xrun pull --platform linux/amd64/v3 …) or run it natively on a CPU with that level".into()
+        }
         ReasonCode::VariantMismatch | ReasonCode::IsaLevel => {
             "pull a variant this CPU runs (xrun pull --platform …) or run it on a newer CPU".into()
         }

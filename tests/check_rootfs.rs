@@ -204,6 +204,60 @@ fn isa_levels_v3_v4() {
     );
 }
 
+/// Issue 15: an x86-64-v4 binary is never promised to qemu (TCG has no AVX-512) nor to a
+/// KVM guest on a v2 CPU, on the vm route or behind a qemu-user handler.
+#[test]
+fn v4_never_promised_to_an_emulator() {
+    let v4 = fixture("isa-v4");
+    let tcg = |level: u8| {
+        json!({"level": level, "qemu_version": "10.0.2",
+                                 "evidence": "/usr/bin/qemu-system-x86_64 --version: 10.0.2"})
+    };
+    let recorded = amd64("v2-tcg-10", 2, [6, 18, 0], false, true);
+    let mut v2_tcg = recorded.clone();
+    v2_tcg["emulation"]["tcg_amd64_level"] = tcg(3);
+    let unrecorded = amd64("v2-tcg-unrecorded", 2, [6, 18, 0], false, true);
+    let mut v2_kvm = amd64("v2-kvm", 2, [6, 18, 0], false, true);
+    v2_kvm["emulation"]["kvm_usable"] = json!(true);
+    let mut arm = arm64_64k();
+    arm["cpu"]["page_size"] = json!(4096);
+    arm["emulation"]["handlers"] = json!([{"name": "qemu-x86_64", "enabled": true,
+        "interpreter": "/usr/bin/qemu-x86_64-static", "flags": "POCF", "arch": "amd64",
+        "usable_in_containers": true}]);
+    arm["emulation"]["tcg_amd64_level"] = tcg(3);
+    let hosts = [v2_tcg, unrecorded, v2_kvm, arm];
+    let (code, v) = check(&v4, &hosts, &["--require", "any"]);
+    assert_eq!(code, 1, "{v:#}");
+    for i in 0..hosts.len() {
+        assert_eq!(host_route(&v, i), "unrunnable", "{v:#}");
+        assert!(
+            host_codes(&v, i).contains(&"emulator-isa-level".to_string()),
+            "{:?}",
+            host_codes(&v, i)
+        );
+    }
+    let msg = v["hosts"][0]["verdict"]["reasons"][1]["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        msg.contains("x86-64-v4") && msg.contains("x86-64-v3"),
+        "{msg}"
+    );
+    // Forcing the route does not help either.
+    for route in ["vm", "emulated"] {
+        let (code, v) = check(&v4, &hosts[..], &["--route", route, "--require", "any"]);
+        assert_eq!(code, 1);
+        for i in 0..hosts.len() {
+            assert_eq!(host_route(&v, i), "unrunnable", "{route}: {v:#}");
+        }
+    }
+    // The v3 binary fits TCG 10.0 (recorded): vm on the v2 TCG host, not on the v2 KVM one.
+    let (_, v) = check(&fixture("isa-v3"), &hosts, &["--require", "any"]);
+    assert_eq!(host_route(&v, 0), "vm", "{v:#}");
+    assert_eq!(host_route(&v, 2), "unrunnable", "{v:#}");
+    assert_eq!(host_route(&v, 3), "emulated", "{v:#}");
+}
+
 #[test]
 fn kernel_min_label_and_abi_tag() {
     let host = amd64("here", 4, [6, 18, 0], false, false);
