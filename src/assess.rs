@@ -51,6 +51,11 @@ pub enum GuestChoice {
     /// The local guest for the image's architecture, if there is one (guest layouts are
     /// unpacked under this directory: `<root>/vm/guests`).
     Local(PathBuf),
+    /// The default guest another host's xrun would boot for the image's architecture
+    /// (`Guest::locate`'s places, layouts unpacked under this directory), whether or not this
+    /// machine has qemu-system for it (the host's profile says whether it does): for
+    /// `--host-profile` hosts.
+    Default(PathBuf),
     /// The guest image `--vm-kernel` (or the config's `vm-kernel`) names, pulled for the
     /// image's architecture when the vm route is considered; not being able to get it is an
     /// error.
@@ -59,12 +64,13 @@ pub enum GuestChoice {
 
 impl GuestChoice {
     /// The guest this choice boots for `arch` (OCI terms): `None` when there is none to
-    /// profile (`None`, `Given`, or no local guest); a guest image that cannot be pulled or
+    /// profile (`None`, `Given`, or no local/default guest); a guest image that cannot be pulled or
     /// is not a guest for `arch` is an error.
     pub fn find(&self, arch: &str) -> Result<Option<Guest>, VmError> {
         match self {
             GuestChoice::None | GuestChoice::Given(_) => Ok(None),
             GuestChoice::Local(cache) => Ok(local_guest(arch, cache)),
+            GuestChoice::Default(cache) => Ok(Guest::locate(arch, cache).ok()),
             GuestChoice::Image(image) => image.guest(arch).map(Some),
         }
     }
@@ -77,7 +83,7 @@ pub struct Assessment {
     pub requirements: ImageRequirements,
     /// The plan's verdict.
     pub verdict: Verdict,
-    /// The guest whose profile was used (`GuestChoice::Local` or `Image` only).
+    /// The guest whose profile was used (`GuestChoice::Local`, `Default` or `Image` only).
     pub guest: Option<Guest>,
 }
 
@@ -228,7 +234,7 @@ pub fn decide(
             opts.guest = Some((**p).clone());
             Ok((plan(host, req, &opts), None))
         }
-        GuestChoice::Local(_) | GuestChoice::Image(_) => {
+        GuestChoice::Local(_) | GuestChoice::Default(_) | GuestChoice::Image(_) => {
             let first = plan(host, req, &opts);
             if matches!(first.route, Route::Native | Route::Emulated { .. }) {
                 return Ok((first, None));

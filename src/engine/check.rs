@@ -114,8 +114,9 @@ impl Engine {
             .transpose()?;
         // The vm route is checked against: the given guest profile; else the guest image
         // (`--vm-kernel`, the config's `vm-kernel`) for every host; else, for this host, the
-        // local guest a run would boot (when there is one for the image's architecture);
-        // else it is provisional (`guest-unprofiled`).
+        // local guest a run would boot (when there is one for the image's architecture), and
+        // for profile hosts the default guest (the same guest files, whatever qemu this
+        // machine has); else it is provisional (`guest-unprofiled`).
         let guest_image = match &guest {
             None => guest_image(
                 self.root(),
@@ -134,7 +135,7 @@ impl Engine {
         let other_guest = match (guest, guest_image) {
             (Some(p), _) => GuestChoice::Given(Box::new(p)),
             (None, Some(i)) => GuestChoice::Image(i),
-            (None, None) => GuestChoice::None,
+            (None, None) => GuestChoice::Default(self.root().join("vm").join("guests")),
         };
         let decide = |h: &HostInput, ir: &ImageRequirements| -> Result<Verdict, EngineError> {
             let choice = if h.local { &local_guest } else { &other_guest };
