@@ -38,7 +38,7 @@
 //! forced with [`PlanOptions::route`] accepts unknowns (the user takes the risk; the reasons
 //! stay in the verdict) but never a known failure.
 
-mod modules;
+use crate::kernelcheck::module_options as modules;
 pub mod report;
 
 use serde::{Deserialize, Serialize};
