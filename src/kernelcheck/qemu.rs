@@ -143,9 +143,11 @@ pub fn parse_qemu_version(text: &str) -> Option<[u32; 3]> {
     ])
 }
 
-/// The TCG x86-64 level of the qemu found for amd64 here (qemu-system first, then qemu-user),
-/// from its `--version` (run only on this machine, never for a recorded host; `None` when no
-/// qemu for amd64 is found or it does not answer).
+/// The TCG x86-64 level of the qemu found for amd64 here (qemu-user first: usually static,
+/// it answers in a few milliseconds where qemu-system loads dozens of libraries; both come
+/// from the same qemu source in distributions), from its `--version` (run only on this
+/// machine, never for a recorded host; `None` when no qemu for amd64 is found or it does not
+/// answer).
 pub fn tcg_amd64_level(
     src: &HostSource,
     user: &BTreeMap<String, String>,
@@ -154,7 +156,7 @@ pub fn tcg_amd64_level(
     if !src.is_live() {
         return None;
     }
-    let qemu = system.get("amd64").or_else(|| user.get("amd64"))?;
+    let qemu = user.get("amd64").or_else(|| system.get("amd64"))?;
     let out = std::process::Command::new(qemu)
         .arg("--version")
         .stdin(std::process::Stdio::null())
