@@ -358,7 +358,7 @@ fn profile_hosts_checked_against_the_default_guest() {
         newer.path(),
     );
     assert_eq!(host_route(&v, 0), "unrunnable", "{v:#}");
-    assert_eq!(host_codes(&v, 0), ["isa-level", "isa-level"]);
+    assert_eq!(host_codes(&v, 0), ["isa-level", "emulator-isa-level"]);
 }
 
 #[test]

@@ -610,6 +610,9 @@ fn needed_level(req: &ImageRequirements) -> Option<(u8, Evidence)> {
     }
 }
 
+/// The image's amd64 level against profile `p`'s CPU (`who`: host/guest). On the vm route the
+/// guest CPU is the emulator's (KVM: the host's; TCG's), so a shortfall there is
+/// `emulator-isa-level`; natively it is `isa-level`.
 fn isa_check(p: &HostProfile, req: &ImageRequirements, route: RouteKind, who: &str) -> Vec<Reason> {
     let Some((level, ev)) = needed_level(req) else {
         return vec![];
@@ -628,8 +631,13 @@ fn isa_check(p: &HostProfile, req: &ImageRequirements, route: RouteKind, who: &s
         )];
     }
     if have < level {
+        let code = if route == RouteKind::Vm {
+            ReasonCode::EmulatorIsaLevel
+        } else {
+            ReasonCode::IsaLevel
+        };
         return vec![reason(
-            ReasonCode::IsaLevel,
+            code,
             Severity::Blocking,
             Some(route),
             format!("the image needs x86-64-v{level}, the {who} CPU is x86-64-v{have}"),

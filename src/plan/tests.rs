@@ -515,7 +515,10 @@ fn cases() -> Vec<Case> {
         v4,
         with_guest(guest("amd64")),
         "unrunnable",
-        vec![("isa-level", B, Some(N)), ("isa-level", B, Some(V))],
+        vec![
+            ("isa-level", B, Some(N)),
+            ("emulator-isa-level", B, Some(V)),
+        ],
     );
     let mut arm_host_amd64_img = arm64_64k();
     arm_host_amd64_img.cpu.page_size = 4096;
