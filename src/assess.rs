@@ -51,6 +51,11 @@ pub enum GuestChoice {
     /// The local guest for the image's architecture, if there is one (guest layouts are
     /// unpacked under this directory: `<root>/vm/guests`).
     Local(PathBuf),
+    /// The default guest another host's xrun would boot for the image's architecture
+    /// (`Guest::locate`'s places, layouts unpacked under this directory), whether or not this
+    /// machine has qemu-system for it (the host's profile says whether it does): for
+    /// `--host-profile` hosts.
+    Default(PathBuf),
     /// The guest image `--vm-kernel` (or the config's `vm-kernel`) names, pulled for the
     /// image's architecture when the vm route is considered; not being able to get it is an
     /// error.
@@ -59,12 +64,13 @@ pub enum GuestChoice {
 
 impl GuestChoice {
     /// The guest this choice boots for `arch` (OCI terms): `None` when there is none to
-    /// profile (`None`, `Given`, or no local guest); a guest image that cannot be pulled or
+    /// profile (`None`, `Given`, or no local/default guest); a guest image that cannot be pulled or
     /// is not a guest for `arch` is an error.
     pub fn find(&self, arch: &str) -> Result<Option<Guest>, VmError> {
         match self {
             GuestChoice::None | GuestChoice::Given(_) => Ok(None),
             GuestChoice::Local(cache) => Ok(local_guest(arch, cache)),
+            GuestChoice::Default(cache) => Ok(Guest::locate(arch, cache).ok()),
             GuestChoice::Image(image) => image.guest(arch).map(Some),
         }
     }
@@ -77,7 +83,7 @@ pub struct Assessment {
     pub requirements: ImageRequirements,
     /// The plan's verdict.
     pub verdict: Verdict,
-    /// The guest whose profile was used (`GuestChoice::Local` or `Image` only).
+    /// The guest whose profile was used (`GuestChoice::Local`, `Default` or `Image` only).
     pub guest: Option<Guest>,
 }
 
@@ -195,16 +201,6 @@ pub fn local_guest(arch: &str, unpack_cache: &Path) -> Option<Guest> {
     Guest::locate(arch, unpack_cache).ok()
 }
 
-/// The amd64 level a guest CPU offers: the host's under KVM, else what TCG's `-cpu max`
-/// emulates (x86-64-v3 in qemu ≥ 7.2: AVX2 but no AVX-512).
-fn guest_level(host: &HostProfile) -> u8 {
-    if host.emulation.kvm_usable {
-        host.cpu.amd64_level
-    } else {
-        3
-    }
-}
-
 /// Requirements and verdict of `image` (run with command `ov`) on `host`, with route
 /// `route`, the vm route checked against `guest`.
 pub fn assess(
@@ -238,7 +234,7 @@ pub fn decide(
             opts.guest = Some((**p).clone());
             Ok((plan(host, req, &opts), None))
         }
-        GuestChoice::Local(_) | GuestChoice::Image(_) => {
+        GuestChoice::Local(_) | GuestChoice::Default(_) | GuestChoice::Image(_) => {
             let first = plan(host, req, &opts);
             if matches!(first.route, Route::Native | Route::Emulated { .. }) {
                 return Ok((first, None));
@@ -252,7 +248,7 @@ pub fn decide(
             let Some(g) = guest.find(&arch)? else {
                 return Ok((first, None));
             };
-            opts.guest = Some(g.profile(guest_level(host))?);
+            opts.guest = Some(g.profile(crate::plan::amd64_guest_level(host))?);
             Ok((plan(host, req, &opts), Some(g)))
         }
     }
@@ -340,6 +336,9 @@ pub fn fix(code: ReasonCode, arch: &str) -> String {
             "register an emulator (xrun binfmt install {arch}), use --route vm, or pull a platform this host runs"
         ),
         ReasonCode::OsMismatch => "use a linux image".into(),
+        ReasonCode::EmulatorIsaLevel => {
+            "pull a lower-level variant (xrun pull --platform linux/amd64/v3 …) or run it natively on a CPU with that level".into()
+        }
         ReasonCode::VariantMismatch | ReasonCode::IsaLevel => {
             "pull a variant this CPU runs (xrun pull --platform …) or run it on a newer CPU".into()
         }

@@ -124,10 +124,24 @@ fn arm64_64k() -> Value {
     })
 }
 
-/// Runs `xrun check --format json --no-local --rootfs --config … ROOTFS` for these profiles.
+/// Runs `xrun check --format json --no-local --rootfs --config … ROOTFS` for these profiles,
+/// with no default VM guest anywhere (`XRUN_GUEST` an empty directory): profile hosts' vm
+/// routes are provisional.
 fn check(img: &Unpacked, profiles: &[Value], extra: &[&str]) -> (i32, Value) {
+    let none = tempfile::tempdir().unwrap();
+    check_with_guest(img, profiles, extra, none.path())
+}
+
+/// [`check`] with the default VM guest(s) at `guest` (`XRUN_GUEST`).
+fn check_with_guest(
+    img: &Unpacked,
+    profiles: &[Value],
+    extra: &[&str],
+    guest: &Path,
+) -> (i32, Value) {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xrun"));
+    cmd.env("XRUN_GUEST", guest);
     cmd.args([
         "check",
         "--format",
@@ -204,6 +218,60 @@ fn isa_levels_v3_v4() {
     );
 }
 
+/// Issue 15: an x86-64-v4 binary is never promised to qemu (TCG has no AVX-512) nor to a
+/// KVM guest on a v2 CPU, on the vm route or behind a qemu-user handler.
+#[test]
+fn v4_never_promised_to_an_emulator() {
+    let v4 = fixture("isa-v4");
+    let tcg = |level: u8| {
+        json!({"level": level, "qemu_version": "10.0.2",
+                                 "evidence": "/usr/bin/qemu-system-x86_64 --version: 10.0.2"})
+    };
+    let recorded = amd64("v2-tcg-10", 2, [6, 18, 0], false, true);
+    let mut v2_tcg = recorded.clone();
+    v2_tcg["emulation"]["tcg_amd64_level"] = tcg(3);
+    let unrecorded = amd64("v2-tcg-unrecorded", 2, [6, 18, 0], false, true);
+    let mut v2_kvm = amd64("v2-kvm", 2, [6, 18, 0], false, true);
+    v2_kvm["emulation"]["kvm_usable"] = json!(true);
+    let mut arm = arm64_64k();
+    arm["cpu"]["page_size"] = json!(4096);
+    arm["emulation"]["handlers"] = json!([{"name": "qemu-x86_64", "enabled": true,
+        "interpreter": "/usr/bin/qemu-x86_64-static", "flags": "POCF", "arch": "amd64",
+        "usable_in_containers": true}]);
+    arm["emulation"]["tcg_amd64_level"] = tcg(3);
+    let hosts = [v2_tcg, unrecorded, v2_kvm, arm];
+    let (code, v) = check(&v4, &hosts, &["--require", "any"]);
+    assert_eq!(code, 1, "{v:#}");
+    for i in 0..hosts.len() {
+        assert_eq!(host_route(&v, i), "unrunnable", "{v:#}");
+        assert!(
+            host_codes(&v, i).contains(&"emulator-isa-level".to_string()),
+            "{:?}",
+            host_codes(&v, i)
+        );
+    }
+    let msg = v["hosts"][0]["verdict"]["reasons"][1]["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        msg.contains("x86-64-v4") && msg.contains("x86-64-v3"),
+        "{msg}"
+    );
+    // Forcing the route does not help either.
+    for route in ["vm", "emulated"] {
+        let (code, v) = check(&v4, &hosts[..], &["--route", route, "--require", "any"]);
+        assert_eq!(code, 1);
+        for i in 0..hosts.len() {
+            assert_eq!(host_route(&v, i), "unrunnable", "{route}: {v:#}");
+        }
+    }
+    // The v3 binary fits TCG 10.0 (recorded): vm on the v2 TCG host, not on the v2 KVM one.
+    let (_, v) = check(&fixture("isa-v3"), &hosts, &["--require", "any"]);
+    assert_eq!(host_route(&v, 0), "vm", "{v:#}");
+    assert_eq!(host_route(&v, 2), "unrunnable", "{v:#}");
+    assert_eq!(host_route(&v, 3), "emulated", "{v:#}");
+}
+
 #[test]
 fn kernel_min_label_and_abi_tag() {
     let host = amd64("here", 4, [6, 18, 0], false, false);
@@ -224,6 +292,73 @@ fn kernel_min_label_and_abi_tag() {
         v["images"][0]["requirements"]["elf"]["abi_tag_max"]["value"],
         json!([6, 10, 0])
     );
+}
+
+/// A default guest directory as `ci/guest-image` writes it (kernel and initrd are
+/// placeholders: only `guest.json` and the config are read to profile it).
+fn fake_guest(dir: &Path, release: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("guest.json"),
+        json!({"schema": 1, "architecture": "amd64", "kernel_release": release,
+               "boot": "microvm", "kernel": "kernel", "initrd": "initrd.img",
+               "config": "config", "base_modules": [], "modules": {}})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("kernel"), "").unwrap();
+    std::fs::write(dir.join("initrd.img"), "").unwrap();
+    std::fs::write(
+        dir.join("config"),
+        "CONFIG_USER_NS=y\nCONFIG_OVERLAY_FS=y\nCONFIG_MODULES=y\n",
+    )
+    .unwrap();
+}
+
+/// Issue 15: a profile host's vm route is checked against the default guest xrun would boot
+/// there, not left provisional: an ABI tag newer than the guest's kernel is unrunnable.
+#[test]
+fn profile_hosts_checked_against_the_default_guest() {
+    let old = amd64("old", 4, [5, 15, 0], false, true);
+    let abi = fixture("abi-tag"); // ELF ABI tag 6.10
+    let guests = tempfile::tempdir().unwrap();
+    fake_guest(guests.path(), "6.1.0-99-cloud-amd64");
+    let (code, v) = check_with_guest(
+        &abi,
+        std::slice::from_ref(&old),
+        &["--require", "any"],
+        guests.path(),
+    );
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(host_route(&v, 0), "unrunnable", "{v:#}");
+    assert_eq!(host_codes(&v, 0), ["kernel-too-old", "kernel-too-old"]);
+    let vm = &v["hosts"][0]["verdict"]["reasons"][1];
+    assert_eq!(vm["route"], "vm");
+    assert!(
+        vm["evidence"].to_string().contains("6.1.0-99-cloud-amd64"),
+        "{vm}"
+    );
+    // A guest new enough: vm, checked (no guest-unprofiled warning).
+    let newer = tempfile::tempdir().unwrap();
+    fake_guest(newer.path(), "6.12.0-1-cloud-amd64");
+    let (code, v) = check_with_guest(
+        &abi,
+        std::slice::from_ref(&old),
+        &["--require", "any"],
+        newer.path(),
+    );
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(host_route(&v, 0), "vm");
+    assert_eq!(host_codes(&v, 0), ["kernel-too-old"]);
+    // The guest's CPU level for a TCG profile host is TCG's: a v4 binary is refused there.
+    let (_, v) = check_with_guest(
+        &fixture("isa-v4"),
+        &[amd64("v2", 2, [6, 18, 0], false, true)],
+        &[],
+        newer.path(),
+    );
+    assert_eq!(host_route(&v, 0), "unrunnable", "{v:#}");
+    assert_eq!(host_codes(&v, 0), ["isa-level", "emulator-isa-level"]);
 }
 
 #[test]

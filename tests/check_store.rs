@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::{Value, json};
+use xrun::store::Store;
 
 fn xrun(root: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_xrun"))
@@ -97,11 +98,12 @@ fn stored_image_against_profiles() {
             .unwrap()
             .starts_with("sha256:")
     );
-    // Not in the store: 125 and a hint.
+    // Not in the store, --no-pull: 125 and a hint (without --no-pull it would be pulled).
     let out = xrun(
         &root,
         &[
             "check",
+            "--no-pull",
             "--no-local",
             "--host-profile",
             v4.to_str().unwrap(),
@@ -202,4 +204,95 @@ fn this_host() {
     } else {
         assert_ne!(route, "native", "{v:#}");
     }
+}
+
+/// Issue 15: `xrun check REF` pulls what the hosts need when the image is not in the store
+/// (`--no-pull` keeps failing), and `--host-profile DIR` checks a fleet (every `*.json`,
+/// sorted).
+#[test]
+fn pulls_when_missing_and_checks_a_fleet_directory() {
+    let reg = common::TestRegistry::start();
+    reg.push("busybox-multi", "bb:multi");
+    let reference = format!("{}/bb:multi", reg.addr());
+    let env = common::TestEnv::new();
+    let fleet = tempfile::tempdir().unwrap();
+    // Written out of order; read sorted by file name. A non-profile file is ignored.
+    profile(fleet.path(), "b-arm64", "linux/arm64/v8", 0, 4096);
+    profile(fleet.path(), "a-amd64", "linux/amd64/v3", 3, 4096);
+    std::fs::write(fleet.path().join("README"), "not a profile").unwrap();
+    let fleet_arg = fleet.path().to_str().unwrap();
+    let check = |extra: &[&str]| {
+        let mut c = env.cmd();
+        c.env("DOCKER_CONFIG", env.scratch().join("docker"))
+            .args([
+                "check",
+                "--no-local",
+                "--format",
+                "json",
+                "--host-profile",
+                fleet_arg,
+            ])
+            .args(extra)
+            .arg(&reference);
+        c.output().unwrap()
+    };
+
+    let out = check(&["--no-pull"]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not in the store"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        Store::open(&env.root())
+            .unwrap()
+            .list_images()
+            .unwrap()
+            .is_empty(),
+        "--no-pull stored something"
+    );
+
+    let out = check(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json_of(&out);
+    let hosts = v["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 2, "{v:#}");
+    assert_eq!(hosts[0]["name"], "a-amd64");
+    assert_eq!(hosts[1]["name"], "b-arm64");
+    assert_eq!(hosts[0]["platform"], "linux/amd64");
+    assert_eq!(hosts[1]["platform"], "linux/arm64/v8");
+    for h in hosts {
+        assert_eq!(h["verdict"]["route"]["kind"], "native", "{h:#}");
+    }
+    // Both hosts' platforms were pulled, nothing else.
+    let mut stored: Vec<String> = Store::open(&env.root())
+        .unwrap()
+        .list_images()
+        .unwrap()
+        .iter()
+        .map(|r| r.platform.to_string())
+        .collect();
+    stored.sort();
+    assert_eq!(stored, ["linux/amd64", "linux/arm64/v8"]);
+
+    // Now in the store: --no-pull works.
+    let out = check(&["--no-pull"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    // A directory without profiles is a clear error.
+    let empty = tempfile::tempdir().unwrap();
+    let out = env
+        .cmd()
+        .args(["check", "--no-local", "--host-profile"])
+        .arg(empty.path())
+        .arg(&reference)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no *.json profiles"), "{err}");
 }

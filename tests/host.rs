@@ -577,3 +577,52 @@ fn agrees_with_moby_check_config() {
     }
     eprintln!("xrun and check-config.sh agree on {compared} options");
 }
+
+/// `xrun host --format nfd`: a node-feature-discovery feature file whose labels agree with
+/// the JSON profile of the same host.
+#[test]
+fn nfd_feature_file_agrees_with_the_profile() {
+    let run = |fmt: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xrun"))
+            .args(["host", "--format", fmt])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let profile = HostProfile::from_json(&run("json")).unwrap();
+    let nfd = run("nfd");
+    let label = |name: &str| {
+        nfd.lines()
+            .find_map(|l| l.strip_prefix(&format!("feature.node.kubernetes.io/xrun.{name}=")))
+            .map(str::to_string)
+    };
+    for l in nfd.lines().filter(|l| !l.starts_with('#')) {
+        let (key, value) = l.split_once('=').unwrap_or_else(|| panic!("{l}"));
+        assert!(key.starts_with("feature.node.kubernetes.io/xrun."), "{l}");
+        assert!(xrun::kernelcheck::nfd::valid_label_value(value), "{l}");
+    }
+    let [major, minor, patch] = profile.kernel.version;
+    assert_eq!(
+        label("kernel-version"),
+        Some(format!("{major}.{minor}.{patch}"))
+    );
+    assert_eq!(label("page-size"), Some(profile.cpu.page_size.to_string()));
+    assert_eq!(label("kvm"), Some(profile.emulation.kvm_usable.to_string()));
+    if profile.platform.architecture == "amd64" {
+        assert_eq!(
+            label("amd64-level"),
+            Some(profile.cpu.amd64_level.to_string())
+        );
+    }
+    for h in &profile.emulation.handlers {
+        if let Some(a) = &h.arch {
+            let usable = profile
+                .emulation
+                .handlers
+                .iter()
+                .any(|x| x.arch.as_ref() == Some(a) && x.usable_in_containers);
+            assert_eq!(label(&format!("binfmt.{a}")).is_some(), usable, "{a}");
+        }
+    }
+}

@@ -5,7 +5,9 @@
 //! parameters (`cmd` repeated for the command). Fields: `image` (required), `command`,
 //! `entrypoint`, `platform`, `route` (auto, native, emulated, vm), `require` (native,
 //! emulated, vm, any), `no_local`, `host_profiles` and `guest_profile` (files on the
-//! service's host), `vm_kernel`. The answer is 200 with the report whether or not every host
+//! service's host; a directory stands for its `*.json`), `vm_kernel`, `pull` (pull what is
+//! missing, as `xrun check` does by default; false unless given, so a request never pulls
+//! unasked). The answer is 200 with the report whether or not every host
 //! meets `require` (its `ok` says); unknown fields and bad values are 400.
 
 use std::path::PathBuf;
@@ -17,6 +19,7 @@ use serde::Deserialize;
 use crate::engine::{CheckRequest, Unobserved};
 use crate::plan::RouteChoice;
 use crate::plan::report::Require;
+use crate::registry::PullPolicy;
 
 use super::error::ApiError;
 use super::router::{HandlerResult, Request, Router};
@@ -45,6 +48,8 @@ struct CheckBody {
     host_profiles: Vec<PathBuf>,
     guest_profile: Option<PathBuf>,
     vm_kernel: Option<String>,
+    #[serde(default)]
+    pull: bool,
 }
 
 fn parse<T: std::str::FromStr>(what: &str, v: Option<&str>, default: &str) -> Result<T, ApiError>
@@ -81,6 +86,11 @@ impl CheckBody {
             vm_kernel: self.vm_kernel,
             rootfs: false,
             config: None,
+            pull: if self.pull {
+                PullPolicy::Missing
+            } else {
+                PullPolicy::Never
+            },
         })
     }
 }
@@ -110,6 +120,7 @@ async fn check_get(s: Arc<ApiState>, r: Request) -> HandlerResult {
         "host_profile",
         "guest_profile",
         "vm_kernel",
+        "pull",
     ];
     let raw = r.parts.uri.query().unwrap_or("");
     if let Some((k, _)) =
@@ -135,6 +146,7 @@ async fn check_get(s: Arc<ApiState>, r: Request) -> HandlerResult {
             .collect(),
         guest_profile: q.get("guest_profile").map(PathBuf::from),
         vm_kernel: q.get("vm_kernel").map(str::to_string),
+        pull: q.bool("pull", false)?,
     };
     run(s, body).await
 }

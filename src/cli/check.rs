@@ -1,8 +1,8 @@
 //! `xrun check`: how would an image run here (and on other hosts), and why.
 //! Owner: the kernelcheck stage (requirements) and the plan.
 //!
-//! The image comes from the store (pulled with `xrun pull` or loaded with `xrun load`), or,
-//! with `--rootfs DIR`, from an unpacked directory. Each host (this one, unless `--no-local`,
+//! The image comes from the store (pulled when missing unless `--no-pull`, as `xrun run`
+//! does), or, with `--rootfs DIR`, from an unpacked directory. Each host (this one, unless `--no-local`,
 //! plus every `--host-profile`) gets the platform it would select among the image's pulled
 //! platforms, a route and reasons. Exit 0 when every host meets `--require`, 1 when one does
 //! not, 125 on errors.
@@ -13,6 +13,7 @@ use xrun::engine::{CheckRequest, Engine};
 use xrun::plan::RouteChoice;
 use xrun::plan::report::Require;
 use xrun::platform::Platform;
+use xrun::registry::PullPolicy;
 
 use super::Global;
 use super::run::StderrObserver;
@@ -23,9 +24,14 @@ pub struct CheckArgs {
     /// Check this platform of the image for every host (default: each host's own choice).
     #[arg(long)]
     pub platform: Option<String>,
-    /// A host profile (`xrun host --format json`) to check against; repeatable.
-    #[arg(long = "host-profile", value_name = "FILE")]
+    /// A host profile (`xrun host --format json`) to check against, or a directory of them
+    /// (every `*.json`, sorted: a fleet); repeatable.
+    #[arg(long = "host-profile", value_name = "FILE|DIR")]
     pub host_profiles: Vec<PathBuf>,
+    /// Do not pull: fail when the image (or a platform the hosts need) is not in the store
+    /// (default: pull what is missing, as `xrun run --pull missing`).
+    #[arg(long)]
+    pub no_pull: bool,
     /// Leave this host out (only the `--host-profile`s).
     #[arg(long)]
     pub no_local: bool,
@@ -94,6 +100,11 @@ pub fn check(g: &Global, a: CheckArgs) -> anyhow::Result<u8> {
         vm_kernel: a.vm_kernel,
         rootfs: a.rootfs,
         config: a.config,
+        pull: if a.no_pull {
+            PullPolicy::Never
+        } else {
+            PullPolicy::Missing
+        },
     };
     let report = Engine::open(&g.root).check(&req, &StderrObserver { quiet: false })?;
     if a.format == "json" {

@@ -2,7 +2,7 @@
 //!
 //! `--format table` (default) for people, grouped like `docker info` plus moby's
 //! `check-config.sh`; `--format json` prints the versioned [`HostProfile`] schema
-//! (`docs/host-profile.md`).
+//! (`docs/host-profile.md`); `--format nfd` a node-feature-discovery feature file.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -20,6 +20,8 @@ pub enum Format {
     Table,
     /// The versioned host profile (`schema_version`, stable names).
     Json,
+    /// A node-feature-discovery feature file (`features.d/`): labels for schedulers.
+    Nfd,
 }
 
 /// `xrun host` arguments.
@@ -48,6 +50,7 @@ pub fn host(_g: &Global, a: HostArgs) -> anyhow::Result<u8> {
     };
     let out = match a.format {
         Format::Json => profile.to_json() + "\n",
+        Format::Nfd => xrun::kernelcheck::nfd::feature_file(&profile),
         Format::Table => table(&profile, a.all),
     };
     print!("{out}");

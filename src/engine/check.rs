@@ -13,7 +13,7 @@ use crate::plan::report::{CheckReport, HostEntry, ImageEntry, REPORT_SCHEMA_VERS
 use crate::plan::{RouteChoice, Verdict};
 use crate::platform::{Matcher, Platform};
 use crate::reference::ImageRef;
-use crate::registry::PullPolicy;
+use crate::registry::{ClientOptions, PullOptions, PullPolicy};
 use crate::store::{ImageRecord, Store};
 
 use super::resolve::guest_image;
@@ -46,6 +46,42 @@ pub struct CheckRequest {
     pub rootfs: bool,
     /// With `rootfs`: the OCI image config (JSON) giving platform, labels and command.
     pub config: Option<PathBuf>,
+    /// Whether a stored image that lacks a platform the hosts need is pulled
+    /// ([`PullPolicy::Missing`], the default of `xrun check`) or not ([`PullPolicy::Never`],
+    /// `--no-pull`).
+    pub pull: PullPolicy,
+}
+
+/// The profile files `paths` name: a file as is; a directory stands for every `*.json` in it,
+/// sorted by name (a fleet). A directory without any is an error.
+pub fn expand_profile_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, EngineError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if !p.is_dir() {
+            out.push(p.clone());
+            continue;
+        }
+        let entries = std::fs::read_dir(p).map_err(|e| {
+            EngineError::context(
+                format!("cannot read host profile directory {}", p.display()),
+                e,
+            )
+        })?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|f| f.extension().is_some_and(|x| x == "json") && f.is_file())
+            .collect();
+        if files.is_empty() {
+            return Err(EngineError::Invalid(format!(
+                "host profile directory {} has no *.json profiles: write them with `xrun host --format json > {}/NAME.json`",
+                p.display(),
+                p.display()
+            )));
+        }
+        files.sort();
+        out.extend(files);
+    }
+    Ok(out)
 }
 
 /// One host to check.
@@ -95,7 +131,7 @@ impl Engine {
                 local: true,
             });
         }
-        for f in &req.host_profiles {
+        for f in &expand_profile_paths(&req.host_profiles)? {
             hosts.push(HostInput {
                 profile: read_profile(f, "host")?,
                 source: f.display().to_string(),
@@ -114,8 +150,9 @@ impl Engine {
             .transpose()?;
         // The vm route is checked against: the given guest profile; else the guest image
         // (`--vm-kernel`, the config's `vm-kernel`) for every host; else, for this host, the
-        // local guest a run would boot (when there is one for the image's architecture);
-        // else it is provisional (`guest-unprofiled`).
+        // local guest a run would boot (when there is one for the image's architecture), and
+        // for profile hosts the default guest (the same guest files, whatever qemu this
+        // machine has); else it is provisional (`guest-unprofiled`).
         let guest_image = match &guest {
             None => guest_image(
                 self.root(),
@@ -134,7 +171,7 @@ impl Engine {
         let other_guest = match (guest, guest_image) {
             (Some(p), _) => GuestChoice::Given(Box::new(p)),
             (None, Some(i)) => GuestChoice::Image(i),
-            (None, None) => GuestChoice::None,
+            (None, None) => GuestChoice::Default(self.root().join("vm").join("guests")),
         };
         let decide = |h: &HostInput, ir: &ImageRequirements| -> Result<Verdict, EngineError> {
             let choice = if h.local { &local_guest } else { &other_guest };
@@ -181,10 +218,27 @@ impl Engine {
             let store = Store::open(self.root())
                 .map_err(|e| EngineError::context("opening the store", e))?;
             let r = ImageRef::parse(&image)?;
-            let records = assess::find_records(&store, &r)?;
+            let mut records = assess::find_records(&store, &r)?;
+            if req.pull == PullPolicy::Missing {
+                let wanted_platforms: Vec<Platform> = match wanted {
+                    Some(p) => vec![p.clone()],
+                    None => {
+                        let mut v: Vec<Platform> = Vec::new();
+                        for h in &hosts {
+                            if !v.contains(&h.profile.platform) {
+                                v.push(h.profile.platform.clone());
+                            }
+                        }
+                        v
+                    }
+                };
+                if pull_missing(self, &store, &r, &records, &wanted_platforms, observer)? {
+                    records = assess::find_records(&store, &r)?;
+                }
+            }
             if records.is_empty() {
                 return Err(EngineError::NotFound(format!(
-                    "image {image} is not in the store: pull it first (xrun pull {image})"
+                    "image {image} is not in the store: pull it first (xrun pull {image}), or drop --no-pull"
                 )));
             }
             let available: Vec<Platform> = records.iter().map(|r| r.platform.clone()).collect();
@@ -237,6 +291,55 @@ impl Engine {
             images,
             hosts: entries,
         })
+    }
+}
+
+/// Pulls the platforms of `platforms` that none of `records` suits (as `xrun run --pull
+/// missing` would for each host): `Ok(true)` when something was pulled. A platform the image
+/// does not offer is skipped (that host then gets the selection rules' verdict); when nothing
+/// is stored and every pull failed, the first failure is the error.
+fn pull_missing(
+    engine: &Engine,
+    store: &Store,
+    r: &ImageRef,
+    records: &[ImageRecord],
+    platforms: &[Platform],
+    observer: &dyn Observer,
+) -> Result<bool, EngineError> {
+    let available: Vec<Platform> = records.iter().map(|r| r.platform.clone()).collect();
+    let missing: Vec<&Platform> = platforms
+        .iter()
+        .filter(|p| Matcher::new(p).best(&available).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(false);
+    }
+    let config = engine.config()?;
+    let mut pulled = false;
+    let mut first_error = None;
+    for p in missing {
+        let opts = PullOptions {
+            platform: Some(p.clone()),
+            client: ClientOptions::from_config(&config, &[]),
+            unpack: true,
+            ..Default::default()
+        };
+        let progress = observer.pull_progress();
+        match crate::registry::ensure_image(store, r, PullPolicy::Missing, &opts, progress.as_ref())
+        {
+            Ok(_) => pulled = true,
+            Err(error) => {
+                tracing::debug!("check: pulling {r} for {p}: {error}");
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    match first_error {
+        Some(error) if !pulled && records.is_empty() => Err(EngineError::Pull {
+            image: r.to_string(),
+            error,
+        }),
+        _ => Ok(pulled),
     }
 }
 

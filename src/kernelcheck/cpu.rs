@@ -164,6 +164,7 @@ pub fn gather(src: &HostSource, unknowns: &mut Vec<UnknownFact>) -> (CpuInfo, Pl
         vendor,
         model,
         compat_arches: Vec::new(),
+        aarch32: None,
     };
     (cpu, platform)
 }

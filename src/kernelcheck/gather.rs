@@ -1,7 +1,10 @@
 //! Gathering a [`HostProfile`] from a [`HostSource`]: reads only, never fails as a whole
 //! (an unreadable fact is recorded in `unknowns` with its reason).
 
-use super::profile::{EmulationInfo, HostProfile, KernelInfo, SCHEMA_VERSION, UnknownFact};
+use super::profile::{
+    Aarch32Support, EmulationInfo, HostProfile, KernelInfo, OptionState, SCHEMA_MINOR,
+    SCHEMA_VERSION, UnknownFact,
+};
 use super::source::HostSource;
 use super::{
     binfmt, cgroups, checks, cpu, kconfig, kvm, modules, mountinfo, namespaces, qemu, security,
@@ -25,6 +28,42 @@ fn pretty_name(text: &str) -> Option<String> {
         let v = l.strip_prefix("PRETTY_NAME=")?;
         Some(v.trim().trim_matches('"').trim_matches('\'').to_string())
     })
+}
+
+/// Whether an arm64 host runs AArch32 user code: the `personality(PER_LINUX32)` probe
+/// ([`HostSource::aarch32_el0`]); else, on a recorded host, `CONFIG_COMPAT` not set (no), or
+/// `/sys/devices/system/cpu/aarch32_el0` listing CPUs (yes, on kernels started with
+/// `allow_mismatched_32bit_el0`); `None` when nothing tells.
+pub fn aarch32_support(src: &HostSource, kernel: &KernelInfo) -> Option<Aarch32Support> {
+    if let Some(el0) = src.aarch32_el0 {
+        let evidence = if el0 {
+            "personality(PER_LINUX32) accepted: AArch32 EL0 and CONFIG_COMPAT"
+        } else {
+            "personality(PER_LINUX32) refused: no AArch32 EL0 or no CONFIG_COMPAT"
+        };
+        return Some(Aarch32Support {
+            el0,
+            evidence: evidence.into(),
+        });
+    }
+    let compat = kernel.option("CONFIG_COMPAT");
+    if matches!(compat, Some(OptionState::Missing | OptionState::Module)) {
+        return Some(Aarch32Support {
+            el0: false,
+            evidence: format!(
+                "{}: CONFIG_COMPAT not set",
+                kernel.config_source.clone().unwrap_or_default()
+            ),
+        });
+    }
+    const MISMATCHED: &str = "/sys/devices/system/cpu/aarch32_el0";
+    match src.read(MISMATCHED) {
+        Ok(list) if !list.trim().is_empty() => Some(Aarch32Support {
+            el0: true,
+            evidence: format!("{MISMATCHED}: {}", list.trim()),
+        }),
+        _ => None,
+    }
 }
 
 impl HostProfile {
@@ -100,13 +139,20 @@ impl HostProfile {
         let mount_list = mounts.as_deref().unwrap_or(&[]);
 
         let (mut cpu, platform) = cpu::gather(src, &mut unknowns);
-        // 32-bit x86 runs natively on amd64 only with IA32 emulation in the kernel. (arm on
-        // arm64 needs AArch32 EL0 in the CPU, which nothing here proves: never assumed.)
+        // 32-bit x86 runs natively on amd64 only with IA32 emulation in the kernel; 32-bit
+        // arm on arm64 only with AArch32 EL0 in the CPU and CONFIG_COMPAT (the probe checks
+        // both at once).
         if platform.architecture == "amd64"
             && kernel.option("CONFIG_IA32_EMULATION")
                 == Some(crate::kernelcheck::profile::OptionState::Enabled)
         {
             cpu.compat_arches.push("386".into());
+        }
+        if platform.architecture == "arm64" {
+            cpu.aarch32 = aarch32_support(src, &kernel);
+            if cpu.aarch32.as_ref().is_some_and(|a| a.el0) {
+                cpu.compat_arches.push("arm".into());
+            }
         }
         let cgroups = if mounts.is_some() {
             cgroups::gather(src, mount_list, &mut unknowns)
@@ -142,6 +188,7 @@ impl HostProfile {
 
         HostProfile {
             schema_version: SCHEMA_VERSION,
+            schema_minor: SCHEMA_MINOR,
             name: src.uname.nodename.clone(),
             platform,
             os_release,
@@ -169,6 +216,7 @@ impl HostProfile {
         let bf = binfmt::gather(src, mounts, unknowns);
         let (qemu_user, qemu_system) = qemu::gather(src);
         let k = kvm::gather(src, &cpu.machine, &cpu.flags);
+        let tcg_amd64_level = qemu::tcg_amd64_level(src, &qemu_user, &qemu_system);
         EmulationInfo {
             binfmt_mounted: bf.path.is_some(),
             binfmt_enabled: bf.enabled,
@@ -180,6 +228,7 @@ impl HostProfile {
             kvm_usable: k.usable,
             kvm_note: k.note,
             kvm_module: k.module,
+            tcg_amd64_level,
         }
     }
 }
@@ -209,6 +258,7 @@ mod tests {
             page_size: 0,
             endianness: None,
             path_dirs: vec![],
+            aarch32_el0: None,
         };
         let p = HostProfile::gather_from(&src);
         let facts: Vec<&str> = p.unknowns.iter().map(|u| u.fact.as_str()).collect();

@@ -15,6 +15,11 @@ use crate::platform::Platform;
 /// The schema version written in every profile.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The schema's minor version: bumped when optional fields are added (readers of an older
+/// minor ignore them; profiles of an older minor lack them and load with their defaults).
+/// 1: `emulation.tcg_amd64_level`, `cpu.aarch32`.
+pub const SCHEMA_MINOR: u32 = 1;
+
 /// Where a fact came from: a file, a line, a command; so reports can explain themselves.
 pub type Evidence = String;
 
@@ -23,6 +28,9 @@ pub type Evidence = String;
 pub struct HostProfile {
     /// Always [`SCHEMA_VERSION`] when written by this xrun.
     pub schema_version: u32,
+    /// [`SCHEMA_MINOR`] when written by this xrun; 0 in profiles from before minors existed.
+    #[serde(default)]
+    pub schema_minor: u32,
     /// A name for reports (hostname, or the profile file's stem).
     pub name: String,
     /// The host's platform in OCI terms (amd64 variant = level `v1`..`v4`, arm variant).
@@ -98,6 +106,19 @@ pub struct CpuInfo {
     /// `CONFIG_IA32_EMULATION`, `arm` on arm64 with AArch32 EL0 and `CONFIG_COMPAT`).
     #[serde(default)]
     pub compat_arches: Vec<String>,
+    /// arm64 only: whether this CPU and kernel run 32-bit arm (AArch32) code at EL0, with the
+    /// evidence; `None` elsewhere or when it could not be told. Added in schema 1.1.
+    #[serde(default)]
+    pub aarch32: Option<Aarch32Support>,
+}
+
+/// Whether an arm64 host runs AArch32 user code natively.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Aarch32Support {
+    /// The CPU has AArch32 at EL0 and the kernel runs compat tasks (`CONFIG_COMPAT`).
+    pub el0: bool,
+    /// How it was told (`personality(PER_LINUX32) accepted`, …).
+    pub evidence: Evidence,
 }
 
 /// The state of one kernel option (`CONFIG_…`).
@@ -385,6 +406,23 @@ pub struct EmulationInfo {
     /// The KVM vendor module seen in `/sys/module` (`kvm_intel`, `kvm_amd`, `kvm_pvm`), if any.
     #[serde(default)]
     pub kvm_module: Option<String>,
+    /// The x86-64 level qemu's TCG emulates here for amd64 code (qemu-user, and qemu-system
+    /// without KVM), with its evidence; `None` when no qemu for amd64 was found or it was not
+    /// asked (recorded hosts, older profiles). Added in schema 1.1.
+    #[serde(default)]
+    pub tcg_amd64_level: Option<TcgLevel>,
+}
+
+/// The x86-64 level qemu's TCG offers (`-cpu max`, also qemu-user's default CPU), decided from
+/// the qemu version ([`crate::kernelcheck::qemu::tcg_amd64_level_of`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcgLevel {
+    /// x86-64 level 1..=4.
+    pub level: u8,
+    /// The qemu version it was decided from (`10.0.2`).
+    pub qemu_version: String,
+    /// Where it came from (`/usr/bin/qemu-system-x86_64 --version: 10.0.2`).
+    pub evidence: Evidence,
 }
 
 impl EmulationInfo {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
+use super::profile::TcgLevel;
 use super::source::HostSource;
 
 /// Extra directories searched after `PATH`.
@@ -109,6 +110,68 @@ pub fn gather(src: &HostSource) -> (BTreeMap<String, String>, BTreeMap<String, S
     (user, system)
 }
 
+/// The x86-64 level qemu's TCG emulates for amd64 code in qemu `version` (`[major, minor,
+/// patch]`), with `-cpu max` (qemu-system) and qemu-user's default CPU alike: v3 from 7.2
+/// (AVX/AVX2, FMA, F16C, BMI1/2, MOVBE arrived in TCG then), v2 before (SSE4.2, POPCNT,
+/// CX16). No release up to 10.x emulates AVX-512, so none offers v4. Checked against the
+/// real thing by `tests/isa_emulation.rs` (a probe that asks the CPU, run under qemu-x86_64).
+pub fn tcg_amd64_level_of(version: [u32; 3]) -> u8 {
+    if version >= [7, 2, 0] { 3 } else { 2 }
+}
+
+/// The highest x86-64 level any qemu's TCG emulates ([`tcg_amd64_level_of`]): what the plan
+/// assumes when a profile does not record the level.
+pub const TCG_AMD64_LEVEL_MAX: u8 = 3;
+
+/// `major.minor.patch` from `qemu-… --version` output (`qemu-x86_64 version 10.0.2 (Debian …)`,
+/// `QEMU emulator version 7.2.0`).
+pub fn parse_qemu_version(text: &str) -> Option<[u32; 3]> {
+    let line = text.lines().next()?;
+    let rest = &line[line.find("version ")? + "version ".len()..];
+    let word = rest.split_whitespace().next()?;
+    let mut parts = word.split('.').map(|p| {
+        p.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<u32>()
+            .ok()
+    });
+    Some([
+        parts.next()??,
+        parts.next().flatten()?,
+        parts.next().flatten().unwrap_or(0),
+    ])
+}
+
+/// The TCG x86-64 level of the qemu found for amd64 here (qemu-user first: usually static,
+/// it answers in a few milliseconds where qemu-system loads dozens of libraries; both come
+/// from the same qemu source in distributions), from its `--version` (run only on this
+/// machine, never for a recorded host; `None` when no qemu for amd64 is found or it does not
+/// answer).
+pub fn tcg_amd64_level(
+    src: &HostSource,
+    user: &BTreeMap<String, String>,
+    system: &BTreeMap<String, String>,
+) -> Option<TcgLevel> {
+    if !src.is_live() {
+        return None;
+    }
+    let qemu = user.get("amd64").or_else(|| system.get("amd64"))?;
+    let out = std::process::Command::new(qemu)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let version = parse_qemu_version(&String::from_utf8_lossy(&out.stdout))?;
+    let level = tcg_amd64_level_of(version);
+    let shown = format!("{}.{}.{}", version[0], version[1], version[2]);
+    Some(TcgLevel {
+        level,
+        evidence: format!("{qemu} --version: {shown} (TCG emulates up to x86-64-v{level})"),
+        qemu_version: shown,
+    })
+}
+
 /// Whether a host path is a regular file with an execute bit (symlinks followed).
 fn is_executable(src: &HostSource, host_path: &str) -> bool {
     std::fs::metadata(src.path(host_path))
@@ -118,6 +181,28 @@ fn is_executable(src: &HostSource, host_path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qemu_versions_and_tcg_levels() {
+        assert_eq!(
+            parse_qemu_version("qemu-x86_64 version 10.0.2 (Debian 1:10.0.2+ds-2)\nCopyright"),
+            Some([10, 0, 2])
+        );
+        assert_eq!(
+            parse_qemu_version("QEMU emulator version 7.2.0 (Debian 1:7.2+dfsg-7)"),
+            Some([7, 2, 0])
+        );
+        assert_eq!(
+            parse_qemu_version("QEMU emulator version 8.2"),
+            Some([8, 2, 0])
+        );
+        assert_eq!(parse_qemu_version("no version here"), None);
+        assert_eq!(tcg_amd64_level_of([6, 2, 0]), 2);
+        assert_eq!(tcg_amd64_level_of([7, 1, 9]), 2);
+        assert_eq!(tcg_amd64_level_of([7, 2, 0]), 3);
+        assert_eq!(tcg_amd64_level_of([10, 0, 2]), 3);
+        assert!(tcg_amd64_level_of([99, 0, 0]) <= TCG_AMD64_LEVEL_MAX);
+    }
 
     #[test]
     fn finds_static_first() {

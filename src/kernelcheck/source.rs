@@ -37,6 +37,10 @@ pub struct HostSource {
     pub endianness: Option<String>,
     /// Directories searched for programs (qemu), in order, as absolute paths on the host.
     pub path_dirs: Vec<PathBuf>,
+    /// arm64 only: whether the kernel accepted `personality(PER_LINUX32)`, which arm64 Linux
+    /// allows only when the CPU runs AArch32 at EL0 and the kernel has `CONFIG_COMPAT`
+    /// ([`probe_aarch32_el0`]); `None` when not arm64 or not recorded.
+    pub aarch32_el0: Option<bool>,
 }
 
 /// The file `HostSource::recorded` reads: the non-file facts of a recorded host.
@@ -48,6 +52,8 @@ struct Recorded {
     endianness: Option<String>,
     #[serde(default)]
     path: Vec<PathBuf>,
+    #[serde(default)]
+    aarch32_el0: Option<bool>,
 }
 
 /// Why a recorded host cannot be used.
@@ -73,6 +79,28 @@ pub enum SourceError {
 
 /// The name of the description file in a recorded host directory.
 pub const RECORDED_FILE: &str = "source.json";
+
+/// Whether this arm64 machine runs AArch32 user code: arm64 Linux accepts
+/// `personality(PER_LINUX32)` only when every CPU has AArch32 at EL0 and the kernel has
+/// `CONFIG_COMPAT` (`arch/arm64/kernel/sys.c`; the EL0 field of `ID_AA64PFR0_EL1` is hidden
+/// from userspace's MRS emulation). The calling thread's personality is restored at once.
+/// `None` when the current personality cannot be read.
+pub fn probe_aarch32_el0() -> Option<bool> {
+    const PER_LINUX32: libc::c_ulong = 0x0008;
+    const PER_MASK: libc::c_ulong = 0x00ff;
+    // SAFETY: personality(2) only reads (0xffffffff) or sets this thread's execution domain;
+    // the previous value is put back before returning.
+    unsafe {
+        let current = libc::personality(0xffff_ffff);
+        if current < 0 {
+            return None;
+        }
+        let current = current as libc::c_ulong;
+        let accepted = libc::personality((current & !PER_MASK) | PER_LINUX32) >= 0;
+        libc::personality(current);
+        Some(accepted)
+    }
+}
 
 impl HostSource {
     /// This machine: root `/`, `uname(2)`, `sysconf(_SC_PAGESIZE)`, `$PATH`.
@@ -107,12 +135,16 @@ impl HostSource {
             }
             .into(),
         );
+        let aarch32_el0 = (uname.machine == "aarch64")
+            .then(probe_aarch32_el0)
+            .flatten();
         HostSource {
             root: PathBuf::from("/"),
             uname,
             page_size,
             endianness,
             path_dirs,
+            aarch32_el0,
         }
     }
 
@@ -135,6 +167,7 @@ impl HostSource {
             page_size: r.page_size,
             endianness: r.endianness,
             path_dirs: r.path,
+            aarch32_el0: r.aarch32_el0,
         })
     }
 

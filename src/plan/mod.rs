@@ -16,11 +16,14 @@
 //!   rules against the host.
 //! - **emulated**: a foreign architecture with an enabled binfmt_misc handler for it that has
 //!   the `F` flag (`no-emulator`, `emulator-not-usable-in-containers`); the kernel rules
-//!   against the host (emulation shares the host kernel); an amd64 ISA level above baseline
-//!   is unknown under qemu-user.
+//!   against the host (emulation shares the host kernel); an amd64 ISA level at most what
+//!   qemu's TCG emulates (`emulator-isa-level`: the profile's `emulation.tcg_amd64_level`,
+//!   else x86-64-v3 at most — no qemu emulates AVX-512 — and v2/v3 unknown).
 //! - **vm**: a `qemu-system` for the image architecture (`no-vm`); with a guest profile in
-//!   [`PlanOptions::guest`], the kernel and ISA rules against the guest; without one the
-//!   verdict is provisional and says so (`guest-unprofiled`, a warning).
+//!   [`PlanOptions::guest`], the kernel and ISA rules against the guest; without one, the
+//!   amd64 level against the emulator (KVM: the host CPU's; TCG as for emulated:
+//!   `emulator-isa-level`), and the rest is provisional and says so (`guest-unprofiled`, a
+//!   warning).
 //! - **kernel rules**: kernel ≥ `org.xrun.kernel.min` and ≥ every ELF `NT_GNU_ABI_TAG`
 //!   (`kernel-too-old`); each `org.xrun.kernel.modules` entry loaded, built in, or available
 //!   with module support (`missing-module`); each `org.xrun.kernel.config` option `y` (or `m`
@@ -35,13 +38,14 @@
 //! forced with [`PlanOptions::route`] accepts unknowns (the user takes the risk; the reasons
 //! stay in the verdict) but never a known failure.
 
-mod modules;
+use crate::kernelcheck::module_options as modules;
 pub mod report;
 
 use serde::{Deserialize, Serialize};
 
 use crate::kernelcheck::labels::show_version;
 use crate::kernelcheck::profile::{Evidence, HostProfile, OptionState};
+use crate::kernelcheck::qemu::TCG_AMD64_LEVEL_MAX;
 use crate::kernelcheck::requirements::{ImageRequirements, ProblemCode};
 use crate::platform::Platform;
 
@@ -163,6 +167,9 @@ pub enum ReasonCode {
     MissingConfig,
     /// The amd64 ISA level needed is above the CPU's.
     IsaLevel,
+    /// The amd64 ISA level needed is above what the emulator offers (qemu TCG: x86-64-v3 at
+    /// most; KVM: the host CPU's).
+    EmulatorIsaLevel,
     /// The kernel's page size is larger than the image supports.
     PageSize,
     /// The image's ELF files are not of the declared architecture.
@@ -202,6 +209,7 @@ impl ReasonCode {
             ReasonCode::MissingModule => "missing-module",
             ReasonCode::MissingConfig => "missing-config",
             ReasonCode::IsaLevel => "isa-level",
+            ReasonCode::EmulatorIsaLevel => "emulator-isa-level",
             ReasonCode::PageSize => "page-size",
             ReasonCode::MislabeledPlatform => "mislabeled-platform",
             ReasonCode::NoCommand => "no-command",
@@ -602,6 +610,9 @@ fn needed_level(req: &ImageRequirements) -> Option<(u8, Evidence)> {
     }
 }
 
+/// The image's amd64 level against profile `p`'s CPU (`who`: host/guest). On the vm route the
+/// guest CPU is the emulator's (KVM: the host's; TCG's), so a shortfall there is
+/// `emulator-isa-level`; natively it is `isa-level`.
 fn isa_check(p: &HostProfile, req: &ImageRequirements, route: RouteKind, who: &str) -> Vec<Reason> {
     let Some((level, ev)) = needed_level(req) else {
         return vec![];
@@ -620,8 +631,13 @@ fn isa_check(p: &HostProfile, req: &ImageRequirements, route: RouteKind, who: &s
         )];
     }
     if have < level {
+        let code = if route == RouteKind::Vm {
+            ReasonCode::EmulatorIsaLevel
+        } else {
+            ReasonCode::IsaLevel
+        };
         return vec![reason(
-            ReasonCode::IsaLevel,
+            code,
             Severity::Blocking,
             Some(route),
             format!("the image needs x86-64-v{level}, the {who} CPU is x86-64-v{have}"),
@@ -629,6 +645,90 @@ fn isa_check(p: &HostProfile, req: &ImageRequirements, route: RouteKind, who: &s
         )];
     }
     vec![]
+}
+
+/// How an image's amd64 level fits what an emulator offers.
+enum IsaFit {
+    /// Fits (or the image needs only the baseline).
+    Fits,
+    /// Needs more than the emulator can offer: the blocking reason.
+    Blocked(Reason),
+    /// Needs `needed`, which the emulator may or may not offer (its level is not profiled).
+    Unsure { needed: u8, evidence: Vec<Evidence> },
+}
+
+/// The x86-64 level an emulator offers amd64 code on `host`: under KVM the host CPU's; else
+/// qemu TCG's, as the profile records it (`emulation.tcg_amd64_level`) or, when it does not,
+/// at most [`TCG_AMD64_LEVEL_MAX`] (no qemu emulates AVX-512). Returns the level, whether it
+/// is exact, what offers it, and the evidence.
+fn emulator_level(host: &HostProfile, kvm: bool) -> (u8, bool, String, Evidence) {
+    if kvm {
+        let l = host.cpu.amd64_level;
+        return (
+            l,
+            l > 0,
+            "the KVM guest CPU (the host's)".into(),
+            format!("host {} cpu.amd64_level={l} (KVM)", host.name),
+        );
+    }
+    match &host.emulation.tcg_amd64_level {
+        Some(t) => (
+            t.level,
+            true,
+            format!("qemu {} (TCG)", t.qemu_version),
+            t.evidence.clone(),
+        ),
+        None => (
+            TCG_AMD64_LEVEL_MAX,
+            false,
+            "qemu's TCG".into(),
+            format!(
+                "no qemu release emulates AVX-512: TCG offers x86-64-v{TCG_AMD64_LEVEL_MAX} at most"
+            ),
+        ),
+    }
+}
+
+/// The x86-64 level the guest CPU of an amd64 VM on `host` has: the host's under KVM (an
+/// amd64 host with usable KVM), else what qemu's TCG emulates there (as recorded, or at most
+/// x86-64-v3). What a guest profile ([`PlanOptions::guest`]) gets as `cpu.amd64_level`.
+pub fn amd64_guest_level(host: &HostProfile) -> u8 {
+    let kvm = host_arch(host) == "amd64" && host.emulation.kvm_usable;
+    emulator_level(host, kvm).0
+}
+
+/// The image's amd64 level against what the emulated or vm route's emulator offers on `host`.
+fn emulator_isa_check(
+    host: &HostProfile,
+    req: &ImageRequirements,
+    route: RouteKind,
+    kvm: bool,
+) -> IsaFit {
+    let Some((needed, ev)) = needed_level(req).filter(|(l, _)| *l > 1) else {
+        return IsaFit::Fits;
+    };
+    let (have, exact, what, hev) = emulator_level(host, kvm);
+    if have > 0 && needed > have {
+        let note = if kvm { "" } else { " (no AVX-512 under TCG)" };
+        return IsaFit::Blocked(reason(
+            ReasonCode::EmulatorIsaLevel,
+            Severity::Blocking,
+            Some(route),
+            format!(
+                "the image needs x86-64-v{needed}; {what} on {} offers x86-64-v{have}{note}",
+                host.name
+            ),
+            vec![ev, hev],
+        ));
+    }
+    if exact {
+        IsaFit::Fits
+    } else {
+        IsaFit::Unsure {
+            needed,
+            evidence: vec![ev],
+        }
+    }
 }
 
 fn assess_emulated(host: &HostProfile, req: &ImageRequirements) -> (Option<Route>, Vec<Reason>) {
@@ -708,18 +808,21 @@ fn assess_emulated(host: &HostProfile, req: &ImageRequirements) -> (Option<Route
         }
     };
     let mut out = Vec::new();
-    if arch == "amd64"
-        && let Some((level, ev)) = needed_level(req).filter(|(l, _)| *l > 1)
-    {
-        out.push(reason(
-            ReasonCode::FactUnknown,
-            Severity::Unknown,
-            r,
-            format!(
-                "the image needs x86-64-v{level}; the level qemu-user emulates is not profiled"
-            ),
-            vec![ev],
-        ));
+    if arch == "amd64" {
+        match emulator_isa_check(host, req, RouteKind::Emulated, false) {
+            IsaFit::Fits => {}
+            IsaFit::Blocked(why) => out.push(why),
+            IsaFit::Unsure { needed, evidence } => out.push(reason(
+                ReasonCode::FactUnknown,
+                Severity::Unknown,
+                r,
+                format!(
+                    "the image needs x86-64-v{needed}; the level qemu-user emulates on {} is not profiled (v2 before qemu 7.2, v3 since)",
+                    host.name
+                ),
+                evidence,
+            )),
+        }
     }
     out.extend(kernel_checks(host, req, RouteKind::Emulated, "host"));
     (Some(route), out)
@@ -752,12 +855,21 @@ fn assess_vm(
             )],
         );
     };
+    let kvm = host_arch(host) == arch && host.emulation.kvm_usable;
     let route = Route::Vm {
         arch: arch.clone(),
         qemu: qemu.clone(),
-        kvm: host_arch(host) == arch && host.emulation.kvm_usable,
+        kvm,
     };
     let Some(g) = guest else {
+        let mut level_pending = None;
+        if arch == "amd64" {
+            match emulator_isa_check(host, req, RouteKind::Vm, kvm) {
+                IsaFit::Fits => {}
+                IsaFit::Blocked(why) => return (Some(route), vec![why]),
+                IsaFit::Unsure { needed, .. } => level_pending = Some(needed),
+            }
+        }
         let mut pending = Vec::new();
         if let Some(k) = &req.kernel_min {
             pending.push(format!("kernel ≥ {}", show_version(&k.value)));
@@ -774,7 +886,7 @@ fn assess_vm(
         if req.max_page_size.is_some() || req.elf.min_load_align.is_some() {
             pending.push("page size".into());
         }
-        if let Some((l, _)) = needed_level(req).filter(|(l, _)| *l > 1) {
+        if let Some(l) = level_pending {
             pending.push(format!("x86-64-v{l}"));
         }
         let message = if pending.is_empty() {

@@ -4,7 +4,7 @@
 use super::*;
 use crate::kernelcheck::elf::ElfInfo;
 use crate::kernelcheck::entrypoint::{EntrypointFacts, ExecLink};
-use crate::kernelcheck::profile::BinfmtHandler;
+use crate::kernelcheck::profile::{BinfmtHandler, TcgLevel};
 use crate::kernelcheck::requirements::{ArchCount, Fact, Problem};
 
 fn platform(s: &str) -> Platform {
@@ -515,7 +515,10 @@ fn cases() -> Vec<Case> {
         v4,
         with_guest(guest("amd64")),
         "unrunnable",
-        vec![("isa-level", B, Some(N)), ("isa-level", B, Some(V))],
+        vec![
+            ("isa-level", B, Some(N)),
+            ("emulator-isa-level", B, Some(V)),
+        ],
     );
     let mut arm_host_amd64_img = arm64_64k();
     arm_host_amd64_img.cpu.page_size = 4096;
@@ -531,7 +534,7 @@ fn cases() -> Vec<Case> {
     c(
         "amd64 v3 image emulated on arm64: level unknown under qemu-user",
         arm_host_amd64_img,
-        v3,
+        v3.clone(),
         auto(),
         "unrunnable",
         vec![
@@ -539,6 +542,126 @@ fn cases() -> Vec<Case> {
             ("fact-unknown", U, Some(E)),
             ("no-vm", B, Some(V)),
         ],
+    );
+
+    // ISA level against the emulator (issue 15): TCG offers x86-64-v3 at most, KVM the host's.
+    let mut v4img = image("linux/amd64");
+    v4img.elf.isa_level = Some(Fact::new(4, "/app: x86-64-v4"));
+    let mut v2_tcg = v2host_no_vm_fix();
+    v2_tcg.emulation.tcg_amd64_level = Some(tcg(3));
+    c(
+        "v4 image on a v2 host with qemu-system (TCG 10.0) -> unrunnable, never vm",
+        v2_tcg.clone(),
+        v4img.clone(),
+        auto(),
+        "unrunnable",
+        vec![
+            ("isa-level", B, Some(N)),
+            ("emulator-isa-level", B, Some(V)),
+        ],
+    );
+    c(
+        "v4 image, TCG level not recorded: still no AVX-512 under any qemu",
+        v2host_no_vm_fix(),
+        v4img.clone(),
+        auto(),
+        "unrunnable",
+        vec![
+            ("isa-level", B, Some(N)),
+            ("emulator-isa-level", B, Some(V)),
+        ],
+    );
+    c(
+        "v4 image forced onto vm on a v2 host: refused",
+        v2_tcg.clone(),
+        v4img.clone(),
+        forced(RouteChoice::Vm),
+        "unrunnable",
+        vec![("emulator-isa-level", B, Some(V))],
+    );
+    c(
+        "v3 image on a v2 host, TCG 10.0 offers v3 -> vm (level checked, not pending)",
+        v2_tcg.clone(),
+        v3.clone(),
+        auto(),
+        "vm",
+        vec![("isa-level", B, Some(N)), ("guest-unprofiled", W, Some(V))],
+    );
+    let mut v2_old_qemu = v2_tcg.clone();
+    v2_old_qemu.emulation.tcg_amd64_level = Some(TcgLevel {
+        level: 2,
+        qemu_version: "6.2.0".into(),
+        evidence: "qemu-system-x86_64 --version: 6.2.0".into(),
+    });
+    c(
+        "v3 image on a v2 host with qemu 6.2 (TCG v2) -> unrunnable",
+        v2_old_qemu,
+        v3.clone(),
+        auto(),
+        "unrunnable",
+        vec![
+            ("isa-level", B, Some(N)),
+            ("emulator-isa-level", B, Some(V)),
+        ],
+    );
+    let mut v2_kvm = v2host_no_vm_fix();
+    v2_kvm.emulation.kvm_usable = true;
+    c(
+        "v3 image on a v2 host with KVM: the guest CPU is the host's -> unrunnable",
+        v2_kvm.clone(),
+        v3.clone(),
+        auto(),
+        "unrunnable",
+        vec![
+            ("isa-level", B, Some(N)),
+            ("emulator-isa-level", B, Some(V)),
+        ],
+    );
+    let mut v4_kvm = host();
+    v4_kvm.emulation.kvm_usable = true;
+    c(
+        "v4 image forced onto vm on a v4 host with KVM -> vm",
+        v4_kvm,
+        v4img.clone(),
+        forced(RouteChoice::Vm),
+        "vm",
+        vec![("guest-unprofiled", W, Some(V))],
+    );
+    let mut arm_x86 = arm64_64k();
+    arm_x86.cpu.page_size = 4096;
+    arm_x86.emulation.handlers = vec![x86_handler()];
+    arm_x86.emulation.tcg_amd64_level = Some(tcg(3));
+    c(
+        "v4 image behind a qemu-user handler on arm64 -> unrunnable, never emulated",
+        arm_x86.clone(),
+        v4img.clone(),
+        forced(RouteChoice::Emulated),
+        "unrunnable",
+        vec![("emulator-isa-level", B, Some(E))],
+    );
+    c(
+        "v4 image on arm64 with qemu-user, TCG level not recorded -> unrunnable",
+        {
+            let mut h = arm_x86.clone();
+            h.emulation.tcg_amd64_level = None;
+            h
+        },
+        v4img,
+        auto(),
+        "unrunnable",
+        vec![
+            ("arch-mismatch", B, Some(N)),
+            ("emulator-isa-level", B, Some(E)),
+            ("no-vm", B, Some(V)),
+        ],
+    );
+    c(
+        "v3 image on arm64 with qemu-user 10.0 (TCG v3) -> emulated",
+        arm_x86,
+        v3.clone(),
+        auto(),
+        "emulated",
+        vec![("arch-mismatch", B, Some(N))],
     );
 
     // Page size.
@@ -736,6 +859,15 @@ fn cases() -> Vec<Case> {
     v
 }
 
+/// What `xrun host` records for qemu 10.0 on amd64: TCG offers x86-64-v`level`.
+fn tcg(level: u8) -> TcgLevel {
+    TcgLevel {
+        level,
+        qemu_version: "10.0.2".into(),
+        evidence: "/usr/bin/qemu-system-x86_64 --version: 10.0.2".into(),
+    }
+}
+
 fn v2host_no_vm_fix() -> HostProfile {
     let mut h = host();
     h.platform = platform("linux/amd64/v2");
@@ -827,6 +959,7 @@ fn every_code_is_kebab_and_serializes_as_such() {
         ReasonCode::MissingModule,
         ReasonCode::MissingConfig,
         ReasonCode::IsaLevel,
+        ReasonCode::EmulatorIsaLevel,
         ReasonCode::PageSize,
         ReasonCode::MislabeledPlatform,
         ReasonCode::NoCommand,
@@ -851,4 +984,138 @@ fn every_code_is_kebab_and_serializes_as_such() {
         serde_json::to_value(&v.route).unwrap(),
         serde_json::json!({"kind": "unrunnable"})
     );
+}
+
+/// A recorded arm64 host: cpuinfo of `core`, a kernel config with or without `CONFIG_COMPAT`,
+/// the `personality(PER_LINUX32)` probe's answer (or none), an arm binfmt handler with `F`.
+fn recorded_arm64(
+    name: &str,
+    part: &str,
+    compat: bool,
+    probe: Option<bool>,
+    mismatched: Option<&str>,
+) -> HostProfile {
+    use crate::kernelcheck::source::{HostSource, Uname};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let put = |path: &str, text: &str| {
+        let p = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    put(
+        "/proc/cpuinfo",
+        &format!(
+            "processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n\
+             CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\n\
+             CPU part\t: {part}\nCPU revision\t: 3\n"
+        ),
+    );
+    let release = "6.1.0-rpi7-rpi-v8";
+    put(
+        &format!("/boot/config-{release}"),
+        &format!(
+            "CONFIG_USER_NS=y\nCONFIG_OVERLAY_FS=y\n{}",
+            if compat {
+                "CONFIG_COMPAT=y\n"
+            } else {
+                "# CONFIG_COMPAT is not set\n"
+            }
+        ),
+    );
+    if let Some(list) = mismatched {
+        put("/sys/devices/system/cpu/aarch32_el0", list);
+    }
+    let src = HostSource {
+        root: root.into(),
+        uname: Uname {
+            sysname: "Linux".into(),
+            nodename: name.into(),
+            release: release.into(),
+            version: "#1 SMP".into(),
+            machine: "aarch64".into(),
+        },
+        page_size: 4096,
+        endianness: None,
+        path_dirs: vec![],
+        aarch32_el0: probe,
+    };
+    let mut p = HostProfile::gather_from(&src);
+    // binfmt is not recorded here: give it an arm handler with F, as qemu-user-static would.
+    p.emulation.binfmt_mounted = true;
+    p.emulation.binfmt_enabled = true;
+    p.emulation.handlers = host()
+        .emulation
+        .handlers
+        .into_iter()
+        .filter(|h| h.name == "qemu-arm")
+        .collect();
+    p
+}
+
+#[test]
+fn arm64_hosts_and_32_bit_arm() {
+    let mut armv7 = image("linux/arm/v7");
+    armv7.elf.arches[0].arch = "arm".into();
+    for link in &mut armv7.entrypoint.chain {
+        if let Some(e) = &mut link.elf {
+            e.bits = 32;
+        }
+    }
+    let cases = [
+        // Raspberry Pi 4, 64-bit OS, COMPAT, the probe accepted PER_LINUX32.
+        (
+            recorded_arm64("pi4", "0xd08", true, Some(true), None),
+            Some(true),
+            "native",
+        ),
+        // Graviton 3 (Neoverse-V1): no AArch32 EL0, the probe refused.
+        (
+            recorded_arm64("graviton3", "0xd40", true, Some(false), None),
+            Some(false),
+            "emulated",
+        ),
+        // Recorded without the probe: a kernel without COMPAT says no.
+        (
+            recorded_arm64("nocompat", "0xd08", false, None, None),
+            Some(false),
+            "emulated",
+        ),
+        // Recorded without the probe, asymmetric system listing AArch32-capable CPUs.
+        (
+            recorded_arm64("mismatched", "0xd08", true, None, Some("0-3\n")),
+            Some(true),
+            "native",
+        ),
+        // Nothing tells: never assumed native.
+        (
+            recorded_arm64("unknown", "0xd08", true, None, None),
+            None,
+            "emulated",
+        ),
+    ];
+    for (host, el0, route) in cases {
+        assert_eq!(host.platform.to_string(), "linux/arm64/v8", "{}", host.name);
+        assert_eq!(
+            host.cpu.aarch32.as_ref().map(|a| a.el0),
+            el0,
+            "{}: {:?}",
+            host.name,
+            host.cpu.aarch32
+        );
+        if let Some(a) = &host.cpu.aarch32 {
+            assert!(!a.evidence.is_empty());
+        }
+        assert_eq!(
+            host.cpu.compat_arches.contains(&"arm".to_string()),
+            el0 == Some(true),
+            "{}",
+            host.name
+        );
+        let v = plan(&host, &armv7, &PlanOptions::default());
+        assert_eq!(v.route.name(), route, "{}: {:#?}", host.name, v.reasons);
+        // The profile round-trips through its JSON with the new field.
+        let back = HostProfile::from_json(&host.to_json()).unwrap();
+        assert_eq!(back.cpu.aarch32, host.cpu.aarch32);
+    }
 }

@@ -258,6 +258,7 @@ impl Guest {
         };
         Ok(HostProfile {
             schema_version: crate::kernelcheck::profile::SCHEMA_VERSION,
+            schema_minor: crate::kernelcheck::profile::SCHEMA_MINOR,
             name: format!("guest {} {}", self.arch, self.kernel_release),
             platform,
             os_release: None,

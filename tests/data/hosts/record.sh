@@ -69,6 +69,14 @@ for d in $(echo "$PATH" | tr ':' ' ') /usr/bin /usr/libexec/qemu-binfmt; do
 	done
 done
 
+# arm64: does the kernel accept personality(PER_LINUX32)? Only with AArch32 EL0 and
+# CONFIG_COMPAT (xrun's probe asks the same question).
+aarch32=null
+copy /sys/devices/system/cpu/aarch32_el0
+if [ "$(uname -m)" = aarch64 ]; then
+	if setarch linux32 true 2>/dev/null; then aarch32=true; else aarch32=false; fi
+fi
+
 cat >"$out/source.json" <<EOF
 {
   "uname": {
@@ -79,7 +87,8 @@ cat >"$out/source.json" <<EOF
     "machine": "$(uname -m)"
   },
   "page_size": $(getconf PAGESIZE),
-  "path": [$path_json]
+  "path": [$path_json],
+  "aarch32_el0": $aarch32
 }
 EOF
 echo "recorded into $out"
