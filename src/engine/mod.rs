@@ -18,6 +18,7 @@
 //! - networks: [`Engine::create_network`], [`Engine::list_networks`],
 //!   [`Engine::inspect_network`], [`Engine::remove_network`], [`Engine::prune_networks`],
 //!   [`Engine::connect`], [`Engine::disconnect`], [`Engine::ports`];
+//! - builds: [`Engine::build`] (a Dockerfile into an image: [`BuildRequest`]);
 //! - the pre-flight: [`Engine::check`].
 //!
 //! Failures are [`EngineError`]s, which keep Docker's exit codes (125/126/127) and the
@@ -30,6 +31,7 @@ use crate::config::Config;
 use crate::runtime::Containers;
 
 mod attach;
+mod build;
 mod check;
 mod containers;
 mod create;
@@ -52,6 +54,7 @@ pub use attach::{
     AttachEvent, AttachEvents, AttachInput, AttachRequest, Attachment, DEFAULT_DETACH_KEYS,
     DetachKeys, Stream,
 };
+pub use build::{BuildOutcome, BuildRequest, default_build_platform};
 pub use check::CheckRequest;
 pub use containers::{AttachOptions, ExecSpec};
 pub use error::{EXIT_ENGINE_ERROR, EngineError, ErrorKind};

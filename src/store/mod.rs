@@ -27,6 +27,7 @@ mod locks;
 mod record;
 mod refs;
 mod safepath;
+mod scratch;
 mod snapshots;
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,7 @@ pub use blobs::BlobWriter;
 pub use decompress::{Compression, sniff};
 pub use extract::{is_opaque, is_whiteout};
 pub use gc::{Lease, PruneReport};
+pub use scratch::ScratchDir;
 pub use record::{
     ConfigSummary, DOCKER_LIST, DOCKER_MANIFEST, Descriptor, Index, Manifest, OCI_INDEX,
     OCI_MANIFEST, RootFs, is_index_media_type,
