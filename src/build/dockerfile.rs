@@ -335,14 +335,16 @@ fn convert(ins: &pd::Instruction<'_>, text: &str, escape: char) -> Result<Instru
                 command(&i.arguments, escape)
             } else {
                 // A shell script with its heredocs: hand the shell the text as written.
-                let start = match &i.arguments {
-                    pd::Command::Shell(s) => s.span.start,
-                    pd::Command::Exec(s) => s.span.start,
-                    _ => 0,
-                };
+                let start = i
+                    .options
+                    .iter()
+                    .map(|f| f.span().end)
+                    .max()
+                    .unwrap_or(0)
+                    .max(i.run.span.end);
                 let end = i.here_docs.iter().map(|h| h.span.end).max().unwrap_or(start);
-                let script = &text[start..end.min(text.len())];
-                let script = match script.trim_start().strip_prefix("<<") {
+                let script = text[start..end.min(text.len())].trim_start();
+                let script = match script.strip_prefix("<<") {
                     // `RUN <<EOF` alone: the heredoc is the script.
                     Some(rest) if !rest.lines().next().unwrap_or("").contains(' ') && i.here_docs.len() == 1 => {
                         let body = &i.here_docs[0].value;

@@ -739,12 +739,9 @@ impl Run<'_> {
         let dest_rel = dest.trim_start_matches('/').trim_end_matches('/').to_string();
         let into_dir = dest_is_dir || rootfs::is_dir(&layers, &dest_rel);
         for body in &inline {
-            copy::make_parents(&staging, &format!("{dest_rel}/x"), &layers)?;
-            if !dest_rel.is_empty() {
-                copy::make_dir(&staging, &dest_rel, &layers)?;
-            }
-            let target = if into_dir { staging.join(&dest_rel).join("heredoc") } else { staging.join(&dest_rel) };
-            copy::write_inline(&target, body, attrs)?;
+            let target_rel = if into_dir { format!("{dest_rel}/heredoc") } else { dest_rel.clone() };
+            copy::make_parents(&staging, &target_rel, &layers)?;
+            copy::write_inline(&staging.join(&target_rel), body, attrs)?;
         }
         for rel in &paths {
             let src = src_ctx.dir().join(rel);
