@@ -46,6 +46,10 @@ pub struct BuildArgs {
     /// Also write the image elsewhere: `type=oci,dest=FILE` (an OCI layout tar).
     #[arg(long, value_name = "type=oci,dest=FILE")]
     pub output: Option<String>,
+    /// A host profile (`xrun host --format json`) the image must run on natively; the
+    /// build fails (exit 125) otherwise. Repeatable.
+    #[arg(long = "check-host-profile", value_name = "FILE")]
+    pub check_host_profile: Vec<PathBuf>,
     /// The build context directory.
     pub context: PathBuf,
 }
@@ -141,6 +145,7 @@ fn request(a: &BuildArgs) -> Result<BuildRequest, EngineError> {
         pull: a.pull,
         output: a.output.as_deref().map(output).transpose()?,
         epoch,
+        host_profiles: a.check_host_profile.clone(),
     })
 }
 

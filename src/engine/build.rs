@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicUsize;
 
 use serde_json::json;
 
-use crate::build::executor::platform_args;
+use crate::kernelcheck::ImageRequirements;
 use crate::build::image::{WrittenImage, write_image};
 use crate::build::{BuildError, BuildHost, BuildOptions, Context, ImageState, RunStep};
 use crate::digest::Digest;
@@ -49,6 +49,8 @@ pub struct BuildRequest {
     pub output: Option<PathBuf>,
     /// `SOURCE_DATE_EPOCH`.
     pub epoch: Option<u64>,
+    /// `--check-host-profile`: hosts the image must run on natively.
+    pub host_profiles: Vec<PathBuf>,
 }
 
 /// What a build made.
@@ -207,7 +209,7 @@ impl Engine {
         };
         let counter = AtomicUsize::new(0);
         let show_platform = platforms.len() > 1;
-        let build_one = |p: &Platform| -> Result<(ImageState, WrittenImage), BuildError> {
+        let build_one = |p: &Platform| -> Result<(ImageState, WrittenImage, ImageRequirements), BuildError> {
             let opts = BuildOptions {
                 file_name: file_name.clone(),
                 target: req.target.clone(),
@@ -221,11 +223,12 @@ impl Engine {
             };
             let state = crate::build::build_stage_target(&df, &ctx, &store, &host, &opts, &counter)?;
             let written = write_image(&store, &state)?;
-            Ok((state, written))
+            let req = super::build_check::scan_result(&store, &state, observer)?;
+            Ok((state, written, req))
         };
         // Platforms build concurrently when there is more than one core.
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let results: Vec<Result<(ImageState, WrittenImage), BuildError>> = if platforms.len() > 1 && cores > 1 {
+        let results: Vec<Result<(ImageState, WrittenImage, ImageRequirements), BuildError>> = if platforms.len() > 1 && cores > 1 {
             std::thread::scope(|s| {
                 let handles: Vec<_> = platforms.iter().map(|p| s.spawn(|| build_one(p))).collect();
                 handles
@@ -237,10 +240,14 @@ impl Engine {
             platforms.iter().map(build_one).collect()
         };
         let mut built = Vec::new();
+        let mut scanned = Vec::new();
         for r in results {
-            built.push(r?);
+            let (s, w, req) = r?;
+            scanned.push((s.clone(), req));
+            built.push((s, w));
         }
-        let _ = platform_args; // (documented in the build stage)
+        // Before anything is recorded: a failed host check leaves no image.
+        super::build_check::check_hosts(&req.host_profiles, &scanned)?;
         // One platform: the manifest; several: an index over them.
         let index = if built.len() > 1 {
             let manifests: Vec<_> = built

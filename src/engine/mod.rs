@@ -32,6 +32,7 @@ use crate::runtime::Containers;
 
 mod attach;
 mod build;
+mod build_check;
 mod check;
 mod containers;
 mod create;
