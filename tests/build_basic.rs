@@ -281,3 +281,45 @@ fn bad_input_is_one_line_and_leaves_nothing() {
     let (code, _, err) = build(&env, &["-t", "localhost/x", "/nonexistent-context"]);
     assert_eq!(code, 125, "{err}");
 }
+
+#[test]
+fn commit_makes_the_writable_layer_an_image() {
+    if !is_root() {
+        return skip("containers need root");
+    }
+    let env = env_with_busybox();
+    let run = env
+        .cmd()
+        .args(["run", "--name", "work", "localhost/busybox-amd64", "sh", "-c", "echo saved > /saved; rm /etc/group"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let out = env
+        .cmd()
+        .args(["commit", "-c", "CMD [\"cat\", \"/saved\"]", "-c", "ENV MODE=committed", "-m", "by test", "work", "localhost/committed:1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("sha256:"));
+    let o = env.cmd().args(["run", "--rm", "localhost/committed:1"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "saved\n");
+    let o = env
+        .cmd()
+        .args(["run", "--rm", "localhost/committed:1", "sh", "-c", "echo $MODE; test -e /etc/group || echo gone"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "committed\ngone\n");
+    let inspect = env.cmd().args(["inspect", "localhost/committed:1"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&inspect.stdout).contains("by test"));
+    // Bad input: one line, 125.
+    for args in [
+        vec!["commit", "nosuch", "localhost/x"],
+        vec!["commit", "-c", "RUN true", "work", "localhost/x"],
+    ] {
+        let o = env.cmd().args(&args).output().unwrap();
+        assert_eq!(o.status.code(), Some(125));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    assert!(!images(&env).contains("localhost/x"));
+}

@@ -19,6 +19,7 @@ pub mod expand;
 pub mod glob;
 pub mod image;
 pub mod layer;
+pub mod metadata;
 pub mod rootfs;
 pub mod state;
 

@@ -1,11 +1,11 @@
-//! `xrun build`: parse the flags into a [`BuildRequest`], print the engine's progress lines
-//! and the result.
+//! `xrun build` and `xrun commit`: parse the flags into a [`BuildRequest`] or a
+//! [`CommitRequest`], print the engine's progress lines and the result.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
-use xrun::engine::{BuildRequest, Engine, EngineError, Observer};
+use xrun::engine::{BuildRequest, CommitRequest, Engine, EngineError, Observer};
 use xrun::registry::{Progress, progress};
 
 use super::Global;
@@ -169,6 +169,47 @@ pub fn build(g: &Global, a: BuildArgs) -> anyhow::Result<u8> {
                     eprintln!("naming to {t} done");
                 }
             }
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("xrun: {e}");
+            Ok(e.exit_code())
+        }
+    }
+}
+
+/// Create a new image from a container's changes.
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// A Dockerfile instruction to apply to the config (CMD, ENTRYPOINT, ENV, LABEL, EXPOSE,
+    /// USER, WORKDIR, VOLUME, STOPSIGNAL…); repeatable.
+    #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
+    pub changes: Vec<String>,
+    /// A commit message (the history entry's comment).
+    #[arg(short = 'm', long = "message")]
+    pub message: Option<String>,
+    /// The author.
+    #[arg(short = 'a', long = "author")]
+    pub author: Option<String>,
+    /// The container.
+    pub container: String,
+    /// The image name to record it under.
+    pub reference: String,
+}
+
+/// `xrun commit`.
+pub fn commit(g: &Global, a: CommitArgs) -> anyhow::Result<u8> {
+    let engine = Engine::open(&g.root);
+    let req = CommitRequest {
+        container: a.container,
+        reference: a.reference,
+        changes: a.changes,
+        message: a.message,
+        author: a.author,
+    };
+    match engine.commit(&req) {
+        Ok(rec) => {
+            println!("{}", rec.config_digest);
             Ok(0)
         }
         Err(e) => {

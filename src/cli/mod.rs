@@ -77,6 +77,7 @@ enum Command {
     /// Pre-flight: how would an image run here (and on other hosts), and why.
     Check(check::CheckArgs),
     Build(build::BuildArgs),
+    Commit(build::CommitArgs),
     /// Run a command in a new container.
     Run(run::RunArgs),
     /// Create a container without starting it.
@@ -152,6 +153,7 @@ pub fn main() -> ExitCode {
         Command::Host(a) => host::host(&cli.global, a),
         Command::Check(a) => check::check(&cli.global, a),
         Command::Build(a) => build::build(&cli.global, a),
+        Command::Commit(a) => build::commit(&cli.global, a),
         Command::Run(a) => run::run(&cli.global, a),
         Command::Create(a) => run::create(&cli.global, a),
         Command::Start(a) => containers::start(&cli.global, a),
