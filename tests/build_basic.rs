@@ -39,7 +39,9 @@ fn context(env: &TestEnv, dockerfile: &str) -> std::path::PathBuf {
 fn steps(stderr: &str) -> Vec<(String, bool)> {
     let mut out: Vec<(String, String, bool)> = Vec::new();
     for line in stderr.lines() {
-        let Some(rest) = line.strip_prefix('#') else { continue };
+        let Some(rest) = line.strip_prefix('#') else {
+            continue;
+        };
         let (n, what) = rest.split_once(' ').unwrap_or((rest, ""));
         if what.starts_with('[') {
             let text = what.split_once("] ").map(|(_, t)| t).unwrap_or("");
@@ -98,7 +100,18 @@ fn builds_runs_and_reuses_the_cache() {
     fs::write(ctx.join("b.conf"), "b").unwrap();
     fs::write(ctx.join(".dockerignore"), "b.conf\n").unwrap();
     let c = ctx.to_str().unwrap();
-    let (code, _, err) = build(&env, &["--progress", "plain", "-t", "localhost/app:1", "--build-arg", "GREETING=hi", c]);
+    let (code, _, err) = build(
+        &env,
+        &[
+            "--progress",
+            "plain",
+            "-t",
+            "localhost/app:1",
+            "--build-arg",
+            "GREETING=hi",
+            c,
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     let first = steps(&err);
     assert_eq!(first.len(), 10, "{err}");
@@ -107,25 +120,51 @@ fn builds_runs_and_reuses_the_cache() {
 
     // The image runs with its CMD, sees the RUN's result, the COPY's globbed files (not the
     // ignored one) and the deleted file is gone.
-    let run = env.cmd().args(["run", "--rm", "localhost/app:1"]).output().unwrap();
+    let run = env
+        .cmd()
+        .args(["run", "--rm", "localhost/app:1"])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "hi test one");
     let run = env
         .cmd()
-        .args(["run", "--rm", "localhost/app:1", "sh", "-c", "cat list.txt; pwd; test -e /etc/group || echo nogroup"])
+        .args([
+            "run",
+            "--rm",
+            "localhost/app:1",
+            "sh",
+            "-c",
+            "cat list.txt; pwd; test -e /etc/group || echo nogroup",
+        ])
         .output()
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&run.stdout),
         "a.conf\ndata.txt\nlist.txt\nout.txt\n/app\nnogroup\n"
     );
-    let inspect = env.cmd().args(["inspect", "localhost/app:1"]).output().unwrap();
+    let inspect = env
+        .cmd()
+        .args(["inspect", "localhost/app:1"])
+        .output()
+        .unwrap();
     let inspect = String::from_utf8_lossy(&inspect.stdout);
     assert!(inspect.contains("demo app"), "{inspect}");
     assert!(inspect.contains("8080/tcp"), "{inspect}");
     no_leftovers(&env);
 
     // Unchanged: every RUN and COPY comes from the cache, same image.
-    let (code, _, err2) = build(&env, &["--progress", "plain", "-t", "localhost/app:1", "--build-arg", "GREETING=hi", c]);
+    let (code, _, err2) = build(
+        &env,
+        &[
+            "--progress",
+            "plain",
+            "-t",
+            "localhost/app:1",
+            "--build-arg",
+            "GREETING=hi",
+            c,
+        ],
+    );
     assert_eq!(code, 0, "{err2}");
     let again = steps(&err2);
     for (text, cached) in &again[1..] {
@@ -133,22 +172,55 @@ fn builds_runs_and_reuses_the_cache() {
             assert!(cached, "{text} was not cached:\n{err2}");
         }
     }
-    let digest = |e: &str| e.lines().find_map(|l| l.strip_prefix("writing image ")).map(str::to_string);
+    let digest = |e: &str| {
+        e.lines()
+            .find_map(|l| l.strip_prefix("writing image "))
+            .map(str::to_string)
+    };
     assert_eq!(digest(&err), digest(&err2));
 
     // One COPY source changes: the steps before it are cached, it and the later RUNs run.
     fs::write(ctx.join("data.txt"), "two").unwrap();
-    let (code, _, err3) = build(&env, &["--progress", "plain", "-t", "localhost/app:1", "--build-arg", "GREETING=hi", c]);
+    let (code, _, err3) = build(
+        &env,
+        &[
+            "--progress",
+            "plain",
+            "-t",
+            "localhost/app:1",
+            "--build-arg",
+            "GREETING=hi",
+            c,
+        ],
+    );
     assert_eq!(code, 0, "{err3}");
     let third = steps(&err3);
     let cached: Vec<bool> = third.iter().map(|s| s.1).collect();
     assert!(third[2].1, "ENV before the COPY is cached: {err3}");
-    assert!(!third[3].1 && !third[4].1 && !third[6].1, "COPY and later RUNs run again: {cached:?}\n{err3}");
+    assert!(
+        !third[3].1 && !third[4].1 && !third[6].1,
+        "COPY and later RUNs run again: {cached:?}\n{err3}"
+    );
     // Changing an ignored file changes nothing.
     fs::write(ctx.join("b.conf"), "changed").unwrap();
-    let (_, _, err4) = build(&env, &["--progress", "plain", "-t", "localhost/app:1", "--build-arg", "GREETING=hi", c]);
+    let (_, _, err4) = build(
+        &env,
+        &[
+            "--progress",
+            "plain",
+            "-t",
+            "localhost/app:1",
+            "--build-arg",
+            "GREETING=hi",
+            c,
+        ],
+    );
     assert!(steps(&err4)[3].1, "{err4}");
-    let run = env.cmd().args(["run", "--rm", "localhost/app:1"]).output().unwrap();
+    let run = env
+        .cmd()
+        .args(["run", "--rm", "localhost/app:1"])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "hi test two");
     no_leftovers(&env);
 }
@@ -159,7 +231,10 @@ fn an_unchanged_build_is_bit_identical_without_the_cache() {
         return skip("RUN steps need root");
     }
     let env = env_with_busybox();
-    let ctx = context(&env, "FROM localhost/busybox-amd64\nCOPY f /f\nRUN mkdir /d && echo x > /d/y\nCMD [\"cat\", \"/d/y\"]\n");
+    let ctx = context(
+        &env,
+        "FROM localhost/busybox-amd64\nCOPY f /f\nRUN mkdir /d && echo x > /d/y\nCMD [\"cat\", \"/d/y\"]\n",
+    );
     fs::write(ctx.join("f"), "f").unwrap();
     let c = ctx.to_str().unwrap();
     let mut digests = Vec::new();
@@ -170,8 +245,18 @@ fn an_unchanged_build_is_bit_identical_without_the_cache() {
             .args(["build", "-q", "--no-cache", "-t", "localhost/same", c])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        digests.push(String::from_utf8_lossy(&out.stdout).lines().last().unwrap().to_string());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        digests.push(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()
+                .unwrap()
+                .to_string(),
+        );
     }
     assert_eq!(digests[0], digests[1]);
     assert!(digests[0].starts_with("sha256:"));
@@ -207,7 +292,13 @@ CMD [\"id -u; cat /copied/result /unpacked/inner.txt /inline.txt; stat -c %a /co
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("inner.txt"), "from the tar\n").unwrap();
     let st = std::process::Command::new("tar")
-        .args(["-czf", ctx.join("archive.tar.gz").to_str().unwrap(), "-C", src.to_str().unwrap(), "inner.txt"])
+        .args([
+            "-czf",
+            ctx.join("archive.tar.gz").to_str().unwrap(),
+            "-C",
+            src.to_str().unwrap(),
+            "inner.txt",
+        ])
         .status()
         .unwrap();
     assert!(st.success());
@@ -216,7 +307,11 @@ CMD [\"id -u; cat /copied/result /unpacked/inner.txt /inline.txt; stat -c %a /co
     let out_flag = format!("type=oci,dest={}", layout.display());
     let (code, _, err) = build(&env, &["-t", "localhost/ms", "--output", &out_flag, c]);
     assert_eq!(code, 0, "{err}");
-    let run = env.cmd().args(["run", "--rm", "localhost/ms"]).output().unwrap();
+    let run = env
+        .cmd()
+        .args(["run", "--rm", "localhost/ms"])
+        .output()
+        .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&run.stdout),
         "1000\nbuilt for amd64\nfrom the tar\ninline text\n640\n",
@@ -224,7 +319,18 @@ CMD [\"id -u; cat /copied/result /unpacked/inner.txt /inline.txt; stat -c %a /co
         String::from_utf8_lossy(&run.stderr)
     );
     // --target builds only up to that stage (the scratch one: one file, no shell).
-    let (code, _, err) = build(&env, &["--progress", "plain", "-t", "localhost/bare", "--target", "bare", c]);
+    let (code, _, err) = build(
+        &env,
+        &[
+            "--progress",
+            "plain",
+            "-t",
+            "localhost/bare",
+            "--target",
+            "bare",
+            c,
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("ADD"), "a later stage ran: {err}");
     // The OCI layout tar is one skopeo reads.
@@ -260,11 +366,36 @@ fn bad_input_is_one_line_and_leaves_nothing() {
         return skip("RUN steps need root");
     }
     let env = env_with_busybox();
-    refused(&env, "FROM localhost/busybox-amd64\nRUN true\nFROB x\n", 125, "Dockerfile:3:");
-    refused(&env, "FROM localhost/busybox-amd64\nCOPY [\"a\"\n", 125, "Dockerfile:2:");
-    refused(&env, "FROM localhost/busybox-amd64\nCOPY missing.txt /\n", 125, "not found in the build context");
-    refused(&env, "FROM localhost/busybox-amd64\nCOPY ../../etc/passwd /\n", 125, "outside the build context");
-    refused(&env, "FROM localhost/busybox-amd64\nADD http://example.invalid/x /\n", 125, "no internet");
+    refused(
+        &env,
+        "FROM localhost/busybox-amd64\nRUN true\nFROB x\n",
+        125,
+        "Dockerfile:3:",
+    );
+    refused(
+        &env,
+        "FROM localhost/busybox-amd64\nCOPY [\"a\"\n",
+        125,
+        "Dockerfile:2:",
+    );
+    refused(
+        &env,
+        "FROM localhost/busybox-amd64\nCOPY missing.txt /\n",
+        125,
+        "not found in the build context",
+    );
+    refused(
+        &env,
+        "FROM localhost/busybox-amd64\nCOPY ../../etc/passwd /\n",
+        125,
+        "outside the build context",
+    );
+    refused(
+        &env,
+        "FROM localhost/busybox-amd64\nADD http://example.invalid/x /\n",
+        125,
+        "no internet",
+    );
     refused(
         &env,
         "FROM localhost/busybox-amd64\nCOPY present.txt /\nRUN echo partial > /p && exit 3\n",
@@ -277,7 +408,12 @@ fn bad_input_is_one_line_and_leaves_nothing() {
         125,
         "circular dependency",
     );
-    refused(&env, "FROM localhost/busybox-amd64\nRUN --mount=type=cache,target=/c true\n", 125, "not supported");
+    refused(
+        &env,
+        "FROM localhost/busybox-amd64\nRUN --mount=type=cache,target=/c true\n",
+        125,
+        "not supported",
+    );
     let (code, _, err) = build(&env, &["-t", "localhost/x", "/nonexistent-context"]);
     assert_eq!(code, 125, "{err}");
 }
@@ -290,26 +426,67 @@ fn commit_makes_the_writable_layer_an_image() {
     let env = env_with_busybox();
     let run = env
         .cmd()
-        .args(["run", "--name", "work", "localhost/busybox-amd64", "sh", "-c", "echo saved > /saved; rm /etc/group"])
+        .args([
+            "run",
+            "--name",
+            "work",
+            "localhost/busybox-amd64",
+            "sh",
+            "-c",
+            "echo saved > /saved; rm /etc/group",
+        ])
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let out = env
         .cmd()
-        .args(["commit", "-c", "CMD [\"cat\", \"/saved\"]", "-c", "ENV MODE=committed", "-m", "by test", "work", "localhost/committed:1"])
+        .args([
+            "commit",
+            "-c",
+            "CMD [\"cat\", \"/saved\"]",
+            "-c",
+            "ENV MODE=committed",
+            "-m",
+            "by test",
+            "work",
+            "localhost/committed:1",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("sha256:"));
-    let o = env.cmd().args(["run", "--rm", "localhost/committed:1"]).output().unwrap();
+    let o = env
+        .cmd()
+        .args(["run", "--rm", "localhost/committed:1"])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), "saved\n");
     let o = env
         .cmd()
-        .args(["run", "--rm", "localhost/committed:1", "sh", "-c", "echo $MODE; test -e /etc/group || echo gone"])
+        .args([
+            "run",
+            "--rm",
+            "localhost/committed:1",
+            "sh",
+            "-c",
+            "echo $MODE; test -e /etc/group || echo gone",
+        ])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), "committed\ngone\n");
-    let inspect = env.cmd().args(["inspect", "localhost/committed:1"]).output().unwrap();
+    let inspect = env
+        .cmd()
+        .args(["inspect", "localhost/committed:1"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&inspect.stdout).contains("by test"));
     // Bad input: one line, 125.
     for args in [

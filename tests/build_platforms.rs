@@ -48,18 +48,29 @@ fn two_platforms_one_index_each_runs_its_own() {
         "FROM localhost/busybox-multi:multi\nARG TARGETPLATFORM\nRUN echo \"$TARGETPLATFORM $(uname -m)\" > /built-on\nCMD [\"cat\", \"/built-on\"]\n",
     )
     .unwrap();
-    let (code, _, err) = out(
-        &env.cmd()
-            .args(["build", "--progress", "plain", "--platform", "linux/amd64,linux/arm64", "-t", "localhost/two"])
-            .arg(&ctx)
-            .output()
-            .unwrap(),
-    );
+    let (code, _, err) = out(&env
+        .cmd()
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "localhost/two",
+        ])
+        .arg(&ctx)
+        .output()
+        .unwrap());
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("[linux/arm64/v8 "), "{err}");
     // One index under the tag: both records name it.
-    let images = String::from_utf8_lossy(&env.cmd().args(["images"]).output().unwrap().stdout).into_owned();
-    assert!(images.contains("linux/amd64") && images.contains("linux/arm64"), "{images}");
+    let images =
+        String::from_utf8_lossy(&env.cmd().args(["images"]).output().unwrap().stdout).into_owned();
+    assert!(
+        images.contains("linux/amd64") && images.contains("linux/arm64"),
+        "{images}"
+    );
     let index = err
         .lines()
         .find_map(|l| l.strip_prefix("writing image "))
@@ -76,13 +87,24 @@ fn two_platforms_one_index_each_runs_its_own() {
         .filter(|r| r["name"] == "localhost/two")
         .collect();
     assert_eq!(ours.len(), 2);
-    assert!(ours.iter().all(|r| r["index_digest"] == index.as_str()), "{ours:?}");
-    let blob = env.root().join("blobs/sha256").join(index.trim_start_matches("sha256:"));
+    assert!(
+        ours.iter().all(|r| r["index_digest"] == index.as_str()),
+        "{ours:?}"
+    );
+    let blob = env
+        .root()
+        .join("blobs/sha256")
+        .join(index.trim_start_matches("sha256:"));
     let idx: serde_json::Value = serde_json::from_slice(&fs::read(blob).unwrap()).unwrap();
     assert_eq!(idx["manifests"].as_array().unwrap().len(), 2);
 
     let run = |p: &str, cmd: &[&str]| {
-        let o = env.cmd().args(["run", "--rm", "--platform", p, "localhost/two"]).args(cmd).output().unwrap();
+        let o = env
+            .cmd()
+            .args(["run", "--rm", "--platform", p, "localhost/two"])
+            .args(cmd)
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     };
     assert_eq!(run("linux/arm64", &["uname", "-m"]), "aarch64");
@@ -101,17 +123,27 @@ fn the_preflight_warns_and_host_profiles_gate() {
         return skip("/bin/true is not an x86-64 executable here");
     }
     fs::copy(&bb, ctx.join("bb-amd64")).unwrap();
-    fs::write(ctx.join("Dockerfile"), "FROM localhost/busybox-multi:multi\nCOPY bb-amd64 /usr/local/bin/\n").unwrap();
-    let (code, _, err) = out(
-        &env.cmd()
-            .args(["build", "--platform", "linux/arm64", "-t", "localhost/mixed"])
-            .arg(&ctx)
-            .output()
-            .unwrap(),
-    );
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM localhost/busybox-multi:multi\nCOPY bb-amd64 /usr/local/bin/\n",
+    )
+    .unwrap();
+    let (code, _, err) = out(&env
+        .cmd()
+        .args([
+            "build",
+            "--platform",
+            "linux/arm64",
+            "-t",
+            "localhost/mixed",
+        ])
+        .arg(&ctx)
+        .output()
+        .unwrap());
     assert_eq!(code, 0, "{err}");
     assert!(
-        err.contains("are for amd64 (e.g. /usr/local/bin/bb-amd64)") && err.contains("not run natively on arm64"),
+        err.contains("are for amd64 (e.g. /usr/local/bin/bb-amd64)")
+            && err.contains("not run natively on arm64"),
         "{err}"
     );
 
@@ -131,29 +163,35 @@ fn the_preflight_warns_and_host_profiles_gate() {
     };
     let arm = profile("arm64-graviton-64k");
     let amd = profile("amd64-v2-noavx");
-    fs::write(ctx.join("Dockerfile"), "FROM localhost/busybox-amd64\nRUN echo hi > /hi\n").unwrap();
-    let (code, _, err) = out(
-        &env.cmd()
-            .args(["build", "--check-host-profile"])
-            .arg(&arm)
-            .args(["-t", "localhost/gated"])
-            .arg(&ctx)
-            .output()
-            .unwrap(),
-    );
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM localhost/busybox-amd64\nRUN echo hi > /hi\n",
+    )
+    .unwrap();
+    let (code, _, err) = out(&env
+        .cmd()
+        .args(["build", "--check-host-profile"])
+        .arg(&arm)
+        .args(["-t", "localhost/gated"])
+        .arg(&ctx)
+        .output()
+        .unwrap());
     assert_eq!(code, 125, "{err}");
     let last = err.lines().last().unwrap();
-    assert!(last.contains("--check-host-profile") && last.contains("would not run natively"), "{last}");
-    let images = String::from_utf8_lossy(&env.cmd().args(["images"]).output().unwrap().stdout).into_owned();
-    assert!(!images.contains("localhost/gated"), "{images}");
-    let (code, _, err) = out(
-        &env.cmd()
-            .args(["build", "--check-host-profile"])
-            .arg(&amd)
-            .args(["-t", "localhost/gated"])
-            .arg(&ctx)
-            .output()
-            .unwrap(),
+    assert!(
+        last.contains("--check-host-profile") && last.contains("would not run natively"),
+        "{last}"
     );
+    let images =
+        String::from_utf8_lossy(&env.cmd().args(["images"]).output().unwrap().stdout).into_owned();
+    assert!(!images.contains("localhost/gated"), "{images}");
+    let (code, _, err) = out(&env
+        .cmd()
+        .args(["build", "--check-host-profile"])
+        .arg(&amd)
+        .args(["-t", "localhost/gated"])
+        .arg(&ctx)
+        .output()
+        .unwrap());
     assert_eq!(code, 0, "{err}");
 }

@@ -65,7 +65,9 @@ impl Cache {
             config: state.config.clone(),
             layers: state.layers.clone(),
         };
-        let Ok(bytes) = serde_json::to_vec(&e) else { return };
+        let Ok(bytes) = serde_json::to_vec(&e) else {
+            return;
+        };
         if fs::create_dir_all(&self.dir).is_err() {
             return;
         }

@@ -28,9 +28,8 @@ pub struct Context {
 impl Context {
     /// The context at `dir`, reading its `.dockerignore` if there is one.
     pub fn open(dir: &Path) -> Result<Context, BuildError> {
-        let dir = fs::canonicalize(dir).map_err(|e| {
-            BuildError::Context(format!("build context {}: {e}", dir.display()))
-        })?;
+        let dir = fs::canonicalize(dir)
+            .map_err(|e| BuildError::Context(format!("build context {}: {e}", dir.display())))?;
         if !dir.is_dir() {
             return Err(BuildError::Context(format!(
                 "build context {} is not a directory",
@@ -110,7 +109,11 @@ impl Context {
             if !super::glob::component_matches(first, &name) {
                 continue;
             }
-            let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+            let rel = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}/{name}")
+            };
             if self.is_ignored(&rel) {
                 continue;
             }
@@ -140,7 +143,12 @@ impl Context {
         h.update([0]);
         h.update(format!("{:o}:{}:{}", md.permissions().mode(), md.uid(), md.gid()).as_bytes());
         if md.file_type().is_symlink() {
-            h.update(fs::read_link(&path).map_err(io)?.as_os_str().as_encoded_bytes());
+            h.update(
+                fs::read_link(&path)
+                    .map_err(io)?
+                    .as_os_str()
+                    .as_encoded_bytes(),
+            );
         } else if md.is_dir() {
             let mut names: Vec<String> = fs::read_dir(&path)
                 .map_err(io)?
@@ -149,7 +157,11 @@ impl Context {
                 .collect();
             names.sort();
             for n in names {
-                let child = if rel.is_empty() { n } else { format!("{rel}/{n}") };
+                let child = if rel.is_empty() {
+                    n
+                } else {
+                    format!("{rel}/{n}")
+                };
                 if !self.is_ignored(&child) {
                     self.hash_entry(&child, h)?;
                 }
@@ -211,7 +223,11 @@ mod tests {
     #[test]
     fn ignore_rules_and_globs() {
         let d = tempfile::tempdir().unwrap();
-        fs::write(d.path().join(".dockerignore"), "# c\n*.log\nbuild\n!keep.log\n").unwrap();
+        fs::write(
+            d.path().join(".dockerignore"),
+            "# c\n*.log\nbuild\n!keep.log\n",
+        )
+        .unwrap();
         fs::write(d.path().join("a.txt"), "a").unwrap();
         fs::write(d.path().join("b.txt"), "b").unwrap();
         fs::write(d.path().join("x.log"), "x").unwrap();
@@ -225,8 +241,18 @@ mod tests {
         assert_eq!(c.resolve("*.txt").unwrap(), vec!["a.txt", "b.txt"]);
         assert_eq!(c.resolve("*.log").unwrap(), vec!["keep.log"]);
         assert!(c.resolve("x.log").is_err());
-        assert!(c.resolve("../etc/passwd").unwrap_err().to_string().contains("outside"));
-        assert!(c.resolve("missing").unwrap_err().to_string().contains("not found"));
+        assert!(
+            c.resolve("../etc/passwd")
+                .unwrap_err()
+                .to_string()
+                .contains("outside")
+        );
+        assert!(
+            c.resolve("missing")
+                .unwrap_err()
+                .to_string()
+                .contains("not found")
+        );
         let before = c.digest(&["a.txt".into()]).unwrap();
         fs::write(d.path().join("a.txt"), "changed").unwrap();
         assert_ne!(before, c.digest(&["a.txt".into()]).unwrap());

@@ -48,7 +48,8 @@ pub fn make_dir(staging: &Path, rel: &str, layers: &[PathBuf]) -> Result<(), Bui
     fs::create_dir(&p).map_err(io(&p))?;
     match rootfs::lookup(layers, rel).filter(|(_, md)| md.is_dir()) {
         Some((_, md)) => {
-            fs::set_permissions(&p, fs::Permissions::from_mode(md.mode() & 0o7777)).map_err(io(&p))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(md.mode() & 0o7777))
+                .map_err(io(&p))?;
             std::os::unix::fs::lchown(&p, Some(md.uid()), Some(md.gid())).map_err(io(&p))?;
             let t = filetime(md.mtime());
             set_mtime(&p, t)?;
@@ -135,9 +136,13 @@ fn apply(dst: &Path, md: &fs::Metadata, attrs: Attrs, link: bool) -> Result<(), 
 
 /// Whether `path` is a tar archive `ADD` extracts (plain or gzip-compressed).
 pub fn is_archive(path: &Path) -> bool {
-    let Ok(mut f) = fs::File::open(path) else { return false };
+    let Ok(mut f) = fs::File::open(path) else {
+        return false;
+    };
     let mut head = [0u8; 512];
-    let Ok(n) = read_full(&mut f, &mut head) else { return false };
+    let Ok(n) = read_full(&mut f, &mut head) else {
+        return false;
+    };
     if n >= 2 && head[0] == 0x1f && head[1] == 0x8b {
         return true;
     }
@@ -190,9 +195,24 @@ mod tests {
         fs::write(src.join("sub/f"), "x").unwrap();
         std::os::unix::fs::symlink("f", src.join("sub/l")).unwrap();
         let dst = d.path().join("dst");
-        copy_tree(&src, &dst, Attrs { owner: None, mode: Some(0o600) }).unwrap();
+        copy_tree(
+            &src,
+            &dst,
+            Attrs {
+                owner: None,
+                mode: Some(0o600),
+            },
+        )
+        .unwrap();
         assert_eq!(fs::read(dst.join("sub/f")).unwrap(), b"x");
-        assert_eq!(fs::metadata(dst.join("sub/f")).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(dst.join("sub/f"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
         assert_eq!(fs::read_link(dst.join("sub/l")).unwrap(), Path::new("f"));
     }
 }

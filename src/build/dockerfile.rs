@@ -266,7 +266,11 @@ fn end_of(ins: &pd::Instruction<'_>) -> usize {
         I::Cmd(i) => cmd_end(&i.arguments),
         I::Entrypoint(i) => cmd_end(&i.arguments),
         I::Env(i) => i.arguments.span.end,
-        I::Expose(i) => i.arguments.last().map(|a| a.span.end).unwrap_or(i.expose.span.end),
+        I::Expose(i) => i
+            .arguments
+            .last()
+            .map(|a| a.span.end)
+            .unwrap_or(i.expose.span.end),
         I::From(i) => i
             .as_
             .as_ref()
@@ -281,7 +285,11 @@ fn end_of(ins: &pd::Instruction<'_>) -> usize {
         I::Maintainer(i) => i.name.span.end,
         I::Onbuild(i) => end_of(&i.instruction),
         I::Run(i) => cmd_end(&i.arguments),
-        I::Shell(i) => i.arguments.last().map(|a| a.span.end).unwrap_or(i.shell.span.end),
+        I::Shell(i) => i
+            .arguments
+            .last()
+            .map(|a| a.span.end)
+            .unwrap_or(i.shell.span.end),
         I::Stopsignal(i) => i.arguments.span.end,
         I::User(i) => i.arguments.span.end,
         I::Volume(i) => match &i.arguments {
@@ -306,8 +314,12 @@ fn flags(list: &[pd::Flag<'_>]) -> Vec<Flag> {
 
 fn command(c: &pd::Command<'_>, escape: char) -> CommandForm {
     match c {
-        pd::Command::Exec(s) => CommandForm::Exec(s.value.iter().map(|w| w.value.to_string()).collect()),
-        pd::Command::Shell(s) => CommandForm::Shell(join_continuations(s.value, escape).trim().to_string()),
+        pd::Command::Exec(s) => {
+            CommandForm::Exec(s.value.iter().map(|w| w.value.to_string()).collect())
+        }
+        pd::Command::Shell(s) => {
+            CommandForm::Shell(join_continuations(s.value, escape).trim().to_string())
+        }
         _ => CommandForm::Exec(Vec::new()),
     }
 }
@@ -342,11 +354,19 @@ fn convert(ins: &pd::Instruction<'_>, text: &str, escape: char) -> Result<Instru
                     .max()
                     .unwrap_or(0)
                     .max(i.run.span.end);
-                let end = i.here_docs.iter().map(|h| h.span.end).max().unwrap_or(start);
+                let end = i
+                    .here_docs
+                    .iter()
+                    .map(|h| h.span.end)
+                    .max()
+                    .unwrap_or(start);
                 let script = text[start..end.min(text.len())].trim_start();
                 let script = match script.strip_prefix("<<") {
                     // `RUN <<EOF` alone: the heredoc is the script.
-                    Some(rest) if !rest.lines().next().unwrap_or("").contains(' ') && i.here_docs.len() == 1 => {
+                    Some(rest)
+                        if !rest.lines().next().unwrap_or("").contains(' ')
+                            && i.here_docs.len() == 1 =>
+                    {
                         let body = &i.here_docs[0].value;
                         body.strip_prefix('\n').unwrap_or(body).to_string()
                     }
@@ -374,7 +394,9 @@ fn convert(ins: &pd::Instruction<'_>, text: &str, escape: char) -> Result<Instru
         I::Arg(i) => Instruction::Arg(i.arguments.value.to_string()),
         I::Env(i) => Instruction::Env(i.arguments.value.to_string()),
         I::Label(i) => Instruction::Label(i.arguments.value.to_string()),
-        I::Expose(i) => Instruction::Expose(i.arguments.iter().map(|a| a.value.to_string()).collect()),
+        I::Expose(i) => {
+            Instruction::Expose(i.arguments.iter().map(|a| a.value.to_string()).collect())
+        }
         I::User(i) => Instruction::User(i.arguments.value.to_string()),
         I::Workdir(i) => Instruction::Workdir(i.arguments.value.to_string()),
         I::Stopsignal(i) => Instruction::Stopsignal(i.arguments.value.to_string()),
@@ -384,7 +406,9 @@ fn convert(ins: &pd::Instruction<'_>, text: &str, escape: char) -> Result<Instru
         }),
         I::Cmd(i) => Instruction::Cmd(command(&i.arguments, escape)),
         I::Entrypoint(i) => Instruction::Entrypoint(command(&i.arguments, escape)),
-        I::Shell(i) => Instruction::Shell(i.arguments.iter().map(|a| a.value.to_string()).collect()),
+        I::Shell(i) => {
+            Instruction::Shell(i.arguments.iter().map(|a| a.value.to_string()).collect())
+        }
         I::Healthcheck(i) => Instruction::Healthcheck {
             flags: flags(&i.options),
             command: match &i.arguments {
@@ -430,20 +454,38 @@ mod tests {
         let s0 = &df.stages[0];
         assert_eq!(
             s0[0].instruction,
-            Instruction::From { image: "busybox".into(), name: Some("base".into()), platform: None }
+            Instruction::From {
+                image: "busybox".into(),
+                name: Some("base".into()),
+                platform: None
+            }
         );
         assert_eq!(s0[1].line, 3);
-        assert_eq!(s0[1].instruction, Instruction::Run { flags: vec![], command: CommandForm::Shell("echo a   b".into()) });
+        assert_eq!(
+            s0[1].instruction,
+            Instruction::Run {
+                flags: vec![],
+                command: CommandForm::Shell("echo a   b".into())
+            }
+        );
         assert_eq!(s0[1].text, "RUN echo a   b");
         match &s0[2].instruction {
-            Instruction::Copy { add: false, flags, sources, dest } => {
+            Instruction::Copy {
+                add: false,
+                flags,
+                sources,
+                dest,
+            } => {
                 assert_eq!(flags[0].name, "chmod");
                 assert_eq!(sources.len(), 2);
                 assert_eq!(dest, "/d/");
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(df.stages[1][1].instruction, Instruction::Cmd(CommandForm::Exec(vec!["sh".into()])));
+        assert_eq!(
+            df.stages[1][1].instruction,
+            Instruction::Cmd(CommandForm::Exec(vec!["sh".into()]))
+        );
     }
 
     #[test]
@@ -456,16 +498,30 @@ mod tests {
 
     #[test]
     fn heredoc_run_and_escape_directive() {
-        let df = parse("FROM busybox\nRUN <<EOF\necho one\necho two\nEOF\n", "Dockerfile").unwrap();
+        let df = parse(
+            "FROM busybox\nRUN <<EOF\necho one\necho two\nEOF\n",
+            "Dockerfile",
+        )
+        .unwrap();
         assert_eq!(
             df.stages[0][1].instruction,
-            Instruction::Run { flags: vec![], command: CommandForm::Shell("echo one\necho two\n".into()) }
+            Instruction::Run {
+                flags: vec![],
+                command: CommandForm::Shell("echo one\necho two\n".into())
+            }
         );
-        let df = parse("# escape=`\nFROM busybox\nRUN echo a `\n  b\n", "Dockerfile").unwrap();
+        let df = parse(
+            "# escape=`\nFROM busybox\nRUN echo a `\n  b\n",
+            "Dockerfile",
+        )
+        .unwrap();
         assert_eq!(df.escape, '`');
         assert_eq!(
             df.stages[0][1].instruction,
-            Instruction::Run { flags: vec![], command: CommandForm::Shell("echo a   b".into()) }
+            Instruction::Run {
+                flags: vec![],
+                command: CommandForm::Shell("echo a   b".into())
+            }
         );
     }
 }

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use super::BuildError;
 use super::cache::{Cache, step_key};
 use super::context::Context;
 use super::copy::{self, Attrs};
@@ -19,7 +20,6 @@ use super::image::store_layer;
 use super::layer::LayerOptions;
 use super::rootfs;
 use super::state::ImageState;
-use super::BuildError;
 use crate::platform::Platform;
 use crate::store::Store;
 
@@ -47,10 +47,18 @@ pub struct RunStep<'a> {
 pub trait BuildHost: Sync {
     /// The image `reference` for `platform` (pulled when missing), and a string that
     /// identifies its content (the manifest digest) for cache keys.
-    fn base_image(&self, reference: &str, platform: &Platform) -> Result<(ImageState, String), BuildError>;
+    fn base_image(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<(ImageState, String), BuildError>;
     /// Runs `step` as a container; when it exits 0, calls `collect` with its writable
     /// layer's directory (overlay form) before the container is removed. Returns the exit code.
-    fn run(&self, step: &RunStep<'_>, collect: &mut dyn FnMut(&Path) -> Result<(), BuildError>) -> Result<i32, BuildError>;
+    fn run(
+        &self,
+        step: &RunStep<'_>,
+        collect: &mut dyn FnMut(&Path) -> Result<(), BuildError>,
+    ) -> Result<i32, BuildError>;
     /// A progress line (`#3 [2/5] RUN …`).
     fn progress(&self, line: &str);
 }
@@ -133,7 +141,10 @@ pub fn build_stage_target(
     let target = match &opts.target {
         None => df.stages.len() - 1,
         Some(t) => run.stage_index(t).ok_or_else(|| {
-            BuildError::Invalid(format!("--target {t}: no stage of that name in {}", opts.file_name))
+            BuildError::Invalid(format!(
+                "--target {t}: no stage of that name in {}",
+                opts.file_name
+            ))
         })?,
     };
     let mut order = Vec::new();
@@ -142,7 +153,11 @@ pub fn build_stage_target(
         let b = run.build_stage(i)?;
         run.built.insert(i, b);
     }
-    let mut state = run.built.remove(&target).expect("the target was built").state;
+    let mut state = run
+        .built
+        .remove(&target)
+        .expect("the target was built")
+        .state;
     for (k, v) in &opts.labels {
         state.insert_in("Labels", k, json!(v));
     }
@@ -173,14 +188,19 @@ pub fn platform_args(target: &Platform, build: &Platform) -> Vec<(String, String
 
 fn now(epoch: Option<u64>) -> String {
     let t = match epoch {
-        Some(e) => time::OffsetDateTime::from_unix_timestamp(e as i64).unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        Some(e) => time::OffsetDateTime::from_unix_timestamp(e as i64)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
         None => time::OffsetDateTime::now_utc(),
     };
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 fn flag<'f>(flags: &'f [Flag], name: &str) -> Option<&'f str> {
-    flags.iter().find(|f| f.name == name).and_then(|f| f.value.as_deref())
+    flags
+        .iter()
+        .find(|f| f.name == name)
+        .and_then(|f| f.value.as_deref())
 }
 
 pub(super) fn command_argv(form: &CommandForm, shell: &[String]) -> Vec<String> {
@@ -205,7 +225,9 @@ pub fn duration_ns(s: &str) -> Option<u64> {
         let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
         let value: f64 = rest[..n].parse().ok()?;
         rest = &rest[n..];
-        let u = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let u = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let mult = match &rest[..u] {
             "ns" => 1.0,
             "us" | "µs" => 1e3,
@@ -227,14 +249,20 @@ impl Run<'_> {
         self.names
             .iter()
             .position(|n| n.as_deref() == Some(lower.as_str()))
-            .or_else(|| name.parse::<usize>().ok().filter(|&i| i < self.df.stages.len()))
+            .or_else(|| {
+                name.parse::<usize>()
+                    .ok()
+                    .filter(|&i| i < self.df.stages.len())
+            })
     }
 
     /// The global (meta) args: declared before the first FROM, with build args and the
     /// automatic platform args.
     fn meta_args(&self) -> Result<HashMap<String, String>, BuildError> {
         let mut m: HashMap<String, String> =
-            platform_args(&self.opts.platform, &self.opts.build_platform).into_iter().collect();
+            platform_args(&self.opts.platform, &self.opts.build_platform)
+                .into_iter()
+                .collect();
         for step in &self.df.global_args {
             if let Instruction::Arg(raw) = &step.instruction {
                 for w in expand::words(raw, &|k| m.get(k).cloned(), self.df.escape)? {
@@ -258,7 +286,8 @@ impl Run<'_> {
         for (n, step) in self.df.stages[i].iter().enumerate() {
             match &step.instruction {
                 Instruction::From { image, .. } if n == 0 => {
-                    let img = expand::word(image, &|k| self.meta.get(k).cloned(), self.df.escape).unwrap_or_default();
+                    let img = expand::word(image, &|k| self.meta.get(k).cloned(), self.df.escape)
+                        .unwrap_or_default();
                     if let Some(j) = self.stage_index_named(&img)
                         && j < i
                     {
@@ -281,7 +310,9 @@ impl Run<'_> {
     /// A stage by name only (FROM never takes an index).
     fn stage_index_named(&self, name: &str) -> Option<usize> {
         let lower = name.to_lowercase();
-        self.names.iter().position(|n| n.as_deref() == Some(lower.as_str()))
+        self.names
+            .iter()
+            .position(|n| n.as_deref() == Some(lower.as_str()))
     }
 
     fn stage_label(&self, i: usize) -> String {
@@ -291,7 +322,12 @@ impl Run<'_> {
         }
     }
 
-    fn order(&self, i: usize, path: &mut Vec<usize>, out: &mut Vec<usize>) -> Result<(), BuildError> {
+    fn order(
+        &self,
+        i: usize,
+        path: &mut Vec<usize>,
+        out: &mut Vec<usize>,
+    ) -> Result<(), BuildError> {
         if out.contains(&i) {
             return Ok(());
         }
@@ -332,7 +368,10 @@ impl Run<'_> {
         let steps = &self.df.stages[i];
         let total = steps.len();
         let esc = self.df.escape;
-        let Instruction::From { image, platform, .. } = &steps[0].instruction else {
+        let Instruction::From {
+            image, platform, ..
+        } = &steps[0].instruction
+        else {
             unreachable!("a stage starts with FROM")
         };
         let (id, _) = self.header(i, 1, total, &steps[0]);
@@ -366,7 +405,10 @@ impl Run<'_> {
             if cached {
                 self.host.progress(&format!("#{id} CACHED"));
             } else {
-                self.host.progress(&format!("#{id} DONE {:.1}s", started.elapsed().as_secs_f64()));
+                self.host.progress(&format!(
+                    "#{id} DONE {:.1}s",
+                    started.elapsed().as_secs_f64()
+                ));
             }
         }
         Ok(Built { state, key })
@@ -385,9 +427,15 @@ impl Run<'_> {
         let esc = self.df.escape;
         let env_snapshot = state.clone();
         let args_snapshot = args.clone();
-        let lookup = move |k: &str| env_snapshot.env_var(k).or_else(|| args_snapshot.get(k).cloned());
+        let lookup = move |k: &str| {
+            env_snapshot
+                .env_var(k)
+                .or_else(|| args_snapshot.get(k).cloned())
+        };
         let created = now(self.opts.epoch);
-        let shell = state.get_list("Shell").unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+        let shell = state
+            .get_list("Shell")
+            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
         let metadata = !matches!(
             step.instruction,
             Instruction::Arg(_) | Instruction::Run { .. } | Instruction::Copy { .. }
@@ -422,9 +470,20 @@ impl Run<'_> {
                 *key = step_key(key, &["ARG", &format!("{args:?}")]);
                 return Ok(false);
             }
-            Instruction::Run { flags, command } => return self.run_step(step, line, state, key, args, flags, command, &shell, &created),
-            Instruction::Copy { add, flags, sources, dest } => {
-                return self.copy_step(step, line, state, key, &lookup, *add, flags, sources, dest, &created);
+            Instruction::Run { flags, command } => {
+                return self.run_step(
+                    step, line, state, key, args, flags, command, &shell, &created,
+                );
+            }
+            Instruction::Copy {
+                add,
+                flags,
+                sources,
+                dest,
+            } => {
+                return self.copy_step(
+                    step, line, state, key, &lookup, *add, flags, sources, dest, &created,
+                );
             }
             other => super::metadata::apply(other, state, &lookup, esc, &shell, cmd_set, line)?,
         }
@@ -436,7 +495,11 @@ impl Run<'_> {
 
     /// The snapshot directories of `state`'s layers (unpacked on first use).
     fn layer_dirs(&self, state: &ImageState) -> Result<Vec<PathBuf>, BuildError> {
-        state.layers.iter().map(|l| Ok(self.store.unpack_layer(l)?)).collect()
+        state
+            .layers
+            .iter()
+            .map(|l| Ok(self.store.unpack_layer(l)?))
+            .collect()
     }
 
     fn cached(&self, key: &str, state: &mut ImageState) -> bool {
@@ -485,13 +548,16 @@ impl Run<'_> {
         }
         let workdir = state.get_str("WorkingDir");
         let user = state.get_str("User");
-        *key = step_key(key, &[
-            "RUN",
-            &serde_json::to_string(&argv).unwrap_or_default(),
-            &serde_json::to_string(&env).unwrap_or_default(),
-            workdir.as_deref().unwrap_or(""),
-            user.as_deref().unwrap_or(""),
-        ]);
+        *key = step_key(
+            key,
+            &[
+                "RUN",
+                &serde_json::to_string(&argv).unwrap_or_default(),
+                &serde_json::to_string(&env).unwrap_or_default(),
+                workdir.as_deref().unwrap_or(""),
+                user.as_deref().unwrap_or(""),
+            ],
+        );
         if self.cached(key, state) {
             return Ok(true);
         }
@@ -505,7 +571,9 @@ impl Run<'_> {
             platform: &state.platform,
         };
         let mut layer = None;
-        let opts = LayerOptions { epoch: self.opts.epoch };
+        let opts = LayerOptions {
+            epoch: self.opts.epoch,
+        };
         let code = self.host.run(&run, &mut |upper| {
             layer = store_layer(self.store, upper, opts)?;
             Ok(())
@@ -565,21 +633,33 @@ impl Run<'_> {
             }
         }
         if add && flag(flags, "from").is_some() {
-            return Err(BuildError::Invalid(format!("{line}: ADD has no --from: use COPY --from")));
+            return Err(BuildError::Invalid(format!(
+                "{line}: ADD has no --from: use COPY --from"
+            )));
         }
-        let from = flag(flags, "from").map(|f| expand::word(f, lookup, esc)).transpose()?;
-        let chown = flag(flags, "chown").map(|f| expand::word(f, lookup, esc)).transpose()?;
+        let from = flag(flags, "from")
+            .map(|f| expand::word(f, lookup, esc))
+            .transpose()?;
+        let chown = flag(flags, "chown")
+            .map(|f| expand::word(f, lookup, esc))
+            .transpose()?;
         let chmod = match flag(flags, "chmod") {
             None => None,
             Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| {
-                BuildError::Invalid(format!("{line}: --chmod={m}: give octal mode bits such as 0755"))
+                BuildError::Invalid(format!(
+                    "{line}: --chmod={m}: give octal mode bits such as 0755"
+                ))
             })?),
         };
         let mut dest = expand::word(dest.trim(), lookup, esc)?;
         if !dest.starts_with('/') {
             let wd = state.get_str("WorkingDir").unwrap_or_else(|| "/".into());
             let keep_slash = dest.ends_with('/') || dest == ".";
-            dest = format!("{}/{}", wd.trim_end_matches('/'), dest.trim_start_matches("./"));
+            dest = format!(
+                "{}/{}",
+                wd.trim_end_matches('/'),
+                dest.trim_start_matches("./")
+            );
             if dest.ends_with("/.") {
                 dest.truncate(dest.len() - 1);
             }
@@ -616,7 +696,11 @@ impl Run<'_> {
                     })?);
                 }
                 Source::Inline { body, expand: ex } => {
-                    inline.push(if *ex { expand::variables_only(body, lookup)? } else { body.clone() });
+                    inline.push(if *ex {
+                        expand::variables_only(body, lookup)?
+                    } else {
+                        body.clone()
+                    });
                 }
             }
         }
@@ -631,26 +715,46 @@ impl Run<'_> {
             Some(id) => format!("{id}:{paths:?}"),
             None => src_ctx.digest(&paths)?,
         };
-        *key = step_key(key, &[what, &step.text, &dest, &content, &format!("{inline:?}{chown:?}{chmod:?}")]);
+        *key = step_key(
+            key,
+            &[
+                what,
+                &step.text,
+                &dest,
+                &content,
+                &format!("{inline:?}{chown:?}{chmod:?}"),
+            ],
+        );
         if self.cached(key, state) {
             return Ok(true);
         }
         let layers = self.layer_dirs(state)?;
-        let owner = chown.as_deref().map(|c| rootfs::owner(&layers, c)).transpose()?;
+        let owner = chown
+            .as_deref()
+            .map(|c| rootfs::owner(&layers, c))
+            .transpose()?;
         let attrs = Attrs { owner, mode: chmod };
         let scratch = self.store.scratch_dir("copy")?;
         let staging = scratch.path().join("rootfs");
         std::fs::create_dir(&staging).map_err(|e| BuildError::io("staging a copy", e))?;
-        let dest_rel = dest.trim_start_matches('/').trim_end_matches('/').to_string();
+        let dest_rel = dest
+            .trim_start_matches('/')
+            .trim_end_matches('/')
+            .to_string();
         let into_dir = dest_is_dir || rootfs::is_dir(&layers, &dest_rel);
         for body in &inline {
-            let target_rel = if into_dir { format!("{dest_rel}/heredoc") } else { dest_rel.clone() };
+            let target_rel = if into_dir {
+                format!("{dest_rel}/heredoc")
+            } else {
+                dest_rel.clone()
+            };
             copy::make_parents(&staging, &target_rel, &layers)?;
             copy::write_inline(&staging.join(&target_rel), body, attrs)?;
         }
         for rel in &paths {
             let src = src_ctx.dir().join(rel);
-            let md = std::fs::symlink_metadata(&src).map_err(|e| BuildError::io(src.display().to_string(), e))?;
+            let md = std::fs::symlink_metadata(&src)
+                .map_err(|e| BuildError::io(src.display().to_string(), e))?;
             if md.is_dir() || (add && from.is_none() && copy::is_archive(&src)) {
                 // A directory's contents (or an archive's) go into the destination directory.
                 let mut acc = String::new();
@@ -667,9 +771,16 @@ impl Run<'_> {
                     copy::extract_archive(&src, &staging.join(&dest_rel))?;
                 }
             } else {
-                let name = Path::new(rel).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = Path::new(rel)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 let target_rel = if into_dir || dest_rel.is_empty() {
-                    if dest_rel.is_empty() { name } else { format!("{dest_rel}/{name}") }
+                    if dest_rel.is_empty() {
+                        name
+                    } else {
+                        format!("{dest_rel}/{name}")
+                    }
                 } else {
                     dest_rel.clone()
                 };
@@ -678,7 +789,13 @@ impl Run<'_> {
             }
         }
         drop(root_guard);
-        let layer = store_layer(self.store, &staging, LayerOptions { epoch: self.opts.epoch })?;
+        let layer = store_layer(
+            self.store,
+            &staging,
+            LayerOptions {
+                epoch: self.opts.epoch,
+            },
+        )?;
         let empty = layer.is_none();
         if let Some(l) = layer {
             state.add_layer(l);
@@ -700,14 +817,20 @@ struct FromRoot {
 impl FromRoot {
     fn new(store: &Store, dirs: Vec<PathBuf>) -> Result<FromRoot, BuildError> {
         match dirs.len() {
-            1 => Ok(FromRoot { path: dirs[0].clone(), mounted: false, _scratch: None }),
+            1 => Ok(FromRoot {
+                path: dirs[0].clone(),
+                mounted: false,
+                _scratch: None,
+            }),
             n => {
                 let scratch = store.scratch_dir("from")?;
                 let path = scratch.path().join("merged");
-                std::fs::create_dir(&path).map_err(|e| BuildError::io("making a mount point", e))?;
+                std::fs::create_dir(&path)
+                    .map_err(|e| BuildError::io("making a mount point", e))?;
                 let mut mounted = false;
                 if n > 1 {
-                    let lower: Vec<String> = dirs.iter().rev().map(|d| d.display().to_string()).collect();
+                    let lower: Vec<String> =
+                        dirs.iter().rev().map(|d| d.display().to_string()).collect();
                     let data = format!("lowerdir={}", lower.join(":"));
                     nix::mount::mount(
                         Some("overlay"),
@@ -719,7 +842,11 @@ impl FromRoot {
                     .map_err(|e| BuildError::io("mounting the --from stage's layers", e.into()))?;
                     mounted = true;
                 }
-                Ok(FromRoot { path, mounted, _scratch: Some(scratch) })
+                Ok(FromRoot {
+                    path,
+                    mounted,
+                    _scratch: Some(scratch),
+                })
             }
         }
     }
@@ -747,7 +874,10 @@ mod tests {
         assert_eq!(duration_ns("1m30s"), Some(90_000_000_000));
         assert_eq!(duration_ns("500ms"), Some(500_000_000));
         assert_eq!(duration_ns("x"), None);
-        let a = platform_args(&"linux/arm64".parse::<Platform>().unwrap().normalize(), &"linux/amd64".parse().unwrap());
+        let a = platform_args(
+            &"linux/arm64".parse::<Platform>().unwrap().normalize(),
+            &"linux/amd64".parse().unwrap(),
+        );
         let m: HashMap<_, _> = a.into_iter().collect();
         assert_eq!(m["TARGETPLATFORM"], "linux/arm64");
         assert_eq!(m["TARGETARCH"], "arm64");

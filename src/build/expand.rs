@@ -37,7 +37,12 @@ pub fn variables_only(text: &str, lookup: Lookup<'_>) -> Result<String, BuildErr
     Ok(out)
 }
 
-fn lex(text: &str, lookup: Lookup<'_>, escape: char, split: bool) -> Result<Vec<String>, BuildError> {
+fn lex(
+    text: &str,
+    lookup: Lookup<'_>,
+    escape: char,
+    split: bool,
+) -> Result<Vec<String>, BuildError> {
     let chars: Vec<char> = text.chars().collect();
     let mut out: Vec<String> = Vec::new();
     let mut cur = String::new();
@@ -66,20 +71,26 @@ fn lex(text: &str, lookup: Lookup<'_>, escape: char, split: bool) -> Result<Vec<
             let end = chars[i + 1..]
                 .iter()
                 .position(|&x| x == '\'')
-                .ok_or_else(|| BuildError::Expand(format!("unterminated single quote in {text:?}")))?;
+                .ok_or_else(|| {
+                    BuildError::Expand(format!("unterminated single quote in {text:?}"))
+                })?;
             cur.extend(&chars[i + 1..i + 1 + end]);
             i += end + 2;
         } else if c == '"' {
             i += 1;
             loop {
                 let Some(&d) = chars.get(i) else {
-                    return Err(BuildError::Expand(format!("unterminated double quote in {text:?}")));
+                    return Err(BuildError::Expand(format!(
+                        "unterminated double quote in {text:?}"
+                    )));
                 };
                 if d == '"' {
                     i += 1;
                     break;
                 }
-                if d == escape && matches!(chars.get(i + 1), Some(&n) if n == '"' || n == '$' || n == escape) {
+                if d == escape
+                    && matches!(chars.get(i + 1), Some(&n) if n == '"' || n == '$' || n == escape)
+                {
                     cur.push(chars[i + 1]);
                     i += 2;
                 } else if d == '$' {
@@ -111,7 +122,12 @@ fn is_name_char(c: char) -> bool {
 }
 
 /// Expands the `$…` at `chars[i]`; returns the value and the index after it.
-fn dollar(chars: &[char], i: usize, lookup: Lookup<'_>, escape: char) -> Result<(String, usize), BuildError> {
+fn dollar(
+    chars: &[char],
+    i: usize,
+    lookup: Lookup<'_>,
+    escape: char,
+) -> Result<(String, usize), BuildError> {
     let mut j = i + 1;
     match chars.get(j) {
         Some('{') => {
@@ -122,7 +138,9 @@ fn dollar(chars: &[char], i: usize, lookup: Lookup<'_>, escape: char) -> Result<
             }
             let name: String = chars[start..j].iter().collect();
             if name.is_empty() {
-                return Err(BuildError::Expand("bad substitution: ${} without a name".into()));
+                return Err(BuildError::Expand(
+                    "bad substitution: ${} without a name".into(),
+                ));
             }
             // Find the matching close brace (nested ${…} allowed in the word).
             let mut depth = 1;
@@ -232,7 +250,12 @@ mod tests {
         assert_eq!(w("\"$A b\""), "alpha b");
         assert_eq!(w("\\$A"), "$A");
         assert_eq!(w("a$"), "a$");
-        assert!(word("${B:?needed}", &env, '\\').unwrap_err().to_string().contains("needed"));
+        assert!(
+            word("${B:?needed}", &env, '\\')
+                .unwrap_err()
+                .to_string()
+                .contains("needed")
+        );
     }
 
     #[test]

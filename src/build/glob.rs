@@ -77,7 +77,9 @@ pub fn path_matches(pattern: &[&str], path: &[&str]) -> bool {
         None => path.is_empty(),
         Some(&"**") => (0..=path.len()).any(|k| path_matches(&pattern[1..], &path[k..])),
         Some(p) => {
-            !path.is_empty() && component_matches(p, path[0]) && path_matches(&pattern[1..], &path[1..])
+            !path.is_empty()
+                && component_matches(p, path[0])
+                && path_matches(&pattern[1..], &path[1..])
         }
     }
 }

@@ -38,20 +38,26 @@ impl<W: Write> Write for Hashing<W> {
 
 /// Stores the tree at `dir` (overlay form) as a layer; `None` when it is empty (an empty
 /// diff makes no layer).
-pub fn store_layer(store: &Store, dir: &Path, opts: LayerOptions) -> Result<Option<LayerRef>, BuildError> {
+pub fn store_layer(
+    store: &Store,
+    dir: &Path,
+    opts: LayerOptions,
+) -> Result<Option<LayerRef>, BuildError> {
     if is_empty_diff(dir) {
         return Ok(None);
     }
     let scratch = store.scratch_dir("layer")?;
     let path = scratch.path().join("layer.tar");
-    let file = std::fs::File::create(&path).map_err(|e| BuildError::io(path.display().to_string(), e))?;
+    let file =
+        std::fs::File::create(&path).map_err(|e| BuildError::io(path.display().to_string(), e))?;
     let mut w = Hashing {
         inner: std::io::BufWriter::with_capacity(256 * 1024, file),
         hasher: Hasher::new(),
         len: 0,
     };
     write_layer(dir, &mut w, opts)?;
-    w.flush().map_err(|e| BuildError::io("writing a layer", e))?;
+    w.flush()
+        .map_err(|e| BuildError::io("writing a layer", e))?;
     let size = w.len;
     let digest = w.hasher.finish();
     drop(w.inner);

@@ -26,7 +26,11 @@ pub struct LayerSummary {
 }
 
 /// Writes the tree at `dir` as a layer tar to `out`.
-pub fn write_layer<W: Write>(dir: &Path, out: W, opts: LayerOptions) -> Result<LayerSummary, BuildError> {
+pub fn write_layer<W: Write>(
+    dir: &Path,
+    out: W,
+    opts: LayerOptions,
+) -> Result<LayerSummary, BuildError> {
     let mut b = tar::Builder::new(out);
     b.follow_symlinks(false);
     let mut n = 0;
@@ -39,7 +43,9 @@ pub fn write_layer<W: Write>(dir: &Path, out: W, opts: LayerOptions) -> Result<L
 
 /// Whether the tree at `dir` has nothing in it (an empty diff makes no layer).
 pub fn is_empty_diff(dir: &Path) -> bool {
-    fs::read_dir(dir).map(|mut rd| rd.next().is_none()).unwrap_or(true)
+    fs::read_dir(dir)
+        .map(|mut rd| rd.next().is_none())
+        .unwrap_or(true)
 }
 
 fn header_for(md: &fs::Metadata, opts: LayerOptions) -> tar::Header {
@@ -74,7 +80,11 @@ fn walk<W: Write>(
     for name in names {
         let name = name.to_string_lossy().into_owned();
         let path = dir.join(&name);
-        let entry = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+        let entry = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
         let md = fs::symlink_metadata(&path).map_err(io(&path))?;
         let ft = md.file_type();
         let mut h = header_for(&md, opts);
@@ -86,7 +96,8 @@ fn walk<W: Write>(
             };
             h.set_entry_type(tar::EntryType::Regular);
             h.set_mode(0o644);
-            b.append_data(&mut h, &wh, std::io::empty()).map_err(io(&path))?;
+            b.append_data(&mut h, &wh, std::io::empty())
+                .map_err(io(&path))?;
             *n += 1;
         } else if ft.is_dir() {
             h.set_entry_type(tar::EntryType::Directory);
@@ -119,7 +130,8 @@ fn walk<W: Write>(
             *n += 1;
         } else if ft.is_fifo() {
             h.set_entry_type(tar::EntryType::Fifo);
-            b.append_data(&mut h, &entry, std::io::empty()).map_err(io(&path))?;
+            b.append_data(&mut h, &entry, std::io::empty())
+                .map_err(io(&path))?;
             *n += 1;
         } else if ft.is_char_device() || ft.is_block_device() {
             h.set_entry_type(if ft.is_char_device() {
@@ -130,7 +142,8 @@ fn walk<W: Write>(
             let rdev = md.rdev();
             h.set_device_major(libc::major(rdev)).map_err(io(&path))?;
             h.set_device_minor(libc::minor(rdev)).map_err(io(&path))?;
-            b.append_data(&mut h, &entry, std::io::empty()).map_err(io(&path))?;
+            b.append_data(&mut h, &entry, std::io::empty())
+                .map_err(io(&path))?;
             *n += 1;
         }
         // Sockets are not part of images.
@@ -148,7 +161,10 @@ mod tests {
             .unwrap()
             .map(|e| {
                 let e = e.unwrap();
-                (e.path().unwrap().to_string_lossy().into_owned(), e.header().mtime().unwrap())
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    e.header().mtime().unwrap(),
+                )
             })
             .collect()
     }

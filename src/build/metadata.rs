@@ -28,7 +28,11 @@ pub fn apply(
             if ws.first().is_some_and(|w| !w.contains('=')) {
                 // Legacy `ENV KEY value with spaces`.
                 let k = ws[0].clone();
-                let rest = raw.trim_start()[raw.trim_start().find(char::is_whitespace).unwrap_or(raw.len())..].trim();
+                let rest = raw.trim_start()[raw
+                    .trim_start()
+                    .find(char::is_whitespace)
+                    .unwrap_or(raw.len())..]
+                    .trim();
                 state.set_env(&k, &expand::word(rest, lookup, esc)?);
             } else {
                 for w in ws {
@@ -46,7 +50,11 @@ pub fn apply(
         Instruction::Expose(words) => {
             for w in words {
                 for p in expand::words(w, lookup, esc)? {
-                    let p = if p.contains('/') { p.to_lowercase() } else { format!("{p}/tcp") };
+                    let p = if p.contains('/') {
+                        p.to_lowercase()
+                    } else {
+                        format!("{p}/tcp")
+                    };
                     state.insert_in("ExposedPorts", &p, json!({}));
                 }
             }
@@ -55,10 +63,16 @@ pub fn apply(
         Instruction::Workdir(raw) => {
             let w = expand::word(raw.trim(), lookup, esc)?;
             let base = state.get_str("WorkingDir").unwrap_or_else(|| "/".into());
-            let joined = if w.starts_with('/') { w } else { format!("{}/{w}", base.trim_end_matches('/')) };
+            let joined = if w.starts_with('/') {
+                w
+            } else {
+                format!("{}/{w}", base.trim_end_matches('/'))
+            };
             state.set("WorkingDir", json!(joined));
         }
-        Instruction::Stopsignal(raw) => state.set("StopSignal", json!(expand::word(raw.trim(), lookup, esc)?)),
+        Instruction::Stopsignal(raw) => {
+            state.set("StopSignal", json!(expand::word(raw.trim(), lookup, esc)?))
+        }
         Instruction::Volume(words) => {
             for w in words {
                 for v in expand::words(w, lookup, esc)? {
@@ -79,7 +93,9 @@ pub fn apply(
         }
         Instruction::Shell(words) => {
             if words.is_empty() {
-                return Err(BuildError::Invalid(format!("{line}: SHELL needs a JSON array such as [\"/bin/sh\", \"-c\"]")));
+                return Err(BuildError::Invalid(format!(
+                    "{line}: SHELL needs a JSON array such as [\"/bin/sh\", \"-c\"]"
+                )));
             }
             state.set("Shell", json!(words));
         }
@@ -102,13 +118,24 @@ pub fn apply(
                     "start-period" => "StartPeriod",
                     "start-interval" => "StartInterval",
                     "retries" => {
-                        let n: u64 = v.parse().map_err(|_| BuildError::Invalid(format!("{line}: --retries={v} is not a number")))?;
+                        let n: u64 = v.parse().map_err(|_| {
+                            BuildError::Invalid(format!("{line}: --retries={v} is not a number"))
+                        })?;
                         hc["Retries"] = json!(n);
                         continue;
                     }
-                    other => return Err(BuildError::Invalid(format!("{line}: unknown HEALTHCHECK flag --{other}"))),
+                    other => {
+                        return Err(BuildError::Invalid(format!(
+                            "{line}: unknown HEALTHCHECK flag --{other}"
+                        )));
+                    }
                 };
-                let ns = duration_ns(&v).ok_or_else(|| BuildError::Invalid(format!("{line}: --{}={v} is not a duration (like 30s)", f.name)))?;
+                let ns = duration_ns(&v).ok_or_else(|| {
+                    BuildError::Invalid(format!(
+                        "{line}: --{}={v} is not a duration (like 30s)",
+                        f.name
+                    ))
+                })?;
                 hc[field] = json!(ns);
             }
             state.set("Healthcheck", hc);

@@ -35,7 +35,11 @@ fn opaque_parent(dir: &Path, rel: &str) -> bool {
             break;
         }
         let d = dir.join(parent);
-        if xattr::get(&d, "trusted.overlay.opaque").ok().flatten().is_some_and(|v| v == b"y") {
+        if xattr::get(&d, "trusted.overlay.opaque")
+            .ok()
+            .flatten()
+            .is_some_and(|v| v == b"y")
+        {
             return true;
         }
         p = parent;
@@ -68,7 +72,11 @@ pub fn owner(layers: &[PathBuf], spec: &str) -> Result<(u32, u32), BuildError> {
                 .lines()
                 .map(|l| l.split(':').collect::<Vec<_>>())
                 .find(|f| f.len() > 3 && f[0] == user)
-                .ok_or_else(|| BuildError::Invalid(format!("--chown {spec}: no user {user:?} in the image's /etc/passwd")))?;
+                .ok_or_else(|| {
+                    BuildError::Invalid(format!(
+                        "--chown {spec}: no user {user:?} in the image's /etc/passwd"
+                    ))
+                })?;
             (f[2].parse().unwrap_or(0), f[3].parse().unwrap_or(0))
         }
     };
@@ -83,7 +91,11 @@ pub fn owner(layers: &[PathBuf], spec: &str) -> Result<(u32, u32), BuildError> {
                     .map(|l| l.split(':').collect::<Vec<_>>())
                     .find(|f| f.len() > 2 && f[0] == g)
                     .and_then(|f| f[2].parse().ok())
-                    .ok_or_else(|| BuildError::Invalid(format!("--chown {spec}: no group {g:?} in the image's /etc/group")))?
+                    .ok_or_else(|| {
+                        BuildError::Invalid(format!(
+                            "--chown {spec}: no group {g:?} in the image's /etc/group"
+                        ))
+                    })?
             }
         },
     };

@@ -38,7 +38,11 @@ impl ImageState {
     }
 
     /// A base image from its config bytes and layers.
-    pub fn from_config(bytes: &[u8], layers: Vec<LayerRef>, platform: &Platform) -> Result<ImageState, serde_json::Error> {
+    pub fn from_config(
+        bytes: &[u8],
+        layers: Vec<LayerRef>,
+        platform: &Platform,
+    ) -> Result<ImageState, serde_json::Error> {
         let mut config: Value = serde_json::from_slice(bytes)?;
         if !config["config"].is_object() {
             config["config"] = json!({});
@@ -55,7 +59,9 @@ impl ImageState {
 
     /// The runtime part (`config` in the image config).
     pub fn run_config(&self) -> &Map<String, Value> {
-        self.config["config"].as_object().expect("made an object at creation")
+        self.config["config"]
+            .as_object()
+            .expect("made an object at creation")
     }
 
     /// The runtime part, to change.
@@ -63,7 +69,9 @@ impl ImageState {
         if !self.config["config"].is_object() {
             self.config["config"] = json!({});
         }
-        self.config["config"].as_object_mut().expect("just made an object")
+        self.config["config"]
+            .as_object_mut()
+            .expect("just made an object")
     }
 
     /// `Env` as `KEY=VALUE` entries.
@@ -73,16 +81,21 @@ impl ImageState {
 
     /// The value of environment variable `key`, if set.
     pub fn env_var(&self, key: &str) -> Option<String> {
-        self.env()
-            .into_iter()
-            .find_map(|e| e.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v.to_string()))
+        self.env().into_iter().find_map(|e| {
+            e.split_once('=')
+                .filter(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        })
     }
 
     /// Sets environment variable `key` (replacing it in place, or appending).
     pub fn set_env(&mut self, key: &str, value: &str) {
         let mut env = self.env();
         let entry = format!("{key}={value}");
-        match env.iter_mut().find(|e| e.split_once('=').map(|(k, _)| k) == Some(key)) {
+        match env
+            .iter_mut()
+            .find(|e| e.split_once('=').map(|(k, _)| k) == Some(key))
+        {
             Some(e) => *e = entry,
             None => env.push(entry),
         }
@@ -91,12 +104,19 @@ impl ImageState {
 
     /// A string field of the runtime part (`WorkingDir`, `User`).
     pub fn get_str(&self, field: &str) -> Option<String> {
-        self.run_config().get(field).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string)
+        self.run_config()
+            .get(field)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
     }
 
     /// A string-list field of the runtime part (`Cmd`, `Entrypoint`, `Shell`).
     pub fn get_list(&self, field: &str) -> Option<Vec<String>> {
-        self.run_config().get(field).filter(|v| v.is_array()).map(|v| strings(Some(v)))
+        self.run_config()
+            .get(field)
+            .filter(|v| v.is_array())
+            .map(|v| strings(Some(v)))
     }
 
     /// Sets a field of the runtime part.
@@ -112,7 +132,9 @@ impl ImageState {
         if !obj.is_object() {
             *obj = json!({});
         }
-        obj.as_object_mut().expect("made an object").insert(key.into(), value);
+        obj.as_object_mut()
+            .expect("made an object")
+            .insert(key.into(), value);
     }
 
     /// Adds a layer (and its diff_id to `rootfs`).
@@ -137,7 +159,10 @@ impl ImageState {
         if !self.config["history"].is_array() {
             self.config["history"] = json!([]);
         }
-        self.config["history"].as_array_mut().expect("made an array").push(h);
+        self.config["history"]
+            .as_array_mut()
+            .expect("made an array")
+            .push(h);
         self.config["created"] = json!(created);
     }
 
@@ -149,7 +174,11 @@ impl ImageState {
 
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -76,7 +76,11 @@ impl Observer for BuildObserver {
     }
 }
 
-fn key_values(flag: &str, list: &[String], from_env: bool) -> Result<BTreeMap<String, String>, EngineError> {
+fn key_values(
+    flag: &str,
+    list: &[String],
+    from_env: bool,
+) -> Result<BTreeMap<String, String>, EngineError> {
     let mut out = BTreeMap::new();
     for kv in list {
         match kv.split_once('=') {
@@ -89,7 +93,9 @@ fn key_values(flag: &str, list: &[String], from_env: bool) -> Result<BTreeMap<St
                 }
             }
             _ => {
-                return Err(EngineError::Invalid(format!("{flag} {kv:?}: expected KEY=VALUE")));
+                return Err(EngineError::Invalid(format!(
+                    "{flag} {kv:?}: expected KEY=VALUE"
+                )));
             }
         }
     }
@@ -124,12 +130,18 @@ fn request(a: &BuildArgs) -> Result<BuildRequest, EngineError> {
         None => Vec::new(),
         Some(list) => list
             .split(',')
-            .map(|p| p.trim().parse::<xrun::platform::Platform>().map(|p| p.normalize()))
+            .map(|p| {
+                p.trim()
+                    .parse::<xrun::platform::Platform>()
+                    .map(|p| p.normalize())
+            })
             .collect::<Result<_, _>>()?,
     };
     let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => Some(v.parse::<u64>().map_err(|_| {
-            EngineError::Invalid(format!("SOURCE_DATE_EPOCH={v}: expected seconds since 1970"))
+            EngineError::Invalid(format!(
+                "SOURCE_DATE_EPOCH={v}: expected seconds since 1970"
+            ))
         })?),
         _ => None,
     };

@@ -10,10 +10,10 @@ use std::sync::atomic::AtomicUsize;
 
 use serde_json::json;
 
-use crate::kernelcheck::ImageRequirements;
 use crate::build::image::{WrittenImage, write_image};
 use crate::build::{BuildError, BuildHost, BuildOptions, Context, ImageState, RunStep};
 use crate::digest::Digest;
+use crate::kernelcheck::ImageRequirements;
 use crate::platform::{Matcher, Platform};
 use crate::reference::ImageRef;
 use crate::registry::{ClientOptions, PullOptions, PullPolicy};
@@ -71,7 +71,10 @@ pub fn default_build_platform() -> Platform {
     Platform {
         os: h.os.clone(),
         architecture: h.architecture.clone(),
-        variant: h.variant.clone().filter(|_| h.architecture.starts_with("arm")),
+        variant: h
+            .variant
+            .clone()
+            .filter(|_| h.architecture.starts_with("arm")),
         ..Default::default()
     }
     .normalize()
@@ -86,7 +89,11 @@ struct EngineHost<'a> {
 }
 
 impl BuildHost for EngineHost<'_> {
-    fn base_image(&self, reference: &str, platform: &Platform) -> Result<(ImageState, String), BuildError> {
+    fn base_image(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<(ImageState, String), BuildError> {
         let base = |message: String| BuildError::Base {
             image: reference.to_string(),
             message,
@@ -105,23 +112,33 @@ impl BuildHost for EngineHost<'_> {
                 unpack: true,
                 ..Default::default()
             };
-            let policy = if self.pull { PullPolicy::Always } else { PullPolicy::Missing };
+            let policy = if self.pull {
+                PullPolicy::Always
+            } else {
+                PullPolicy::Missing
+            };
             let progress = self.observer.pull_progress();
             crate::registry::ensure_image(&self.store, &r, policy, &opts, progress.as_ref())
                 .map_err(|e| base(format!("{e} (not in the store, and the pull failed)")))?;
             record = find()?;
         }
-        let record = record.ok_or_else(|| base(format!("no {platform} image of it in the store")))?;
+        let record =
+            record.ok_or_else(|| base(format!("no {platform} image of it in the store")))?;
         let config = self.store.read_blob(&record.config_digest)?;
         let state = ImageState::from_config(&config, record.layers.clone(), platform)
             .map_err(|e| base(format!("its config is not JSON: {e}")))?;
         Ok((state, record.manifest_digest.to_string()))
     }
 
-    fn run(&self, step: &RunStep<'_>, collect: &mut dyn FnMut(&Path) -> Result<(), BuildError>) -> Result<i32, BuildError> {
+    fn run(
+        &self,
+        step: &RunStep<'_>,
+        collect: &mut dyn FnMut(&Path) -> Result<(), BuildError>,
+    ) -> Result<i32, BuildError> {
         let runner = |e: crate::runtime::RuntimeError| BuildError::Runner(e.to_string());
-        let mut config: oci_spec::image::ImageConfiguration = serde_json::from_value(step.config.clone())
-            .map_err(|e| BuildError::Runner(format!("the image config cannot be read: {e}")))?;
+        let mut config: oci_spec::image::ImageConfiguration =
+            serde_json::from_value(step.config.clone())
+                .map_err(|e| BuildError::Runner(format!("the image config cannot be read: {e}")))?;
         // The step's command replaces the image's entrypoint and command.
         if let Some(c) = config.config().clone() {
             let mut c = c;
@@ -150,7 +167,10 @@ impl BuildHost for EngineHost<'_> {
             labels: [("xrun.build".to_string(), "step".to_string())].into(),
             ..Default::default()
         };
-        let c: Containers = self.engine.containers().map_err(|e| BuildError::Runner(e.to_string()))?;
+        let c: Containers = self
+            .engine
+            .containers()
+            .map_err(|e| BuildError::Runner(e.to_string()))?;
         let rec = lifecycle::create(&c, image, opts).map_err(runner)?;
         let id = rec.id.clone();
         let result = lifecycle::run_attached(&c, &id, &BundleExtras::default(), true, &VmMachines)
@@ -173,9 +193,16 @@ impl BuildHost for EngineHost<'_> {
 impl Engine {
     /// Builds `req` (see the module doc); records the image under each tag. A failed build
     /// records nothing and leaves no container behind.
-    pub fn build(&self, req: &BuildRequest, observer: &dyn Observer) -> Result<BuildOutcome, EngineError> {
+    pub fn build(
+        &self,
+        req: &BuildRequest,
+        observer: &dyn Observer,
+    ) -> Result<BuildOutcome, EngineError> {
         let ctx = Context::open(&req.context)?;
-        let df_path = req.dockerfile.clone().unwrap_or_else(|| ctx.dir().join("Dockerfile"));
+        let df_path = req
+            .dockerfile
+            .clone()
+            .unwrap_or_else(|| ctx.dir().join("Dockerfile"));
         let text = std::fs::read_to_string(&df_path).map_err(|e| {
             EngineError::Invalid(format!(
                 "cannot read the Dockerfile {}: {e} (give one with -f)",
@@ -209,36 +236,46 @@ impl Engine {
         };
         let counter = AtomicUsize::new(0);
         let show_platform = platforms.len() > 1;
-        let build_one = |p: &Platform| -> Result<(ImageState, WrittenImage, ImageRequirements), BuildError> {
-            let opts = BuildOptions {
-                file_name: file_name.clone(),
-                target: req.target.clone(),
-                build_args: req.build_args.clone(),
-                labels: req.labels.clone(),
-                no_cache: req.no_cache,
-                platform: p.clone(),
-                build_platform: build_platform.clone(),
-                epoch: req.epoch,
-                show_platform,
+        let build_one =
+            |p: &Platform| -> Result<(ImageState, WrittenImage, ImageRequirements), BuildError> {
+                let opts = BuildOptions {
+                    file_name: file_name.clone(),
+                    target: req.target.clone(),
+                    build_args: req.build_args.clone(),
+                    labels: req.labels.clone(),
+                    no_cache: req.no_cache,
+                    platform: p.clone(),
+                    build_platform: build_platform.clone(),
+                    epoch: req.epoch,
+                    show_platform,
+                };
+                let state =
+                    crate::build::build_stage_target(&df, &ctx, &store, &host, &opts, &counter)?;
+                let written = write_image(&store, &state)?;
+                let req = super::build_check::scan_result(&store, &state, observer)?;
+                Ok((state, written, req))
             };
-            let state = crate::build::build_stage_target(&df, &ctx, &store, &host, &opts, &counter)?;
-            let written = write_image(&store, &state)?;
-            let req = super::build_check::scan_result(&store, &state, observer)?;
-            Ok((state, written, req))
-        };
         // Platforms build concurrently when there is more than one core.
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let results: Vec<Result<(ImageState, WrittenImage, ImageRequirements), BuildError>> = if platforms.len() > 1 && cores > 1 {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = platforms.iter().map(|p| s.spawn(|| build_one(p))).collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|_| Err(BuildError::Runner("a platform's build panicked".into()))))
-                    .collect()
-            })
-        } else {
-            platforms.iter().map(build_one).collect()
-        };
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let results: Vec<Result<(ImageState, WrittenImage, ImageRequirements), BuildError>> =
+            if platforms.len() > 1 && cores > 1 {
+                std::thread::scope(|s| {
+                    let handles: Vec<_> =
+                        platforms.iter().map(|p| s.spawn(|| build_one(p))).collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join().unwrap_or_else(|_| {
+                                Err(BuildError::Runner("a platform's build panicked".into()))
+                            })
+                        })
+                        .collect()
+                })
+            } else {
+                platforms.iter().map(build_one).collect()
+            };
         let mut built = Vec::new();
         let mut scanned = Vec::new();
         for r in results {
@@ -253,7 +290,8 @@ impl Engine {
             let manifests: Vec<_> = built
                 .iter()
                 .map(|(s, w)| {
-                    let mut p = json!({"architecture": s.platform.architecture, "os": s.platform.os});
+                    let mut p =
+                        json!({"architecture": s.platform.architecture, "os": s.platform.os});
                     if let Some(v) = &s.platform.variant {
                         p["variant"] = json!(v);
                     }
@@ -265,8 +303,10 @@ impl Engine {
                     })
                 })
                 .collect();
-            let bytes = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}))
-                .expect("JSON serializes");
+            let bytes = serde_json::to_vec(
+                &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}),
+            )
+            .expect("JSON serializes");
             let d = Digest::of(&bytes);
             store.put_blob(&d, &bytes)?;
             Some(d)
@@ -277,11 +317,19 @@ impl Engine {
         let names: Vec<(String, Option<String>)> = if tags.is_empty() {
             vec![]
         } else {
-            tags.iter().map(|t| (t.name(), t.tag.clone().or_else(|| Some("latest".into())))).collect()
+            tags.iter()
+                .map(|t| (t.name(), t.tag.clone().or_else(|| Some("latest".into()))))
+                .collect()
         };
         for (name, tag) in &names {
             for (s, w) in &built {
-                let rec = store.build_record(name, tag.as_deref(), index.as_ref(), &w.manifest_digest, Some(&s.platform))?;
+                let rec = store.build_record(
+                    name,
+                    tag.as_deref(),
+                    index.as_ref(),
+                    &w.manifest_digest,
+                    Some(&s.platform),
+                )?;
                 records.push(rec);
             }
         }
@@ -289,7 +337,15 @@ impl Engine {
             let recs = if records.is_empty() {
                 built
                     .iter()
-                    .map(|(s, w)| store.build_record("localhost/build", Some("latest"), index.as_ref(), &w.manifest_digest, Some(&s.platform)))
+                    .map(|(s, w)| {
+                        store.build_record(
+                            "localhost/build",
+                            Some("latest"),
+                            index.as_ref(),
+                            &w.manifest_digest,
+                            Some(&s.platform),
+                        )
+                    })
                     .collect::<Result<Vec<_>, _>>()?
             } else {
                 records.iter().take(built.len()).cloned().collect()
@@ -302,7 +358,10 @@ impl Engine {
             store.record_image(rec)?;
         }
         Ok(BuildOutcome {
-            images: built.iter().map(|(s, w)| (s.platform.clone(), w.manifest_digest.clone())).collect(),
+            images: built
+                .iter()
+                .map(|(s, w)| (s.platform.clone(), w.manifest_digest.clone()))
+                .collect(),
             digest: index.unwrap_or_else(|| built[0].1.manifest_digest.clone()),
             records,
         })

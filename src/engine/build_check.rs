@@ -55,10 +55,22 @@ pub(super) fn check_hosts(
         let host = super::check::read_profile(f, "host")?;
         let (platform, verdict) = match crate::plan::report::select_platform(&host, &available) {
             Ok(i) => {
-                let (v, _) = crate::assess::decide(&host, &built[i].1, RouteChoice::Auto, &GuestChoice::None)?;
+                let (v, _) = crate::assess::decide(
+                    &host,
+                    &built[i].1,
+                    RouteChoice::Auto,
+                    &GuestChoice::None,
+                )?;
                 (available[i].to_string(), v)
             }
-            Err(v) => (available.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","), v),
+            Err(v) => (
+                available
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                v,
+            ),
         };
         if verdict.route != Route::Native {
             let why = crate::assess::main_reason(&verdict, RouteChoice::Native)

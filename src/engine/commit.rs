@@ -2,9 +2,9 @@
 //! its image, through the build's layer writer, with `--change` instructions applied to the
 //! config (`CMD`, `ENV`, … — the metadata instructions of a Dockerfile).
 
+use crate::build::ImageState;
 use crate::build::image::{store_layer, write_image};
 use crate::build::layer::LayerOptions;
-use crate::build::ImageState;
 use crate::reference::ImageRef;
 use crate::store::{ImageRecord, Store};
 
@@ -65,12 +65,24 @@ impl Engine {
             let df = crate::build::parse(&format!("FROM scratch\n{change}\n"), "--change")
                 .map_err(|e| EngineError::Invalid(format!("--change {change:?}: {e}")))?;
             let Some(step) = df.stages.first().and_then(|s| s.get(1)) else {
-                return Err(EngineError::Invalid(format!("--change {change:?}: no instruction")));
+                return Err(EngineError::Invalid(format!(
+                    "--change {change:?}: no instruction"
+                )));
             };
             let snapshot = state.clone();
             let lookup = move |k: &str| snapshot.env_var(k);
-            let shell = state.get_list("Shell").unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
-            crate::build::metadata::apply(&step.instruction, &mut state, &lookup, df.escape, &shell, &mut cmd_set, change)?;
+            let shell = state
+                .get_list("Shell")
+                .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+            crate::build::metadata::apply(
+                &step.instruction,
+                &mut state,
+                &lookup,
+                df.escape,
+                &shell,
+                &mut cmd_set,
+                change,
+            )?;
         }
         let upper = c.container_dir(&rec.id).join("upper");
         let layer = store_layer(&store, &upper, LayerOptions::default())?;
@@ -81,13 +93,11 @@ impl Engine {
         if let Some(a) = &req.author {
             state.config["author"] = serde_json::json!(a);
         }
-        state.push_history(
-            &format!("xrun commit {}", rec.name),
-            empty,
-            &created,
-        );
+        state.push_history(&format!("xrun commit {}", rec.name), empty, &created);
         if let Some(m) = &req.message
-            && let Some(last) = state.config["history"].as_array_mut().and_then(|h| h.last_mut())
+            && let Some(last) = state.config["history"]
+                .as_array_mut()
+                .and_then(|h| h.last_mut())
         {
             last["comment"] = serde_json::json!(m);
         }

@@ -37,11 +37,11 @@ pub use blobs::BlobWriter;
 pub use decompress::{Compression, sniff};
 pub use extract::{is_opaque, is_whiteout};
 pub use gc::{Lease, PruneReport};
-pub use scratch::ScratchDir;
 pub use record::{
     ConfigSummary, DOCKER_LIST, DOCKER_MANIFEST, Descriptor, Index, Manifest, OCI_INDEX,
     OCI_MANIFEST, RootFs, is_index_media_type,
 };
+pub use scratch::ScratchDir;
 
 use serde::{Deserialize, Serialize};
 
