@@ -5,7 +5,6 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
 
 use common::{TestEnv, fixture, is_root, skip};
 

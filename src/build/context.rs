@@ -216,6 +216,16 @@ fn parse_ignore(text: &str) -> Vec<Rule> {
         .collect()
 }
 
+impl Context {
+    /// A directory read as a source without `.dockerignore` (a `COPY --from` stage).
+    pub fn plain(dir: &Path) -> Context {
+        Context {
+            dir: dir.to_path_buf(),
+            rules: Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,15 +270,5 @@ mod tests {
         let all = c.digest(&[String::new()]).unwrap();
         fs::write(d.path().join("x.log"), "changed").unwrap();
         assert_eq!(all, c.digest(&[String::new()]).unwrap());
-    }
-}
-
-impl Context {
-    /// A directory read as a source without `.dockerignore` (a `COPY --from` stage).
-    pub fn plain(dir: &Path) -> Context {
-        Context {
-            dir: dir.to_path_buf(),
-            rules: Vec::new(),
-        }
     }
 }

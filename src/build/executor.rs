@@ -599,7 +599,7 @@ impl Run<'_> {
 
     /// The directory `--from` sources are read from (a merged view of a stage or image),
     /// and its cache identity; the guard unmounts it.
-    fn from_root(&self, from: &str) -> Result<(FromRoot, String), BuildError> {
+    fn source_root(&self, from: &str) -> Result<(FromRoot, String), BuildError> {
         let (state, id) = match self.stage_index(from).and_then(|j| self.built.get(&j)) {
             Some(b) => (b.state.clone(), format!("stage:{}", b.key)),
             None => self.host.base_image(from, &self.opts.platform)?,
@@ -670,7 +670,7 @@ impl Run<'_> {
         // Sources: context (or --from root) paths, and inline heredoc files.
         let (root_guard, from_id) = match &from {
             Some(f) => {
-                let (r, id) = self.from_root(f)?;
+                let (r, id) = self.source_root(f)?;
                 (Some(r), Some(id))
             }
             None => (None, None),

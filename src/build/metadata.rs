@@ -81,11 +81,11 @@ pub fn apply(
             }
         }
         Instruction::Cmd(form) => {
-            state.set("Cmd", json!(command_argv(form, &shell)));
+            state.set("Cmd", json!(command_argv(form, shell)));
             *cmd_set = true;
         }
         Instruction::Entrypoint(form) => {
-            state.set("Entrypoint", json!(command_argv(form, &shell)));
+            state.set("Entrypoint", json!(command_argv(form, shell)));
             if !*cmd_set {
                 // As Docker: an inherited CMD does not survive a new ENTRYPOINT.
                 state.set("Cmd", Value::Null);
