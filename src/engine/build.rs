@@ -155,6 +155,14 @@ impl BuildHost for EngineHost<'_> {
         let route = if step.platform.architecture == host.architecture {
             ExecRoute::Native
         } else {
+            // A foreign platform's steps take the emulated route: refuse clearly when this
+            // host has no usable qemu-user handler for it.
+            crate::emulation::route::prepare(step.platform).map_err(|e| {
+                BuildError::Runner(format!(
+                    "RUN for {} needs emulation here: {e} (see `xrun binfmt status`)",
+                    step.platform
+                ))
+            })?;
             ExecRoute::Emulated
         };
         let opts = RunOptions {
