@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod assess;
+pub mod build;
 pub mod config;
 pub mod digest;
 pub mod emulation;

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod attach;
 mod binfmt;
+mod build;
 mod check;
 mod containers;
 mod host;
@@ -77,6 +78,8 @@ enum Command {
     Host(host::HostArgs),
     /// Pre-flight: how would an image run here (and on other hosts), and why.
     Check(check::CheckArgs),
+    Build(build::BuildArgs),
+    Commit(build::CommitArgs),
     /// Run a command in a new container.
     Run(run::RunArgs),
     /// Create a container without starting it.
@@ -152,6 +155,8 @@ pub fn main() -> ExitCode {
         Command::Tag(a) => images::tag(&cli.global, a),
         Command::Host(a) => host::host(&cli.global, a),
         Command::Check(a) => check::check(&cli.global, a),
+        Command::Build(a) => build::build(&cli.global, a),
+        Command::Commit(a) => build::commit(&cli.global, a),
         Command::Run(a) => run::run(&cli.global, a),
         Command::Create(a) => run::create(&cli.global, a),
         Command::Start(a) => containers::start(&cli.global, a),
@@ -198,6 +203,7 @@ fn drives_a_container(c: &Command) -> bool {
     matches!(
         c,
         Command::Run(_)
+            | Command::Build(_)
             | Command::Start(_)
             | Command::Exec(_)
             | Command::Internal(_)

@@ -93,7 +93,7 @@ struct HostInput {
 }
 
 /// Reads a host profile file (`what`: "host" or "guest", for the message).
-fn read_profile(f: &std::path::Path, what: &str) -> Result<HostProfile, EngineError> {
+pub(super) fn read_profile(f: &std::path::Path, what: &str) -> Result<HostProfile, EngineError> {
     let text = std::fs::read_to_string(f).map_err(|e| {
         EngineError::context(format!("cannot read {what} profile {}", f.display()), e)
     })?;

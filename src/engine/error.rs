@@ -63,6 +63,9 @@ pub enum EngineError {
     /// A network is not there, is there already, or is in use.
     #[error(transparent)]
     Network(crate::network::NetworkError),
+    /// A build failed (a failing `RUN` exits 1, as `docker build`; see [`EngineError::exit_code`]).
+    #[error(transparent)]
+    Build(#[from] crate::build::BuildError),
     /// Writing the output the caller asked for failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -113,6 +116,7 @@ impl EngineError {
     pub fn exit_code(&self) -> u8 {
         match self {
             EngineError::Runtime(e) => e.exit_code(),
+            EngineError::Build(crate::build::BuildError::RunFailed { .. }) => 1,
             _ => EXIT_ENGINE_ERROR,
         }
     }
@@ -125,6 +129,14 @@ impl EngineError {
             EngineError::Invalid(_) | EngineError::Reference(_) | EngineError::Platform(_) => {
                 ErrorKind::Invalid
             }
+            EngineError::Build(e) => match e {
+                crate::build::BuildError::RunFailed { .. }
+                | crate::build::BuildError::Runner(_)
+                | crate::build::BuildError::Store(_)
+                | crate::build::BuildError::Io { .. } => ErrorKind::Failed,
+                crate::build::BuildError::Base { .. } => ErrorKind::NotFound,
+                _ => ErrorKind::Invalid,
+            },
             EngineError::Runtime(e) => match e {
                 RuntimeError::NoSuchContainer(_) => ErrorKind::NotFound,
                 RuntimeError::WrongState(_) => ErrorKind::Conflict,

@@ -18,6 +18,8 @@
 //! - networks: [`Engine::create_network`], [`Engine::list_networks`],
 //!   [`Engine::inspect_network`], [`Engine::remove_network`], [`Engine::prune_networks`],
 //!   [`Engine::connect`], [`Engine::disconnect`], [`Engine::ports`];
+//! - builds: [`Engine::build`] (a Dockerfile into an image: [`BuildRequest`]),
+//!   [`Engine::commit`] (a container's writable layer into an image: [`CommitRequest`]);
 //! - the pre-flight: [`Engine::check`].
 //!
 //! Failures are [`EngineError`]s, which keep Docker's exit codes (125/126/127) and the
@@ -30,7 +32,10 @@ use crate::config::Config;
 use crate::runtime::Containers;
 
 mod attach;
+mod build;
+mod build_check;
 mod check;
+mod commit;
 mod containers;
 mod create;
 mod error;
@@ -53,7 +58,9 @@ pub use attach::{
     AttachEvent, AttachEvents, AttachInput, AttachRequest, Attachment, DEFAULT_DETACH_KEYS,
     DetachKeys, Stream,
 };
+pub use build::{BuildOutcome, BuildRequest, default_build_platform};
 pub use check::CheckRequest;
+pub use commit::CommitRequest;
 pub use containers::{AttachOptions, ExecSpec};
 pub use error::{EXIT_ENGINE_ERROR, EngineError, ErrorKind};
 pub use image_list::{ImageFilters, ListedImage, unix_time};

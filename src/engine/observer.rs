@@ -15,6 +15,8 @@ pub trait Observer: Send + Sync {
     fn notice(&self, _line: &str) {}
     /// A problem that does not stop the operation (e.g. a dry run's missing handler).
     fn warning(&self, _message: &str) {}
+    /// A build's progress line (`#3 [2/5] RUN …`, `#3 CACHED`).
+    fn progress(&self, _line: &str) {}
 }
 
 /// Observes nothing.

@@ -27,6 +27,7 @@ mod locks;
 mod record;
 mod refs;
 mod safepath;
+mod scratch;
 mod snapshots;
 mod sources;
 #[cfg(test)]
@@ -42,6 +43,7 @@ pub use record::{
     OCI_MANIFEST, RootFs, is_index_media_type,
 };
 pub use sources::{BlobSource, MAX_SOURCES};
+pub use scratch::ScratchDir;
 
 use serde::{Deserialize, Serialize};
 

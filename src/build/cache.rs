@@ -1,0 +1,105 @@
+//! The build cache: what a step produced, keyed by the step's key (its parent's key, the
+//! instruction after expansion, and the content digests of what it copies — see
+//! [`step_key`]). Entries live as small JSON files under `<root>/build-cache/`; an entry
+//! whose layer blobs are gone (pruned) is a miss.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::state::ImageState;
+use crate::platform::Platform;
+use crate::store::{LayerRef, Store};
+
+/// The key of a step: sha256 over the parent's key and the step's parts.
+pub fn step_key(parent: &str, parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    h.update(parent.as_bytes());
+    for p in parts {
+        h.update([0]);
+        h.update(p.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    config: serde_json::Value,
+    layers: Vec<LayerRef>,
+}
+
+/// The cache under one store root.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    dir: PathBuf,
+}
+
+impl Cache {
+    /// The cache of store root `root`.
+    pub fn open(root: &Path) -> Cache {
+        Cache {
+            dir: root.join("build-cache"),
+        }
+    }
+
+    /// The state recorded for `key`, if its layers are still in `store`.
+    pub fn get(&self, key: &str, store: &Store, platform: &Platform) -> Option<ImageState> {
+        let bytes = fs::read(self.dir.join(format!("{key}.json"))).ok()?;
+        let e: Entry = serde_json::from_slice(&bytes).ok()?;
+        if !e.layers.iter().all(|l| store.has_blob(&l.digest)) {
+            return None;
+        }
+        Some(ImageState {
+            config: e.config,
+            layers: e.layers,
+            platform: platform.clone(),
+        })
+    }
+
+    /// Records `state` for `key` (best effort: a cache that cannot be written only costs
+    /// time later).
+    pub fn put(&self, key: &str, state: &ImageState) {
+        let e = Entry {
+            config: state.config.clone(),
+            layers: state.layers.clone(),
+        };
+        let Ok(bytes) = serde_json::to_vec(&e) else {
+            return;
+        };
+        if fs::create_dir_all(&self.dir).is_err() {
+            return;
+        }
+        let tmp = self.dir.join(format!(".{key}.{}", std::process::id()));
+        if fs::write(&tmp, bytes).is_ok() {
+            let _ = fs::rename(&tmp, self.dir.join(format!("{key}.json")));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_chain() {
+        let a = step_key("p", &["RUN", "x"]);
+        assert_eq!(a, step_key("p", &["RUN", "x"]));
+        assert_ne!(a, step_key("q", &["RUN", "x"]));
+        assert_ne!(a, step_key("p", &["RUN", "y"]));
+        assert_ne!(step_key("p", &["ab", "c"]), step_key("p", &["a", "bc"]));
+    }
+
+    #[test]
+    fn put_then_get() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let p: Platform = "linux/amd64".parse().unwrap();
+        let c = Cache::open(root.path());
+        let s = ImageState::scratch(&p);
+        assert!(c.get("k", &store, &p).is_none());
+        c.put("k", &s);
+        assert_eq!(c.get("k", &store, &p).unwrap(), s);
+    }
+}
