@@ -42,8 +42,8 @@ pub use record::{
     ConfigSummary, DOCKER_LIST, DOCKER_MANIFEST, Descriptor, Index, Manifest, OCI_INDEX,
     OCI_MANIFEST, RootFs, is_index_media_type,
 };
-pub use sources::{BlobSource, MAX_SOURCES};
 pub use scratch::ScratchDir;
+pub use sources::{BlobSource, MAX_SOURCES};
 
 use serde::{Deserialize, Serialize};
 
