@@ -126,23 +126,47 @@ fn prepared() -> bool {
     true
 }
 
-/// Makes this test process the reaper of orphans, so a container created by a `create` that
-/// has exited can be waited for (as containerd's shim does).
-fn become_subreaper() {
-    // SAFETY: a prctl on integers.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-}
+/// What containerd's shim does, in a child process of its own: becomes the reaper of
+/// orphans, runs `create` (the container's output to `out`) and `start`, and exits with the
+/// container's status (reaping everything else). The test process itself never becomes a
+/// subreaper: orphans it does not reap would keep a PID namespace from ending.
+const SHIM: &str = r#"
+import ctypes, os, subprocess, sys
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+rt, root, bundle, cid, pidf, out = sys.argv[1:7]
+extra = sys.argv[7:]
+f = open(out, "w")
+r = subprocess.run([rt, "--root", root] + extra + ["create", "--bundle", bundle, "--pid-file", pidf, cid],
+                   stdin=subprocess.DEVNULL, stdout=f, stderr=f)
+if r.returncode:
+    sys.exit(200)
+pid = int(open(pidf).read())
+subprocess.run([rt, "--root", root, "start", cid], check=True)
+while True:
+    p, st = os.waitpid(-1, 0)
+    if p == pid:
+        sys.exit(os.WEXITSTATUS(st) if os.WIFEXITED(st) else 128 + os.WTERMSIG(st))
+"#;
 
-fn wait_exit(pid: i32) -> i32 {
-    let mut status = 0;
-    // SAFETY: waiting for a pid; status is a valid out pointer.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(r, pid, "waitpid {pid}");
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        128 + libc::WTERMSIG(status)
-    }
+/// Runs bundle `b` as `id` to its end through [`SHIM`]; returns the exit code and output.
+fn run_to_exit(rt: &Runtime, b: &Path, id: &str, global: &[&str]) -> (i32, String) {
+    let out = rt.dir.path().join(format!("{id}.out"));
+    let st = Command::new("python3")
+        .arg("-c")
+        .arg(SHIM)
+        .arg(&rt.link)
+        .arg(rt.root())
+        .arg(b)
+        .arg(id)
+        .arg(rt.dir.path().join(format!("{id}.pid")))
+        .arg(&out)
+        .args(global)
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    let output = std::fs::read_to_string(&out).unwrap_or_default();
+    assert_ne!(st.code(), Some(200), "create failed: {output}");
+    (st.code().unwrap_or(-1), output)
 }
 
 fn pid_of(rt: &Runtime, id: &str) -> i32 {
@@ -197,7 +221,11 @@ fn lifecycle_with_state_at_each_step() {
     // A running container is not deleted without --force.
     let del = rt.run(&["delete", "life"]);
     assert_eq!(del.status.code(), Some(1));
-    assert!(text(&del.stderr).contains("not stopped"), "{}", text(&del.stderr));
+    assert!(
+        text(&del.stderr).contains("not stopped"),
+        "{}",
+        text(&del.stderr)
+    );
 
     // SIGHUP is not fatal to a namespace init without a handler: still running.
     rt.ok(&["kill", "life", "HUP"]);
@@ -245,14 +273,26 @@ fn exec_with_a_process_json_and_positional() {
     let pidf = rt.dir.path().join("exec.pid");
     // Its output goes elsewhere: the process keeps what it is given open.
     let st = rt
-        .cmd(&["exec", "--detach", "--pid-file", pidf.to_str().unwrap(), "ex", "sleep", "200"])
+        .cmd(&[
+            "exec",
+            "--detach",
+            "--pid-file",
+            pidf.to_str().unwrap(),
+            "ex",
+            "sleep",
+            "200",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .unwrap();
     assert!(st.success());
-    let epid: i64 = std::fs::read_to_string(&pidf).unwrap().trim().parse().unwrap();
+    let epid: i64 = std::fs::read_to_string(&pidf)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let pids: Vec<i64> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", "ex"])).unwrap();
     assert!(pids.contains(&epid), "{pids:?} lacks exec'd {epid}");
     rt.ok(&["kill", "--all", "ex", "KILL"]);
@@ -282,14 +322,14 @@ fn same_bundle_as_runc() {
     if !Path::new("/usr/sbin/runc").exists() {
         return common::skip("runc not installed");
     }
-    become_subreaper();
     let rt = Runtime::new();
     let script = "grep -E '^(Cap|Seccomp|NoNewPrivs)' /proc/self/status; \
                   mkdir /tmp/x 2>&1 | sed 's/.*mkdir/mkdir/'; ulimit -n; exit 4";
     let b = bundle(rt.dir.path(), "busybox-amd64", &["sh", "-c", script]);
     edit_config(&b, |c| {
         c["process"]["noNewPrivileges"] = Value::Bool(true);
-        c["process"]["rlimits"] = serde_json::json!([{ "type": "RLIMIT_NOFILE", "hard": 512, "soft": 256 }]);
+        c["process"]["rlimits"] =
+            serde_json::json!([{ "type": "RLIMIT_NOFILE", "hard": 512, "soft": 256 }]);
         c["linux"]["seccomp"] = serde_json::json!({
             "defaultAction": "SCMP_ACT_ALLOW",
             "architectures": ["SCMP_ARCH_X86_64"],
@@ -310,14 +350,8 @@ fn same_bundle_as_runc() {
     let runc_code = o.status.code();
     let runc_out = text(&o.stdout);
     // xrun-runc.
-    let out = rt.dir.path().join("out");
-    let c = rt.create(&b, "cmp", &out);
-    assert!(c.status.success(), "create: {}", text(&c.stderr));
-    let pid = pid_of(&rt, "cmp");
-    rt.ok(&["start", "cmp"]);
-    let code = wait_exit(pid);
+    let (code, xrun_out) = run_to_exit(&rt, &b, "cmp", &[]);
     rt.ok(&["delete", "cmp"]);
-    let xrun_out = std::fs::read_to_string(&out).unwrap();
     assert_eq!(runc_code, Some(4), "runc: {runc_out}\n{}", text(&o.stderr));
     assert_eq!(code, 4, "{xrun_out}");
     assert_eq!(security_lines(&xrun_out), security_lines(&runc_out));
@@ -339,34 +373,39 @@ fn arm64_bundle_runs_under_emulation() {
     }) {
         return common::skip("no usable binfmt handler for arm64 (xrun binfmt install arm64)");
     }
-    become_subreaper();
     let rt = Runtime::new();
-    let b = bundle(rt.dir.path(), "busybox-arm64", &["sh", "-c", "uname -m; exit 5"]);
-    let out = rt.dir.path().join("out");
+    let b = bundle(
+        rt.dir.path(),
+        "busybox-arm64",
+        &["sh", "-c", "uname -m; exit 5"],
+    );
     let log = rt.dir.path().join("log.json");
-    let o = rt
-        .cmd(&["--log", log.to_str().unwrap(), "--log-format", "json", "create", "--bundle"])
-        .arg(&b)
-        .arg("--pid-file")
-        .arg(rt.dir.path().join("arm.pid"))
-        .arg("arm")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(rt.dir.path().join("err")).unwrap())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "create: {}", text(&o.stderr));
+    let (code, out) = run_to_exit(
+        &rt,
+        &b,
+        "arm",
+        &["--log", log.to_str().unwrap(), "--log-format", "json"],
+    );
+    assert_eq!(code, 5, "{out}");
+    assert_eq!(out, "aarch64\n");
     // The caller's bundle is untouched; state shows it.
-    let cfg: Value = serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["process"]["args"][0], "sh");
     assert_eq!(rt.state("arm")["bundle"], b.to_str().unwrap());
-    let pid = pid_of(&rt, "arm");
-    rt.ok(&["start", "arm"]);
-    assert_eq!(wait_exit(pid), 5);
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), "aarch64\n");
-    let line: Value = serde_json::from_str(std::fs::read_to_string(&log).unwrap().lines().next().unwrap()).unwrap();
+    let line: Value = serde_json::from_str(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(line["level"], "info");
-    assert!(line["msg"].as_str().unwrap().contains("emulation"), "{line}");
+    assert!(
+        line["msg"].as_str().unwrap().contains("emulation"),
+        "{line}"
+    );
     rt.ok(&["delete", "arm"]);
     assert!(!rt.root().join(".xrun-bundles/arm").exists());
 }
@@ -396,7 +435,14 @@ fn unrunnable_bundle_fails_create_with_reasons() {
     let b = bundle(rt.dir.path(), "busybox-riscv64", &["uname", "-m"]);
     let log = rt.dir.path().join("log.json");
     let o = rt
-        .cmd(&["--log", log.to_str().unwrap(), "--log-format", "json", "create", "--bundle"])
+        .cmd(&[
+            "--log",
+            log.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+        ])
         .arg(&b)
         .arg("rv")
         .env("XRUN_RUNC_HOST_PROFILE", &pf)
@@ -433,7 +479,13 @@ fn refusals_are_clear() {
     assert!(v.starts_with("xrun-runc version "), "{v}");
     let f: Value = serde_json::from_str(&rt.ok(&["features"])).unwrap();
     assert_eq!(f["linux"]["cgroup"]["systemd"], false);
-    assert!(f["hooks"].as_array().unwrap().iter().any(|h| h == "createContainer"));
+    assert!(
+        f["hooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h == "createContainer")
+    );
     // `xrun runtime …` is the same command line.
     let o = Command::new(env!("CARGO_BIN_EXE_xrun"))
         .args(["runtime", "--root"])
@@ -455,7 +507,11 @@ struct Containerd {
 impl Containerd {
     /// Starts containerd with `extra` appended to its config; `None` when it is not installed.
     fn start(extra: &str, cri: bool) -> Option<Containerd> {
-        if Command::new("containerd").arg("--version").output().is_err() {
+        if Command::new("containerd")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -485,7 +541,11 @@ impl Containerd {
         let c = Containerd { dir, child };
         let deadline = Instant::now() + Duration::from_secs(30);
         while c.ctr(&["version"]).status.code() != Some(0) {
-            assert!(Instant::now() < deadline, "containerd did not start: {}", c.log());
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not start: {}",
+                c.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         Some(c)
@@ -564,17 +624,46 @@ fn containerd_runs_both_architectures_through_xrun_runc() {
     ctd.ctr_ok(&["images", "import", amd.to_str().unwrap()]);
 
     let o = ctd.ctr(&[
-        "run", "--runc-binary", link, "--rm", "xrun.test/busybox:amd64", "c-amd", "sh", "-c",
+        "run",
+        "--runc-binary",
+        link,
+        "--rm",
+        "xrun.test/busybox:amd64",
+        "c-amd",
+        "sh",
+        "-c",
         "echo hi $(uname -m); exit 6",
     ]);
-    assert_eq!(o.status.code(), Some(6), "{}\n{}", text(&o.stderr), ctd.log());
+    assert_eq!(
+        o.status.code(),
+        Some(6),
+        "{}\n{}",
+        text(&o.stderr),
+        ctd.log()
+    );
     assert_eq!(text(&o.stdout), "hi x86_64\n");
 
     // A detached task: exec, ps, pause/resume, kill, delete.
     ctd.ctr_ok(&[
-        "run", "-d", "--runc-binary", link, "xrun.test/busybox:amd64", "c-bg", "sleep", "300",
+        "run",
+        "-d",
+        "--runc-binary",
+        link,
+        "xrun.test/busybox:amd64",
+        "c-bg",
+        "sleep",
+        "300",
     ]);
-    let o = ctd.ctr(&["task", "exec", "--exec-id", "e1", "c-bg", "sh", "-c", "echo exec-ok; exit 9"]);
+    let o = ctd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "c-bg",
+        "sh",
+        "-c",
+        "echo exec-ok; exit 9",
+    ]);
     assert_eq!(o.status.code(), Some(9), "{}", text(&o.stderr));
     assert_eq!(text(&o.stdout), "exec-ok\n");
     ctd.ctr_ok(&["task", "pause", "c-bg"]);
@@ -595,10 +684,24 @@ fn containerd_runs_both_architectures_through_xrun_runc() {
         return common::skip("arm64 part: no usable binfmt handler for arm64");
     }
     let arm = archive(work.path(), "busybox-arm64", "xrun.test/busybox:arm64");
-    ctd.ctr_ok(&["images", "import", "--platform", "linux/arm64", arm.to_str().unwrap()]);
+    ctd.ctr_ok(&[
+        "images",
+        "import",
+        "--platform",
+        "linux/arm64",
+        arm.to_str().unwrap(),
+    ]);
     let o = ctd.ctr(&[
-        "run", "--platform", "linux/arm64", "--runc-binary", link, "--rm",
-        "xrun.test/busybox:arm64", "c-arm", "uname", "-m",
+        "run",
+        "--platform",
+        "linux/arm64",
+        "--runc-binary",
+        link,
+        "--rm",
+        "xrun.test/busybox:arm64",
+        "c-arm",
+        "uname",
+        "-m",
     ]);
     assert!(o.status.success(), "{}\n{}", text(&o.stderr), ctd.log());
     assert_eq!(text(&o.stdout), "aarch64\n");
@@ -619,16 +722,23 @@ fn documented_cri_config_registers_the_xrun_handler() {
     }
     let work = tempfile::tempdir().unwrap();
     let link = runc_link(work.path());
-    let cfg = documented_cri_config().replace("/usr/local/bin/xrun-runc", link.to_str().unwrap());
-    assert!(cfg.contains("runtimes.xrun"));
+    let documented =
+        documented_cri_config().replace("/usr/local/bin/xrun-runc", link.to_str().unwrap());
+    assert!(documented.contains("runtimes.xrun"));
+    // The default runtime that `containerd config default` writes, beside which the doc's
+    // handler goes.
+    let cfg = format!(
+        "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n  \
+         runtime_type = \"io.containerd.runc.v2\"\n{documented}"
+    );
     let Some(ctd) = Containerd::start(&cfg, true) else {
         return common::skip("containerd not installed (ci/setup installs it)");
     };
     let plugins = ctd.ctr_ok(&["plugins", "ls"]);
     assert!(
-        plugins
-            .lines()
-            .any(|l| l.contains("io.containerd.grpc.v1") && l.contains("cri") && l.trim_end().ends_with("ok")),
+        plugins.lines().any(|l| l.contains("io.containerd.grpc.v1")
+            && l.contains("cri")
+            && l.trim_end().ends_with("ok")),
         "CRI plugin not loaded:\n{plugins}\n{}",
         ctd.log()
     );
@@ -639,8 +749,28 @@ fn documented_cri_config_registers_the_xrun_handler() {
         .output()
         .unwrap();
     let dump = text(&dump.stdout);
-    assert!(dump.contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.xrun]"), "{dump}");
-    assert!(dump.contains(&format!("BinaryName = \"{}\"", link.display())), "{dump}");
+    assert!(
+        dump.contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.xrun]"),
+        "{dump}"
+    );
+    assert!(
+        dump.contains(&format!("BinaryName = \"{}\"", link.display())),
+        "{dump}"
+    );
+    // The CRI plugin started with the handler.
+    let log = ctd.log();
+    let start = log
+        .lines()
+        .find(|l| l.contains("Start cri plugin with config"))
+        .unwrap_or_else(|| panic!("no CRI start line:\n{log}"));
+    assert!(
+        start.contains("xrun:{Type:io.containerd.runc.v2"),
+        "{start}"
+    );
+    assert!(
+        start.contains(&format!("BinaryName:{}", link.display())),
+        "{start}"
+    );
     // The RuntimeClass in the doc names that handler.
     let doc = std::fs::read_to_string(common::repo_root().join("docs/oci-runtime.md")).unwrap();
     assert!(doc.contains("kind: RuntimeClass") && doc.contains("handler: xrun"));
@@ -665,7 +795,12 @@ fn podman_runs_both_architectures_through_xrun_runc() {
             .arg(d.join("root"))
             .arg("--runroot")
             .arg(d.join("run"))
-            .args(["--storage-driver", "overlay", "--cgroup-manager", "cgroupfs"])
+            .args([
+                "--storage-driver",
+                "overlay",
+                "--cgroup-manager",
+                "cgroupfs",
+            ])
             .args(["--events-backend", "file", "--runtime"])
             .arg(&link)
             .args(args)
@@ -685,8 +820,18 @@ fn podman_runs_both_architectures_through_xrun_runc() {
         let o = podman(&["load", "-q", "-i", tar.to_str().unwrap()]);
         assert!(o.status.success(), "load: {}", text(&o.stderr));
         let o = podman(&[
-            "run", "--rm", "--network", "none", "--ulimit", "nofile=20000:20000", "--ulimit",
-            "nproc=32768:32768", &image, "sh", "-c", "echo hi $(uname -m); exit 4",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=20000:20000",
+            "--ulimit",
+            "nproc=32768:32768",
+            &image,
+            "sh",
+            "-c",
+            "echo hi $(uname -m); exit 4",
         ]);
         assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
         assert_eq!(text(&o.stdout), format!("hi {machine}\n"));

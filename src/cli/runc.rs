@@ -196,9 +196,11 @@ struct ExecArgs {
 /// as `xrun runtime …`. Returns the arguments for the runtime's parser.
 pub fn runtime_args() -> Option<Vec<OsString>> {
     let args: Vec<OsString> = std::env::args_os().collect();
-    let name = args
-        .first()
-        .and_then(|a| std::path::Path::new(a).file_name().map(|n| n.to_os_string()));
+    let name = args.first().and_then(|a| {
+        std::path::Path::new(a)
+            .file_name()
+            .map(|n| n.to_os_string())
+    });
     if name.as_deref() == Some(std::ffi::OsStr::new(ociruntime::RUNC_NAME)) {
         return Some(args);
     }
@@ -316,8 +318,7 @@ fn run(cli: &RuncCli, log: &RuntimeLog) -> Result<u8, OciError> {
             }
             if a.tty && a.process.is_none() && a.console_socket.is_none() {
                 return Err(OciError::BadInput(
-                    "--tty needs --console-socket (or a --process file with terminal: true)"
-                        .into(),
+                    "--tty needs --console-socket (or a --process file with terminal: true)".into(),
                 ));
             }
             seal()?;

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{MountBuilder, Spec};
 
 use super::OciError;
+use crate::kernelcheck::HostProfile;
 use crate::kernelcheck::entrypoint::{ExecConfig, Override};
 use crate::kernelcheck::requirements::{ImageRequirements, ScanInput, scan};
-use crate::kernelcheck::HostProfile;
 use crate::plan::{PlanOptions, Route, Verdict, plan};
 use crate::platform::Platform;
 
@@ -115,9 +115,7 @@ pub fn decide(host: &HostProfile, req: &ImageRequirements) -> Result<Decision, O
         }),
         // Problems with the command alone are the runtime's to report (runc fails the same
         // way at start), as `xrun run` does.
-        Route::Unrunnable if crate::assess::only_command_problems(&verdict) => {
-            Ok(Decision::Native)
-        }
+        Route::Unrunnable if crate::assess::only_command_problems(&verdict) => Ok(Decision::Native),
         Route::Vm { .. } => Err(refusal(
             &verdict,
             req,
