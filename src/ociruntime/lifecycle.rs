@@ -56,7 +56,7 @@ pub fn create(root: &StateRoot, req: &CreateRequest) -> Result<Decision, OciErro
         )));
     }
     let req_facts = route::requirements(&rootfs, &spec)?;
-    let decision = route::decide(&route::host_profile()?, &req_facts)?;
+    let decision = route::decide_here(&req_facts)?;
     let run_dir = match &decision {
         Decision::Native => bundle.clone(),
         Decision::Emulated { .. } => {

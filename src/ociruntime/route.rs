@@ -91,16 +91,22 @@ fn detected_arch(req: &ImageRequirements) -> Option<String> {
     })
 }
 
-/// The host profile to plan against: [`HOST_PROFILE_ENV`]'s file, else this host's.
-pub fn host_profile() -> Result<HostProfile, OciError> {
-    match std::env::var_os(HOST_PROFILE_ENV) {
-        Some(p) => HostProfile::load(Path::new(&p)).map_err(|e| {
+/// The route for `req` on this node, or on [`HOST_PROFILE_ENV`]'s profile when set. This
+/// node's emulation facts are only gathered when the verdict is not native without them (as
+/// `xrun run` does).
+pub fn decide_here(req: &ImageRequirements) -> Result<Decision, OciError> {
+    if let Some(p) = std::env::var_os(HOST_PROFILE_ENV) {
+        let profile = HostProfile::load(Path::new(&p)).map_err(|e| {
             OciError::BadInput(format!(
                 "{HOST_PROFILE_ENV}={}: {e}",
                 Path::new(&p).display()
             ))
-        }),
-        None => Ok(crate::assess::host_profile()),
+        })?;
+        return decide(&profile, req);
+    }
+    match decide(&crate::assess::host_profile_without_emulation(), req) {
+        Ok(Decision::Native) => Ok(Decision::Native),
+        _ => decide(&crate::assess::host_profile(), req),
     }
 }
 
