@@ -20,6 +20,7 @@ pub mod engine;
 pub mod kernelcheck;
 pub mod limits;
 pub mod network;
+pub mod ociruntime;
 pub mod plan;
 pub mod platform;
 pub mod reference;

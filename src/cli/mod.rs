@@ -19,6 +19,7 @@ mod images;
 mod network;
 mod pull;
 mod run;
+mod runc;
 mod serve;
 mod stats;
 
@@ -112,6 +113,12 @@ enum Command {
     /// binfmt_misc handlers for the emulated route.
     #[command(subcommand)]
     Binfmt(binfmt::BinfmtCommand),
+    /// An OCI runtime with runc's command line (`xrun runtime --help`; also as `xrun-runc`).
+    Runtime {
+        /// runc's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Internal: the per-container monitor and the container init.
     #[command(hide = true, subcommand)]
     Internal(containers::InternalCommand),
@@ -126,6 +133,9 @@ pub fn main() -> ExitCode {
     for v in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
         // SAFETY: the first thing the process does, before any thread exists.
         unsafe { std::env::remove_var(v) };
+    }
+    if let Some(args) = runc::runtime_args() {
+        return runc::main(args);
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -173,6 +183,8 @@ pub fn main() -> ExitCode {
         Command::Port(a) => network::port(&cli.global, a),
         Command::Stats(a) => stats::stats(&cli.global, a),
         Command::Internal(a) => containers::internal(&cli.global, a),
+        // Dispatched before parsing (see `runc::runtime_args`).
+        Command::Runtime { .. } => unreachable!("xrun runtime is dispatched before parsing"),
     };
     match result {
         Ok(code) => ExitCode::from(code),
