@@ -141,10 +141,11 @@ impl Podman {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `podman run` (not `--rm`: podman 4.3 here sometimes loses a `--rm` container's exit
+    /// code — "no such exit code (container in state stopped)"; Drop removes them all).
     fn run(&self, platform: &str, image: &str, cmd: &[&str]) -> String {
         let mut args = vec![
             "run",
-            "--rm",
             "--network",
             "none",
             "--ulimit",
