@@ -42,7 +42,7 @@ pub fn make_parents(staging: &Path, rel: &str, layers: &[PathBuf]) -> Result<(),
 /// Creates directory `rel` under `staging` as it is in the image (or root 0755 when new).
 pub fn make_dir(staging: &Path, rel: &str, layers: &[PathBuf]) -> Result<(), BuildError> {
     let p = staging.join(rel);
-    if p.is_dir() {
+    if !replace_unless_dir(&p)? {
         return Ok(());
     }
     fs::create_dir(&p).map_err(io(&p))?;
@@ -80,7 +80,7 @@ fn set_mtime(p: &Path, t: nix::sys::time::TimeSpec) -> Result<(), BuildError> {
 pub fn copy_tree(src: &Path, dst: &Path, attrs: Attrs) -> Result<(), BuildError> {
     let md = fs::symlink_metadata(src).map_err(io(src))?;
     if md.is_dir() {
-        if !dst.is_dir() {
+        if replace_unless_dir(dst)? {
             fs::create_dir(dst).map_err(io(dst))?;
             apply(dst, &md, attrs, false)?;
         }
@@ -96,6 +96,21 @@ pub fn copy_tree(src: &Path, dst: &Path, attrs: Attrs) -> Result<(), BuildError>
         return Ok(());
     }
     copy_one(src, dst, &md, attrs)
+}
+
+/// Makes way for a directory at `p`: true when one must be created (nothing there, or a
+/// symlink or file that was removed), false when a real directory is there. Never follows a
+/// symlink: one that an earlier source of the same step put in staging (`l -> /etc`) must not
+/// lead a later source's files out of it.
+fn replace_unless_dir(p: &Path) -> Result<bool, BuildError> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => Ok(false),
+        Ok(_) => {
+            fs::remove_file(p).map_err(io(p))?;
+            Ok(true)
+        }
+        Err(_) => Ok(true),
+    }
 }
 
 /// Copies `src` (not a directory) to `dst`, replacing what is there.
@@ -186,6 +201,37 @@ pub fn extract_archive(path: &Path, dst: &Path) -> Result<(), BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_source_never_writes_through_a_copied_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        // Source a: x -> <outside>; source b: x/evil. Copied one after the other.
+        let a = d.path().join("a");
+        fs::create_dir(&a).unwrap();
+        std::os::unix::fs::symlink(&outside, a.join("x")).unwrap();
+        let b = d.path().join("b");
+        fs::create_dir_all(b.join("x")).unwrap();
+        fs::write(b.join("x/evil"), "e").unwrap();
+        let dst = d.path().join("staging");
+        fs::create_dir(&dst).unwrap();
+        let attrs = Attrs {
+            owner: None,
+            mode: None,
+        };
+        copy_tree(&a, &dst, attrs).unwrap();
+        copy_tree(&b, &dst, attrs).unwrap();
+        assert!(
+            !outside.join("evil").exists(),
+            "written through the symlink"
+        );
+        assert_eq!(fs::read(dst.join("x/evil")).unwrap(), b"e");
+        // make_dir (parents of a file source) does not follow one either.
+        std::os::unix::fs::symlink(&outside, dst.join("y")).unwrap();
+        make_dir(&dst, "y", &[]).unwrap();
+        assert!(fs::symlink_metadata(dst.join("y")).unwrap().is_dir());
+    }
 
     #[test]
     fn copies_with_mode_and_keeps_links() {

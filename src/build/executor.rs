@@ -667,6 +667,8 @@ impl Run<'_> {
                 dest.push('/');
             }
         }
+        // Lexically inside the image, as Docker cleans it: `/../../tmp` is `/tmp`.
+        dest = clean_image_path(&dest);
         // Sources: context (or --from root) paths, and inline heredoc files.
         let (root_guard, from_id) = match &from {
             Some(f) => {
@@ -883,5 +885,45 @@ mod tests {
         assert_eq!(m["TARGETARCH"], "arm64");
         assert_eq!(m["TARGETVARIANT"], "");
         assert_eq!(m["BUILDARCH"], "amd64");
+    }
+}
+
+/// An absolute image path cleaned lexically, as Go's `path.Clean` on a rooted path: `.` and
+/// empty parts dropped, `..` removes the part before it and never climbs above `/`; a trailing
+/// `/` (the destination is a directory) is kept.
+pub(crate) fn clean_image_path(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            x => parts.push(x),
+        }
+    }
+    let mut out = format!("/{}", parts.join("/"));
+    if p.ends_with('/') && out != "/" {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod clean_tests {
+    use super::clean_image_path;
+
+    #[test]
+    fn destinations_stay_inside_the_image() {
+        for (given, want) in [
+            ("/../../../../tmp/evil", "/tmp/evil"),
+            ("/app/../../etc/", "/etc/"),
+            ("/a/./b//c", "/a/b/c"),
+            ("/..", "/"),
+            ("/", "/"),
+            ("/app/", "/app/"),
+        ] {
+            assert_eq!(clean_image_path(given), want, "{given}");
+        }
     }
 }
