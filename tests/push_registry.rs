@@ -118,6 +118,11 @@ impl Podman {
             .arg(self.dir.path().join("root"))
             .arg("--runroot")
             .arg(self.dir.path().join("run"))
+            // Its own libpod tmpdir too: `system reset` in Drop removes the tmpdir, and the
+            // shared default (/run/libpod) would vanish under a podman another test is running
+            // ("creating runtime status file: open /run/libpod/alive").
+            .arg("--tmpdir")
+            .arg(self.dir.path().join("tmp"))
             .args([
                 "--storage-driver",
                 "overlay",
