@@ -67,6 +67,35 @@ enum RuncCommand {
         /// Container id.
         id: String,
     },
+    /// Create and start a container; in the foreground, wait for it and delete it.
+    Run {
+        /// The bundle directory.
+        #[arg(short = 'b', long, default_value = ".")]
+        bundle: PathBuf,
+        /// Write the init's pid here.
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+        /// Unix socket receiving the terminal's master side.
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
+        /// Return once it started (create + start).
+        #[arg(short = 'd', long)]
+        detach: bool,
+        /// Do not delete the container when it exits.
+        #[arg(long)]
+        keep: bool,
+        /// Do not use pivot_root.
+        #[arg(long)]
+        no_pivot: bool,
+        /// Do not create a session keyring (accepted; libcontainer's default).
+        #[arg(long)]
+        no_new_keyring: bool,
+        /// Pass this many descriptors above stderr.
+        #[arg(long, default_value_t = 0)]
+        preserve_fds: i32,
+        /// Container id.
+        id: String,
+    },
     /// Start a created container.
     Start {
         /// Container id.
@@ -260,7 +289,7 @@ fn run(cli: &RuncCli, log: &RuntimeLog) -> Result<u8, OciError> {
     }
     let Some(command) = &cli.command else {
         return Err(OciError::BadInput(
-            "no command: create, start, state, kill, delete, exec, ps, pause, resume, list, \
+            "no command: create, run, start, state, kill, delete, exec, ps, pause, resume, list, \
              features (xrun-runc --help)"
                 .into(),
         ));
@@ -295,6 +324,38 @@ fn run(cli: &RuncCli, log: &RuntimeLog) -> Result<u8, OciError> {
                 );
             }
         }
+        RuncCommand::Run {
+            bundle,
+            pid_file,
+            console_socket,
+            detach,
+            keep,
+            no_pivot,
+            no_new_keyring: _,
+            preserve_fds,
+            id,
+        } => {
+            seal()?;
+            let req = lifecycle::CreateRequest {
+                id: id.clone(),
+                bundle: bundle.clone(),
+                pid_file: pid_file.clone(),
+                console_socket: console_socket.clone(),
+                no_pivot: *no_pivot,
+                preserve_fds: *preserve_fds,
+            };
+            if *detach {
+                lifecycle::create(&root, &req)?;
+                if let Err(e) = lifecycle::start(&root, id) {
+                    let _ = lifecycle::delete(&root, id, true);
+                    return Err(e);
+                }
+                return Ok(0);
+            }
+            let (code, warnings) = lifecycle::run(&root, &req, *keep)?;
+            warn_all(log, &warnings);
+            return Ok(code.clamp(0, 255) as u8);
+        }
         RuncCommand::Start { id } => lifecycle::start(&root, id)?,
         RuncCommand::State { id } => {
             let s = state::state(&root, id)?;
@@ -307,7 +368,7 @@ fn run(cli: &RuncCli, log: &RuntimeLog) -> Result<u8, OciError> {
             let sig = lifecycle::parse_signal(signal)?;
             lifecycle::kill(&root, id, sig, *all)?;
         }
-        RuncCommand::Delete { force, id } => lifecycle::delete(&root, id, *force)?,
+        RuncCommand::Delete { force, id } => warn_all(log, &lifecycle::delete(&root, id, *force)?),
         RuncCommand::Exec(a) => {
             if a.apparmor.is_some() || a.process_label.is_some() {
                 return Err(OciError::BadInput(
@@ -398,6 +459,14 @@ fn run(cli: &RuncCli, log: &RuntimeLog) -> Result<u8, OciError> {
         }
     }
     Ok(0)
+}
+
+/// Prints warnings on stderr and to `--log` (the command still succeeds).
+fn warn_all(log: &RuntimeLog, warnings: &[String]) {
+    for w in warnings {
+        log.write("warning", w);
+        eprintln!("xrun-runc: warning: {w}");
+    }
 }
 
 /// The runtime binary is protected before it creates or joins a container (CVE-2019-5736):

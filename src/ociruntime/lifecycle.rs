@@ -34,6 +34,16 @@ pub struct CreateRequest {
 /// Creates the container (its init waits for `start`), after routing the bundle.
 /// Returns the route taken.
 pub fn create(root: &StateRoot, req: &CreateRequest) -> Result<Decision, OciError> {
+    build(root, req, true).map(|(d, _)| d)
+}
+
+/// Creates the container; `detach: false` keeps its init a direct child of this process
+/// (what [`run`] waits for).
+fn build(
+    root: &StateRoot,
+    req: &CreateRequest,
+    detach: bool,
+) -> Result<(Decision, libcontainer::container::Container), OciError> {
     check_id(&req.id)?;
     root.ensure()?;
     if root.container_dir(&req.id).exists() {
@@ -55,6 +65,7 @@ pub fn create(root: &StateRoot, req: &CreateRequest) -> Result<Decision, OciErro
             rootfs.display()
         )));
     }
+    let propagation = super::propagation::wanted(&spec);
     let req_facts = route::requirements(&rootfs, &spec)?;
     let decision = route::decide_here(&req_facts)?;
     let run_dir = match &decision {
@@ -81,13 +92,17 @@ pub fn create(root: &StateRoot, req: &CreateRequest) -> Result<Decision, OciErro
         .and_then(|b| {
             b.as_init(&run_dir)
                 .with_systemd(false)
-                .with_detach(true)
+                .with_detach(detach)
                 .with_no_pivot(req.no_pivot)
                 .build()
                 .map_err(|e| OciError::runtime("creating the container", e))
         });
+    let built = built.and_then(|c| {
+        let pid = c.pid().map(|p| p.as_raw()).unwrap_or(0);
+        super::propagation::apply(pid, &propagation).map(|()| c)
+    });
     match built {
-        Ok(_) => Ok(decision),
+        Ok(c) => Ok((decision, c)),
         Err(e) => {
             remove_leftovers(root, &req.id);
             Err(e)
@@ -143,6 +158,54 @@ fn remove_leftovers(root: &StateRoot, id: &str) {
     let _ = std::fs::remove_dir_all(root.rewritten_bundle(id));
 }
 
+/// `run`: creates and starts the container in the foreground, forwards this process's
+/// signals to it, waits for it and deletes it (unless `keep`), as `runc run`. Returns the
+/// container's exit code: its status, or 128+N when signal N ended it.
+/// Warnings of the delete (see [`delete`]) come with the code.
+pub fn run(
+    root: &StateRoot,
+    req: &CreateRequest,
+    keep: bool,
+) -> Result<(i32, Vec<String>), OciError> {
+    let forwarder = crate::runtime::signals::forward(None)
+        .map_err(|e| OciError::runtime("forwarding signals", e))?;
+    let (_, mut c) = build(root, req, false)?;
+    let Some(pid) = c.pid() else {
+        remove_leftovers(root, &req.id);
+        return Err(OciError::runtime(
+            "creating the container",
+            "no init process",
+        ));
+    };
+    if let Err(e) = c.start() {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        remove_leftovers(root, &req.id);
+        return Err(OciError::runtime(
+            format!("starting container {}", req.id),
+            e,
+        ));
+    }
+    forwarder.set_target(pid.as_raw());
+    let code = loop {
+        match nix::sys::wait::waitpid(pid, None) {
+            Ok(st) => {
+                if let Some(code) = crate::runtime::executor::exit_code(st) {
+                    break code;
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(OciError::io("waiting for the container", e.into())),
+        }
+    };
+    let warnings = if keep {
+        Vec::new()
+    } else {
+        delete(root, &req.id, true)?
+    };
+    Ok((code, warnings))
+}
+
 /// Starts a created container's process.
 pub fn start(root: &StateRoot, id: &str) -> Result<(), OciError> {
     let mut c = root.load(id)?;
@@ -196,8 +259,10 @@ pub fn kill(
 }
 
 /// Deletes a stopped (or created) container; with `force`, a running one is killed first.
-/// A missing container is fine with `force`, as runc.
-pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), OciError> {
+/// A missing container is fine with `force`, as runc. A failing poststop hook does not stop
+/// the delete (the runtime spec: log a warning and continue): its error is returned as a
+/// warning for the caller to log.
+pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<Vec<String>, OciError> {
     check_id(id)?;
     let mut c = match root.load(id) {
         Ok(c) => c,
@@ -205,7 +270,7 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), OciError> {
             let had_dir = root.container_dir(id).exists();
             remove_leftovers(root, id);
             return if force || had_dir {
-                Ok(())
+                Ok(Vec::new())
             } else {
                 Err(OciError::NotFound(id.to_string()))
             };
@@ -222,11 +287,19 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), OciError> {
         }
         _ => {}
     }
-    c.delete(true)
-        .map_err(|e| OciError::runtime(format!("deleting container {id}"), e))?;
+    let mut warnings = Vec::new();
+    match c.delete(true) {
+        Ok(()) => {}
+        // libcontainer runs poststop after removing the cgroup and stops at the failing
+        // hook, before removing its state: finish the delete here.
+        Err(libcontainer::error::LibcontainerError::Hook(e)) => {
+            warnings.push(format!("container {id}: poststop hook failed: {e}"));
+        }
+        Err(e) => return Err(OciError::runtime(format!("deleting container {id}"), e)),
+    }
     let _ = std::fs::remove_dir_all(root.container_dir(id));
     let _ = std::fs::remove_dir_all(root.rewritten_bundle(id));
-    Ok(())
+    Ok(warnings)
 }
 
 #[cfg(test)]

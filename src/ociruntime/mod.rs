@@ -21,6 +21,7 @@ pub mod exec;
 pub mod features;
 pub mod lifecycle;
 pub mod log;
+pub mod propagation;
 pub mod route;
 pub mod state;
 
