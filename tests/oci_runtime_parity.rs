@@ -931,3 +931,108 @@ fn run_exit_status_and_signals_as_runc() {
         ]
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// terminal, cgroups without a path
+
+/// Receives the terminal's master side on a console socket (runc's protocol: one
+/// SCM_RIGHTS message) and copies what the container writes until it is gone.
+const RECV_TTY: &str = r#"
+import array, os, signal, socket, sys
+signal.alarm(30)
+path, out = sys.argv[1:3]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+s.listen(1)
+print("ready", flush=True)
+c, _ = s.accept()
+msg, anc, flags, addr = c.recvmsg(1024, socket.CMSG_SPACE(4))
+fd = array.array("i", anc[0][2][:4])[0]
+data = b""
+while True:
+    try:
+        b = os.read(fd, 4096)
+    except OSError:
+        break
+    if not b:
+        break
+    data += b
+open(out, "wb").write(data)
+"#;
+
+#[test]
+fn terminal_through_a_console_socket_as_runc() {
+    let Some(p) = Parity::new("tty", "tty; echo TERM=$TERM; stty size") else {
+        return;
+    };
+    p.edit(|c| {
+        c["process"]["terminal"] = Value::Bool(true);
+        c["process"]["consoleSize"] = json!({"height": 30, "width": 100});
+    });
+    let mut outs = Vec::new();
+    for rt in BOTH {
+        let sock = p.dir.path().join(format!("{rt:?}.sock"));
+        let copy = p.dir.path().join(format!("{rt:?}.tty"));
+        let mut recv = Command::new("python3")
+            .arg("-c")
+            .arg(RECV_TTY)
+            .arg(&sock)
+            .arg(&copy)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = [0u8; 6];
+        std::io::Read::read_exact(recv.stdout.as_mut().unwrap(), &mut ready).unwrap();
+        let o = p
+            .cmd(rt, &["create", "--console-socket"])
+            .arg(&sock)
+            .arg("--bundle")
+            .arg(&p.bundle)
+            .arg(p.id(rt))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{rt:?} create: {}", text(&o.stderr));
+        p.ok(rt, &["start", &p.id(rt)]);
+        assert!(
+            recv.wait().unwrap().success(),
+            "{rt:?}: no terminal received"
+        );
+        p.wait_stopped(rt);
+        p.ok(rt, &["delete", &p.id(rt)]);
+        outs.push(std::fs::read_to_string(&copy).unwrap().replace('\r', ""));
+    }
+    assert_eq!(outs[0], "/dev/pts/0\nTERM=xterm\n30 100\n", "runc");
+    assert_eq!(outs[1], outs[0], "xrun");
+}
+
+#[test]
+fn cgroup_without_a_path_differs_in_name_only() {
+    // Without linux.cgroupsPath runc makes `<id>` under its own cgroup of each hierarchy;
+    // libcontainer makes `/:youki:<id>` (docs/oci-runtime.md). Both remove it.
+    let Some(p) = Parity::new("nopath", "grep -E '^[0-9]+:pids:' /proc/self/cgroup") else {
+        return;
+    };
+    p.edit(|c| {
+        if let Some(l) = c["linux"].as_object_mut() {
+            l.remove("cgroupsPath");
+        }
+    });
+    let (runc, xrun) = p.run_both();
+    assert_eq!(runc.code, 0, "{runc:?}");
+    assert_eq!(xrun.code, 0, "{xrun:?}");
+    let runc_id = p.id(Rt::Runc);
+    let xrun_id = p.id(Rt::Xrun);
+    assert!(
+        runc.stdout.trim_end().ends_with(&format!("/{runc_id}")),
+        "{}",
+        runc.stdout
+    );
+    assert!(
+        xrun.stdout
+            .trim_end()
+            .ends_with(&format!(":pids:/:youki:{xrun_id}")),
+        "{}",
+        xrun.stdout
+    );
+    assert!(!Path::new(&format!("/sys/fs/cgroup/pids/:youki:{xrun_id}")).exists());
+}

@@ -99,7 +99,9 @@ fn build(
         });
     let built = built.and_then(|c| {
         let pid = c.pid().map(|p| p.as_raw()).unwrap_or(0);
-        super::propagation::apply(pid, &propagation).map(|()| c)
+        super::propagation::apply(pid, &propagation)?;
+        super::console::apply_size(pid, &spec)?;
+        Ok(c)
     });
     match built {
         Ok(c) => Ok((decision, c)),

@@ -16,6 +16,7 @@
 //!                          absolute, the init bound in) and `bundle`, the original bundle path
 //! ```
 
+pub mod console;
 pub mod control;
 pub mod exec;
 pub mod features;
