@@ -74,6 +74,14 @@ impl Observer for BuildObserver {
             eprintln!("{line}");
         }
     }
+    fn build_output(&self, data: &[u8]) {
+        if !self.quiet {
+            use std::io::Write;
+            let mut e = std::io::stderr().lock();
+            let _ = e.write_all(data);
+            let _ = e.flush();
+        }
+    }
 }
 
 fn key_values(
