@@ -238,3 +238,40 @@ pub fn commit(g: &Global, a: CommitArgs) -> anyhow::Result<u8> {
         }
     }
 }
+
+/// `xrun builder …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum BuilderCommand {
+    /// Remove the build cache (and the layers only it kept).
+    Prune {
+        /// Accepted for Docker compatibility (xrun never asks).
+        #[arg(short, long)]
+        force: bool,
+        /// Accepted for Docker compatibility (the whole cache goes).
+        #[arg(short, long)]
+        all: bool,
+    },
+}
+
+/// `xrun builder prune`.
+pub fn builder(g: &Global, c: BuilderCommand) -> anyhow::Result<u8> {
+    let BuilderCommand::Prune { .. } = c;
+    let engine = Engine::open(&g.root);
+    match engine.prune_build_cache() {
+        Ok(out) => {
+            if let Some(why) = &out.deferred {
+                eprintln!("xrun: warning: layers not collected now: {why}");
+            }
+            println!(
+                "Deleted build cache objects: {}\nTotal reclaimed space: {}",
+                out.entries.len(),
+                super::images::human_size(out.bytes)
+            );
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("xrun: {e}");
+            Ok(e.exit_code())
+        }
+    }
+}
