@@ -524,7 +524,10 @@ fn onbuild_triggers_run_in_the_child_build_and_are_not_inherited() {
     let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(
         v["config"]["config"]["OnBuild"],
-        serde_json::json!(["COPY app.txt /app.txt", "RUN echo trigger-output && cat /app.txt > /seen"])
+        serde_json::json!([
+            "COPY app.txt /app.txt",
+            "RUN echo trigger-output && cat /app.txt > /seen"
+        ])
     );
 
     let child = env.scratch().join("child");
@@ -566,9 +569,18 @@ fn onbuild_triggers_run_in_the_child_build_and_are_not_inherited() {
 
     // Triggers ONBUILD refuses, and a Dockerfile over the size cap: one line, 125.
     for (df, expect) in [
-        ("FROM localhost/busybox-amd64\nONBUILD ONBUILD RUN true\n", "Dockerfile:2:"),
-        ("FROM localhost/busybox-amd64\nONBUILD FROM busybox\n", "Dockerfile:2:"),
-        ("FROM localhost/busybox-amd64\nONBUILD MAINTAINER me\n", "Dockerfile:2:"),
+        (
+            "FROM localhost/busybox-amd64\nONBUILD ONBUILD RUN true\n",
+            "Dockerfile:2:",
+        ),
+        (
+            "FROM localhost/busybox-amd64\nONBUILD FROM busybox\n",
+            "Dockerfile:2:",
+        ),
+        (
+            "FROM localhost/busybox-amd64\nONBUILD MAINTAINER me\n",
+            "Dockerfile:2:",
+        ),
     ] {
         refused(&env, df, 125, expect);
     }
@@ -579,7 +591,12 @@ fn onbuild_triggers_run_in_the_child_build_and_are_not_inherited() {
     refused(&env, &big, 125, "larger than 4 MiB");
     let ctx = context(&env, "FROM localhost/busybox-amd64\n");
     fs::write(ctx.join(".dockerignore"), "x".repeat((4 << 20) + 1)).unwrap();
-    refused(&env, "FROM localhost/busybox-amd64\n", 125, ".dockerignore is larger");
+    refused(
+        &env,
+        "FROM localhost/busybox-amd64\n",
+        125,
+        ".dockerignore is larger",
+    );
     fs::remove_file(ctx.join(".dockerignore")).unwrap();
 }
 
@@ -598,7 +615,10 @@ fn builder_prune_removes_the_cache() {
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = build(&env, &["--progress", "plain", "-t", "localhost/pr:1", c]);
     assert_eq!(code, 0, "{err}");
-    assert!(steps(&err).iter().skip(1).all(|(_, cached)| *cached), "{err}");
+    assert!(
+        steps(&err).iter().skip(1).all(|(_, cached)| *cached),
+        "{err}"
+    );
     let o = env.cmd().args(["builder", "prune", "-f"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8_lossy(&o.stdout);
@@ -607,6 +627,10 @@ fn builder_prune_removes_the_cache() {
     assert_eq!(code, 0, "{err}");
     assert!(steps(&err).iter().all(|(_, cached)| !cached), "{err}");
     // The image itself is untouched.
-    let run = env.cmd().args(["run", "--rm", "localhost/pr:1"]).output().unwrap();
+    let run = env
+        .cmd()
+        .args(["run", "--rm", "localhost/pr:1"])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&run.stdout), "one\n");
 }
