@@ -190,6 +190,7 @@ impl BuildHost for EngineHost<'_> {
             let relay = s.spawn(move || relay_output(&log, done, self.observer));
             let r = lifecycle::run_logged(&c, &id, &BundleExtras::default(), &VmMachines);
             done.store(true, Ordering::SeqCst);
+            relay.thread().unpark();
             let _ = relay.join();
             r
         })
@@ -234,7 +235,8 @@ fn relay_output(log: &Path, done: &AtomicBool, observer: &dyn Observer) {
         if finished {
             return;
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        // Woken early once the step ended.
+        std::thread::park_timeout(std::time::Duration::from_millis(50));
     }
 }
 
