@@ -499,3 +499,138 @@ fn commit_makes_the_writable_layer_an_image() {
     }
     assert!(!images(&env).contains("localhost/x"));
 }
+
+#[test]
+fn onbuild_triggers_run_in_the_child_build_and_are_not_inherited() {
+    if !is_root() {
+        return skip("RUN steps need root");
+    }
+    let env = env_with_busybox();
+    let base = env.scratch().join("base");
+    fs::create_dir_all(&base).unwrap();
+    fs::write(
+        base.join("Dockerfile"),
+        "FROM localhost/busybox-amd64\nONBUILD COPY app.txt /app.txt\nONBUILD RUN echo trigger-output && cat /app.txt > /seen\n",
+    )
+    .unwrap();
+    let (code, _, err) = build(&env, &["-t", "localhost/onbase:1", base.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    // The base's own build does not run its triggers: it has no app.txt.
+    let inspect = env
+        .cmd()
+        .args(["inspect", "localhost/onbase:1"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(
+        v["config"]["config"]["OnBuild"],
+        serde_json::json!([
+            "COPY app.txt /app.txt",
+            "RUN echo trigger-output && cat /app.txt > /seen"
+        ])
+    );
+
+    let child = env.scratch().join("child");
+    fs::create_dir_all(&child).unwrap();
+    fs::write(child.join("app.txt"), "child-app").unwrap();
+    fs::write(
+        child.join("Dockerfile"),
+        "FROM localhost/onbase:1\nCMD [\"cat\", \"/seen\"]\n",
+    )
+    .unwrap();
+    let (code, _, err) = build(
+        &env,
+        &[
+            "--progress",
+            "plain",
+            "-t",
+            "localhost/onchild:1",
+            child.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("Executing 2 build triggers"), "{err}");
+    // The trigger's RUN output is in the progress, as Docker shows a step's output.
+    assert!(err.lines().any(|l| l.trim() == "trigger-output"), "{err}");
+    let run = env
+        .cmd()
+        .args(["run", "--rm", "localhost/onchild:1"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "child-app");
+    // A grandchild does not run them again (the child's config has no OnBuild).
+    let inspect = env
+        .cmd()
+        .args(["inspect", "localhost/onchild:1"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert!(v["config"]["config"]["OnBuild"].is_null(), "{v}");
+
+    // Triggers ONBUILD refuses, and a Dockerfile over the size cap: one line, 125.
+    for (df, expect) in [
+        (
+            "FROM localhost/busybox-amd64\nONBUILD ONBUILD RUN true\n",
+            "Dockerfile:2:",
+        ),
+        (
+            "FROM localhost/busybox-amd64\nONBUILD FROM busybox\n",
+            "Dockerfile:2:",
+        ),
+        (
+            "FROM localhost/busybox-amd64\nONBUILD MAINTAINER me\n",
+            "Dockerfile:2:",
+        ),
+    ] {
+        refused(&env, df, 125, expect);
+    }
+    let mut big = String::from("FROM localhost/busybox-amd64\n");
+    while big.len() <= 4 << 20 {
+        big.push_str("# padding padding padding padding padding padding padding padding\n");
+    }
+    refused(&env, &big, 125, "larger than 4 MiB");
+    let ctx = context(&env, "FROM localhost/busybox-amd64\n");
+    fs::write(ctx.join(".dockerignore"), "x".repeat((4 << 20) + 1)).unwrap();
+    refused(
+        &env,
+        "FROM localhost/busybox-amd64\n",
+        125,
+        ".dockerignore is larger",
+    );
+    fs::remove_file(ctx.join(".dockerignore")).unwrap();
+}
+
+#[test]
+fn builder_prune_removes_the_cache() {
+    if !is_root() {
+        return skip("RUN steps need root");
+    }
+    let env = env_with_busybox();
+    let ctx = context(
+        &env,
+        "FROM localhost/busybox-amd64\nRUN echo one > /one\nCMD [\"cat\", \"/one\"]\n",
+    );
+    let c = ctx.to_str().unwrap();
+    let (code, _, err) = build(&env, &["--progress", "plain", "-t", "localhost/pr:1", c]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = build(&env, &["--progress", "plain", "-t", "localhost/pr:1", c]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        steps(&err).iter().skip(1).all(|(_, cached)| *cached),
+        "{err}"
+    );
+    let o = env.cmd().args(["builder", "prune", "-f"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("Deleted build cache objects: 2"), "{text}");
+    let (code, _, err) = build(&env, &["--progress", "plain", "-t", "localhost/pr:1", c]);
+    assert_eq!(code, 0, "{err}");
+    assert!(steps(&err).iter().all(|(_, cached)| !cached), "{err}");
+    // The image itself is untouched.
+    let run = env
+        .cmd()
+        .args(["run", "--rm", "localhost/pr:1"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "one\n");
+}

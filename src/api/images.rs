@@ -111,7 +111,7 @@ fn registry_auth(r: &Request) -> Option<Credentials> {
 /// Runs `work` on a blocking thread that streams lines to a channel, and answers once the
 /// first line arrives (200, streaming the rest, then `end`'s line when the work fails
 /// afterwards) or once the work ends without a line (its error as the status).
-async fn stream_lines<F>(work: F, end: fn(&ApiError) -> Option<Bytes>) -> HandlerResult
+pub(super) async fn stream_lines<F>(work: F, end: fn(&ApiError) -> Option<Bytes>) -> HandlerResult
 where
     F: FnOnce(mpsc::UnboundedSender<Bytes>) -> Result<(), ApiError> + Send + 'static,
 {
@@ -555,7 +555,7 @@ async fn get_one(s: Arc<ApiState>, r: Request) -> HandlerResult {
 }
 
 /// A blocking reader over a request body fed by an async pump.
-struct BodyReader {
+pub(super) struct BodyReader {
     rx: mpsc::Receiver<Result<Bytes, io::Error>>,
     cur: Bytes,
 }
@@ -576,10 +576,9 @@ impl io::Read for BodyReader {
     }
 }
 
-/// `POST /images/load[?quiet=&platform=]`: the body is a `docker save` tar (or an OCI layout
-/// tar); the answer lists what was loaded as Docker's JSON stream.
-async fn load(s: Arc<ApiState>, mut r: Request) -> HandlerResult {
-    let platform = query_platform(&r.query)?;
+/// The request body as a blocking reader (for work on a blocking thread), fed by an async
+/// pump.
+pub(super) fn body_reader(r: &mut Request) -> Result<BodyReader, ApiError> {
     let Some(mut body) = r.body.take() else {
         return Err(ApiError::internal("the request body was already read"));
     };
@@ -605,12 +604,20 @@ async fn load(s: Arc<ApiState>, mut r: Request) -> HandlerResult {
             }
         }
     });
+    Ok(BodyReader {
+        rx,
+        cur: Bytes::new(),
+    })
+}
+
+/// `POST /images/load[?quiet=&platform=]`: the body is a `docker save` tar (or an OCI layout
+/// tar); the answer lists what was loaded as Docker's JSON stream.
+async fn load(s: Arc<ApiState>, mut r: Request) -> HandlerResult {
+    let platform = query_platform(&r.query)?;
+    let reader = body_reader(&mut r)?;
     let engine = s.engine.clone();
     let records = blocking(move || {
-        let mut reader = BodyReader {
-            rx,
-            cur: Bytes::new(),
-        };
+        let mut reader = reader;
         engine
             .load_images_from(&mut reader, platform.as_ref())
             .map_err(|e| {

@@ -29,6 +29,7 @@ use tokio::net::UnixListener;
 use crate::engine::Engine;
 
 pub mod attach;
+pub mod build;
 pub mod check;
 pub mod container_json;
 pub mod container_net;
@@ -87,6 +88,7 @@ pub fn routes() -> Router {
     containers::routes(&mut r);
     exec::routes(&mut r);
     images::routes(&mut r);
+    build::routes(&mut r);
     networks::routes(&mut r);
     r
 }

@@ -58,6 +58,33 @@ impl Cache {
         })
     }
 
+    /// Removes every entry; returns the keys removed and the bytes their files held.
+    pub fn prune(&self) -> std::io::Result<(Vec<String>, u64)> {
+        let mut keys = Vec::new();
+        let mut bytes = 0;
+        let rd = match fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((keys, 0)),
+            Err(e) => return Err(e),
+        };
+        for entry in rd {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            match fs::remove_file(entry.path()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+            bytes += size;
+            if let Some(k) = name.strip_suffix(".json") {
+                keys.push(k.to_string());
+            }
+        }
+        keys.sort();
+        Ok((keys, bytes))
+    }
+
     /// Records `state` for `key` (best effort: a cache that cannot be written only costs
     /// time later).
     pub fn put(&self, key: &str, state: &ImageState) {
@@ -101,5 +128,9 @@ mod tests {
         assert!(c.get("k", &store, &p).is_none());
         c.put("k", &s);
         assert_eq!(c.get("k", &store, &p).unwrap(), s);
+        let (keys, bytes) = c.prune().unwrap();
+        assert_eq!(keys, vec!["k".to_string()]);
+        assert!(bytes > 0);
+        assert!(c.get("k", &store, &p).is_none());
     }
 }

@@ -18,6 +18,28 @@ struct Rule {
     exclude: bool,
 }
 
+/// The most a `.dockerignore` may hold.
+pub const MAX_IGNORE_BYTES: u64 = 4 << 20;
+
+/// The `.dockerignore` at `path` (`None` when there is none), at most [`MAX_IGNORE_BYTES`].
+fn read_ignore(path: &Path) -> Result<Option<String>, BuildError> {
+    use std::io::Read;
+    let Ok(f) = fs::File::open(path) else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::new();
+    f.take(MAX_IGNORE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| BuildError::io(".dockerignore", e))?;
+    if bytes.len() as u64 > MAX_IGNORE_BYTES {
+        return Err(BuildError::Context(format!(
+            ".dockerignore is larger than {} MiB",
+            MAX_IGNORE_BYTES >> 20
+        )));
+    }
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
 /// A build context directory and its ignore rules.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -36,9 +58,9 @@ impl Context {
                 dir.display()
             )));
         }
-        let rules = match fs::read_to_string(dir.join(".dockerignore")) {
-            Ok(text) => parse_ignore(&text),
-            Err(_) => Vec::new(),
+        let rules = match read_ignore(&dir.join(".dockerignore"))? {
+            Some(text) => parse_ignore(&text),
+            None => Vec::new(),
         };
         Ok(Context { dir, rules })
     }

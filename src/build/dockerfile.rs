@@ -417,6 +417,12 @@ fn convert(ins: &pd::Instruction<'_>, text: &str, escape: char) -> Result<Instru
             },
         },
         I::Onbuild(i) => {
+            match &*i.instruction {
+                I::Onbuild(_) => return Err("ONBUILD ONBUILD is not allowed".into()),
+                I::From(_) => return Err("ONBUILD FROM is not allowed".into()),
+                I::Maintainer(_) => return Err("ONBUILD MAINTAINER is not allowed".into()),
+                _ => {}
+            }
             let inner = span_of(&i.instruction);
             Instruction::Onbuild(join_continuations(&text[inner], escape).trim().to_string())
         }

@@ -398,6 +398,7 @@ impl Run<'_> {
         let mut key = step_key("", &["FROM", &base_id, &platform.to_string()]);
         let mut args: BTreeMap<String, String> = BTreeMap::new();
         let mut cmd_set = false;
+        self.run_triggers(i, &mut state, &mut key, &mut args, &mut cmd_set)?;
         for (n, step) in steps.iter().enumerate().skip(1) {
             let (id, line) = self.header(i, n + 1, total, step);
             let started = Instant::now();
@@ -412,6 +413,60 @@ impl Run<'_> {
             }
         }
         Ok(Built { state, key })
+    }
+
+    /// Runs the base image's `ONBUILD` triggers (its config's `OnBuild`), right after
+    /// `FROM` as Docker does, and clears them from the new image's config.
+    fn run_triggers(
+        &self,
+        i: usize,
+        state: &mut ImageState,
+        key: &mut String,
+        args: &mut BTreeMap<String, String>,
+        cmd_set: &mut bool,
+    ) -> Result<(), BuildError> {
+        let triggers = state.get_list("OnBuild").unwrap_or_default();
+        if triggers.is_empty() {
+            return Ok(());
+        }
+        state.set("OnBuild", Value::Null);
+        let from_line = self.df.stages[i][0].line;
+        let id = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
+        self.host.progress(&format!(
+            "#{id} Executing {} build trigger{}",
+            triggers.len(),
+            if triggers.len() == 1 { "" } else { "s" }
+        ));
+        for t in &triggers {
+            let bad = |message: String| BuildError::Syntax {
+                file: self.opts.file_name.clone(),
+                line: from_line,
+                message: format!("ONBUILD trigger {t:?} of the base image: {message}"),
+            };
+            let df = super::parse(&format!("FROM scratch\n{t}\n"), "ONBUILD")
+                .map_err(|e| bad(e.to_string()))?;
+            let Some(step) = df.stages.first().and_then(|s| s.get(1)).cloned() else {
+                return Err(bad("no instruction".into()));
+            };
+            if df.stages.len() > 1
+                || df.stages[0].len() > 2
+                || matches!(
+                    step.instruction,
+                    Instruction::Onbuild(_) | Instruction::Maintainer(_)
+                )
+            {
+                return Err(bad("not one instruction ONBUILD may run".into()));
+            }
+            let step = Step {
+                line: from_line,
+                ..step
+            };
+            let (id, line) = self.header(i, 1, self.df.stages[i].len(), &step);
+            let cached = self.step(&step, &line, state, key, args, cmd_set)?;
+            self.host
+                .progress(&format!("#{id} {}", if cached { "CACHED" } else { "DONE" }));
+        }
+        Ok(())
     }
 
     /// Runs one step; true when its result came from the cache.

@@ -36,8 +36,19 @@ pub fn apply(
                 state.set_env(&k, &expand::word(rest, lookup, esc)?);
             } else {
                 for w in ws {
-                    let (k, v) = w.split_once('=').expect("checked above");
-                    state.set_env(k, v);
+                    match w.split_once('=') {
+                        Some((k, v)) if !k.is_empty() => state.set_env(k, v),
+                        Some(_) => {
+                            return Err(BuildError::Invalid(format!(
+                                "{line}: ENV names can not be blank"
+                            )));
+                        }
+                        None => {
+                            return Err(BuildError::Invalid(format!(
+                                "{line}: can't find = in {w:?}: must be of the form name=value"
+                            )));
+                        }
+                    }
                 }
             }
         }

@@ -74,6 +74,14 @@ impl Observer for BuildObserver {
             eprintln!("{line}");
         }
     }
+    fn build_output(&self, data: &[u8]) {
+        if !self.quiet {
+            use std::io::Write;
+            let mut e = std::io::stderr().lock();
+            let _ = e.write_all(data);
+            let _ = e.flush();
+        }
+    }
 }
 
 fn key_values(
@@ -222,6 +230,43 @@ pub fn commit(g: &Global, a: CommitArgs) -> anyhow::Result<u8> {
     match engine.commit(&req) {
         Ok(rec) => {
             println!("{}", rec.config_digest);
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("xrun: {e}");
+            Ok(e.exit_code())
+        }
+    }
+}
+
+/// `xrun builder …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum BuilderCommand {
+    /// Remove the build cache (and the layers only it kept).
+    Prune {
+        /// Accepted for Docker compatibility (xrun never asks).
+        #[arg(short, long)]
+        force: bool,
+        /// Accepted for Docker compatibility (the whole cache goes).
+        #[arg(short, long)]
+        all: bool,
+    },
+}
+
+/// `xrun builder prune`.
+pub fn builder(g: &Global, c: BuilderCommand) -> anyhow::Result<u8> {
+    let BuilderCommand::Prune { .. } = c;
+    let engine = Engine::open(&g.root);
+    match engine.prune_build_cache() {
+        Ok(out) => {
+            if let Some(why) = &out.deferred {
+                eprintln!("xrun: warning: layers not collected now: {why}");
+            }
+            println!(
+                "Deleted build cache objects: {}\nTotal reclaimed space: {}",
+                out.entries.len(),
+                super::images::human_size(out.bytes)
+            );
             Ok(0)
         }
         Err(e) => {

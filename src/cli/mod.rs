@@ -81,6 +81,9 @@ enum Command {
     Check(check::CheckArgs),
     Build(build::BuildArgs),
     Commit(build::CommitArgs),
+    /// Build cache housekeeping.
+    #[command(subcommand)]
+    Builder(build::BuilderCommand),
     /// Run a command in a new container.
     Run(run::RunArgs),
     /// Create a container without starting it.
@@ -167,6 +170,7 @@ pub fn main() -> ExitCode {
         Command::Check(a) => check::check(&cli.global, a),
         Command::Build(a) => build::build(&cli.global, a),
         Command::Commit(a) => build::commit(&cli.global, a),
+        Command::Builder(a) => build::builder(&cli.global, a),
         Command::Run(a) => run::run(&cli.global, a),
         Command::Create(a) => run::create(&cli.global, a),
         Command::Start(a) => containers::start(&cli.global, a),

@@ -5,8 +5,9 @@
 //! with no network (`--network none` semantics) — and records the result.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde_json::json;
 
@@ -181,14 +182,25 @@ impl BuildHost for EngineHost<'_> {
             .map_err(|e| BuildError::Runner(e.to_string()))?;
         let rec = lifecycle::create(&c, image, opts).map_err(runner)?;
         let id = rec.id.clone();
-        let result = lifecycle::run_attached(&c, &id, &BundleExtras::default(), true, &VmMachines)
-            .map_err(runner)
-            .and_then(|code| {
-                if code == 0 {
-                    collect(&c.container_dir(&id).join("upper"))?;
-                }
-                Ok(code)
-            });
+        // The step's output goes to its log; a relay hands it to the observer as it comes.
+        let done = AtomicBool::new(false);
+        let result = std::thread::scope(|s| {
+            let log = c.log_path(&id);
+            let done = &done;
+            let relay = s.spawn(move || relay_output(&log, done, self.observer));
+            let r = lifecycle::run_logged(&c, &id, &BundleExtras::default(), &VmMachines);
+            done.store(true, Ordering::SeqCst);
+            relay.thread().unpark();
+            let _ = relay.join();
+            r
+        })
+        .map_err(runner)
+        .and_then(|code| {
+            if code == 0 {
+                collect(&c.container_dir(&id).join("upper"))?;
+            }
+            Ok(code)
+        });
         let _ = lifecycle::remove(&c, &id, true);
         result
     }
@@ -198,7 +210,145 @@ impl BuildHost for EngineHost<'_> {
     }
 }
 
+/// Hands what a step's container writes to its log (`log`) to `observer`, as it arrives,
+/// until `done` is set (then the rest).
+fn relay_output(log: &Path, done: &AtomicBool, observer: &dyn Observer) {
+    let mut pos = 0u64;
+    let mut buf = Vec::new();
+    loop {
+        let finished = done.load(Ordering::SeqCst);
+        if let Ok(mut f) = std::fs::File::open(log)
+            && f.seek(SeekFrom::Start(pos)).is_ok()
+        {
+            let mut chunk = Vec::new();
+            if f.read_to_end(&mut chunk).is_ok() {
+                pos += chunk.len() as u64;
+                buf.extend_from_slice(&chunk);
+            }
+        }
+        if let Ok((records, used)) = crate::runtime::log::decode(&buf) {
+            for r in records {
+                observer.build_output(&r.data);
+            }
+            buf.drain(..used);
+        }
+        if finished {
+            return;
+        }
+        // Woken early once the step ended.
+        std::thread::park_timeout(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The most a Dockerfile may hold.
+pub const MAX_DOCKERFILE_BYTES: u64 = 4 << 20;
+
+/// Reads the Dockerfile at `path`, at most [`MAX_DOCKERFILE_BYTES`].
+fn read_dockerfile(path: &Path) -> Result<String, EngineError> {
+    let cannot = |e: String| {
+        EngineError::Invalid(format!(
+            "cannot read the Dockerfile {}: {e} (give one with -f)",
+            path.display()
+        ))
+    };
+    let f = std::fs::File::open(path).map_err(|e| cannot(e.to_string()))?;
+    let mut bytes = Vec::new();
+    f.take(MAX_DOCKERFILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| cannot(e.to_string()))?;
+    if bytes.len() as u64 > MAX_DOCKERFILE_BYTES {
+        return Err(EngineError::Invalid(format!(
+            "the Dockerfile {} is larger than {} MiB",
+            path.display(),
+            MAX_DOCKERFILE_BYTES >> 20
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| cannot("it is not UTF-8 text".into()))
+}
+
+/// A build whose context comes as a tar archive (the API's `POST /build`).
+#[derive(Debug, Clone, Default)]
+pub struct ArchiveBuildRequest {
+    /// Everything but the context (`request.context` and `request.dockerfile` are set from
+    /// the archive).
+    pub request: BuildRequest,
+    /// The Dockerfile's path inside the context (default `Dockerfile`).
+    pub dockerfile: Option<String>,
+    /// Bounds on the archive.
+    pub limits: super::build_context::ContextLimits,
+}
+
+/// What [`Engine::prune_build_cache`] removed.
+#[derive(Debug, Clone, Default)]
+pub struct BuildCachePruned {
+    /// The cache entries (step keys).
+    pub entries: Vec<String>,
+    /// Bytes freed: the entries' files and the layers only they kept.
+    pub bytes: u64,
+    /// Set when the store was busy and its layers could not be collected now.
+    pub deferred: Option<String>,
+}
+
 impl Engine {
+    /// Removes the build cache (`xrun builder prune`, `POST /build/prune`), then the layers
+    /// no image uses any more (intermediate steps' layers).
+    pub fn prune_build_cache(&self) -> Result<BuildCachePruned, EngineError> {
+        let store = Store::open(self.root())?;
+        let (entries, mut bytes) = crate::build::cache::Cache::open(store.root())
+            .prune()
+            .map_err(|e| EngineError::context("removing the build cache", e))?;
+        let mut deferred = None;
+        match store.prune() {
+            Ok(r) => bytes += r.bytes,
+            Err(crate::store::StoreError::Busy(why)) => deferred = Some(why),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(BuildCachePruned {
+            entries,
+            bytes,
+            deferred,
+        })
+    }
+
+    /// Builds from a context archive (see [`super::build_context`]): unpacked into a scratch
+    /// directory of the store (removed afterwards), then [`Engine::build`]. A refused
+    /// archive is an [`EngineError::Invalid`] and builds nothing.
+    pub fn build_archive(
+        &self,
+        req: &ArchiveBuildRequest,
+        archive: &mut dyn Read,
+        observer: &dyn Observer,
+    ) -> Result<BuildOutcome, EngineError> {
+        let store = Store::open(self.root())?;
+        let scratch = store.scratch_dir("build-context")?;
+        let dir = scratch.path().join("context");
+        std::fs::create_dir(&dir).map_err(|e| EngineError::context("the build context", e))?;
+        super::build_context::unpack_context(archive, &dir, req.limits)?;
+        let name = req.dockerfile.as_deref().unwrap_or("Dockerfile");
+        let rel = super::build_context::clean_relative(name)
+            .filter(|r| !r.as_os_str().is_empty())
+            .ok_or_else(|| {
+                EngineError::Invalid(format!(
+                    "dockerfile {name:?}: must be a path inside the build context"
+                ))
+            })?;
+        let df = dir.join(&rel);
+        // The Dockerfile itself must not be a link leading out of the context.
+        let inside = std::fs::canonicalize(&df)
+            .ok()
+            .zip(std::fs::canonicalize(&dir).ok())
+            .is_some_and(|(d, c)| d.starts_with(c) && d.is_file());
+        if !inside {
+            return Err(EngineError::Invalid(format!(
+                "Cannot locate specified Dockerfile: {name}"
+            )));
+        }
+        let mut inner = req.request.clone();
+        inner.context = dir;
+        inner.dockerfile = Some(df);
+        self.build(&inner, observer)
+    }
+
     /// Builds `req` (see the module doc); records the image under each tag. A failed build
     /// records nothing and leaves no container behind.
     pub fn build(
@@ -211,12 +361,7 @@ impl Engine {
             .dockerfile
             .clone()
             .unwrap_or_else(|| ctx.dir().join("Dockerfile"));
-        let text = std::fs::read_to_string(&df_path).map_err(|e| {
-            EngineError::Invalid(format!(
-                "cannot read the Dockerfile {}: {e} (give one with -f)",
-                df_path.display()
-            ))
-        })?;
+        let text = read_dockerfile(&df_path)?;
         let file_name = df_path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

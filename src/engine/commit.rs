@@ -94,6 +94,10 @@ impl Engine {
             state.config["author"] = serde_json::json!(a);
         }
         state.push_history(&format!("xrun commit {}", rec.name), empty, &created);
+        if let Some(m) = &req.message {
+            // Docker shows it as the image's `Comment`.
+            state.config["comment"] = serde_json::json!(m);
+        }
         if let Some(m) = &req.message
             && let Some(last) = state.config["history"]
                 .as_array_mut()

@@ -34,6 +34,7 @@ use crate::runtime::Containers;
 mod attach;
 mod build;
 mod build_check;
+pub mod build_context;
 mod check;
 mod commit;
 mod containers;
@@ -58,7 +59,10 @@ pub use attach::{
     AttachEvent, AttachEvents, AttachInput, AttachRequest, Attachment, DEFAULT_DETACH_KEYS,
     DetachKeys, Stream,
 };
-pub use build::{BuildOutcome, BuildRequest, default_build_platform};
+pub use build::{
+    ArchiveBuildRequest, BuildCachePruned, BuildOutcome, BuildRequest, MAX_DOCKERFILE_BYTES,
+    default_build_platform,
+};
 pub use check::CheckRequest;
 pub use commit::CommitRequest;
 pub use containers::{AttachOptions, ExecSpec};

@@ -17,6 +17,8 @@ pub trait Observer: Send + Sync {
     fn warning(&self, _message: &str) {}
     /// A build's progress line (`#3 [2/5] RUN …`, `#3 CACHED`).
     fn progress(&self, _line: &str) {}
+    /// What a build's `RUN` step writes (stdout and stderr), as it comes.
+    fn build_output(&self, _data: &[u8]) {}
 }
 
 /// Observes nothing.

@@ -563,6 +563,30 @@ pub fn run_attached(
     finish(c, id, session)
 }
 
+/// Runs container `id` until it exits with its output going to its log (no terminal, no
+/// stdin; read it with [`super::log::decode`] while it runs), for callers that relay the
+/// output themselves (the build's `RUN` steps). Returns its exit code.
+pub fn run_logged(
+    c: &Containers,
+    id: &str,
+    extras: &BundleExtras,
+    machines: &dyn Machines,
+) -> Result<i32, RuntimeError> {
+    let rec = c.load(id)?;
+    let hub = Hub::new(open_log(c, id)?, c.log_path(id), 0, false, false);
+    let mut session = match launch_any(c, &rec, &Attach::Log(hub.clone()), extras, machines) {
+        Ok(s) => s,
+        Err(e) => {
+            hub.finish(None);
+            let _ = cleanup(c, &rec);
+            let _ = remove_dir(c, id);
+            return Err(e);
+        }
+    };
+    session.pump_logs(c, id)?;
+    finish(c, id, session)
+}
+
 /// Starts container `id` detached under its monitor; returns once it runs (or failed).
 /// `spares`: hand it to a spare monitor when one is ready (see [`super::monitor`]).
 pub fn start_detached(
