@@ -495,3 +495,62 @@ fn tampered_config_and_manifest_are_refused() {
         "{err}"
     );
 }
+
+/// `xrun run` with no `--platform` after `pull --platform linux/arm64` of an index: the host's
+/// own variant is pulled and run (as Podman's `--pull missing`), not the stored foreign one.
+#[test]
+fn run_pulls_the_native_variant_when_only_a_foreign_one_is_stored() {
+    let reg = shared();
+    let env = TestEnv::new();
+    let image = reg.image("busybox:multi");
+    pull_ok(&env, &["--platform", "linux/arm64", &image]);
+    let out = xrun(&env)
+        .args(["run", "--rm", "--network", "none", &image, "uname", "-m"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let host = std::env::consts::ARCH;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), host);
+    let mut arches: Vec<String> = records(&env)
+        .into_iter()
+        .map(|r| r.platform.architecture)
+        .collect();
+    arches.sort();
+    let mut want = vec!["arm64".to_string(), xrun::platform::Platform::host().architecture];
+    want.sort();
+    assert_eq!(arches, want);
+}
+
+/// The same with the registry gone: the stored foreign variant still runs (emulated), and a
+/// warning says why the native one is not used.
+#[test]
+fn run_falls_back_to_the_stored_variant_when_the_registry_is_gone() {
+    if std::env::consts::ARCH != "x86_64" {
+        return common::skip("the fallback case is written for an amd64 host");
+    }
+    if !Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists() {
+        return common::skip("no qemu-aarch64 binfmt handler (ci/setup installs qemu-user-static)");
+    }
+    let reg = TestRegistry::start();
+    reg.push("busybox-multi", "busybox:multi");
+    let env = TestEnv::new();
+    let image = reg.image("busybox:multi");
+    pull_ok(&env, &["--platform", "linux/arm64", &image]);
+    drop(reg);
+    let out = xrun(&env)
+        .args(["run", "--rm", "--network", "none", &image, "uname", "-m"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "aarch64");
+    assert!(
+        err.contains("could not pull linux/amd64") && err.contains("using the stored linux/arm64"),
+        "{err}"
+    );
+    assert_eq!(records(&env).len(), 1);
+}

@@ -66,25 +66,43 @@ pub(super) fn resolve_image(
             Matcher::new(p).best(&av).is_some()
         }
     };
+    // With no --platform, a stored image the host cannot run natively may have a native
+    // variant in the index it came from (an earlier `--platform` pull stored only one).
+    let native_variant = match (policy, wanted) {
+        (PullPolicy::Missing, None) => native_variant_to_pull(&store, &records),
+        _ => None,
+    };
     let pull = match policy {
         PullPolicy::Always => true,
-        PullPolicy::Missing => !has_wanted(&records),
+        PullPolicy::Missing => !has_wanted(&records) || native_variant.is_some(),
         PullPolicy::Never => false,
     };
     if pull {
         let opts = PullOptions {
-            platform: wanted.cloned(),
+            platform: wanted.cloned().or_else(|| native_variant.clone()),
             client: ClientOptions::from_config(&config, &[]),
             unpack: true,
             ..Default::default()
         };
         let progress = observer.pull_progress();
-        crate::registry::ensure_image(&store, &r, policy, &opts, progress.as_ref()).map_err(
-            |error| EngineError::Pull {
-                image: image_name.to_string(),
-                error,
-            },
-        )?;
+        let pulled = crate::registry::ensure_image(&store, &r, policy, &opts, progress.as_ref());
+        match (pulled, &native_variant) {
+            (Ok(_), _) => {}
+            // The stored variants still run (emulated or in a VM): say why the native one is
+            // not used, and go on with them.
+            (Err(error), Some(p)) if has_wanted(&records) => observer.warning(&format!(
+                "could not pull {p} of {image_name} ({error}); using the stored {}",
+                crate::platform::describe(
+                    &records.iter().map(|r| r.platform.clone()).collect::<Vec<_>>()
+                )
+            )),
+            (Err(error), _) => {
+                return Err(EngineError::Pull {
+                    image: image_name.to_string(),
+                    error,
+                });
+            }
+        }
         records = assess::find_records(&store, &r)?;
     }
     if !has_wanted(&records) {
@@ -147,6 +165,28 @@ pub(super) fn resolve_image(
         diff_ids: record.layers.iter().map(|l| l.diff_id.clone()).collect(),
         gc: Some(gc),
     })
+}
+
+/// The platform to pull when no stored record of an image runs natively here (the default
+/// platform: `XRUN_DEFAULT_PLATFORM`, `DOCKER_DEFAULT_PLATFORM` or the host's) but the stored
+/// index the records came from offers one that does — as Podman's `--pull missing` looks
+/// for the local platform, where Docker would run the stored foreign variant.
+fn native_variant_to_pull(store: &Store, records: &[ImageRecord]) -> Option<Platform> {
+    let native = crate::platform::default_platform().ok()?;
+    let matcher = Matcher::new(&native);
+    if records.is_empty() || records.iter().any(|r| matcher.matches(&r.platform)) {
+        return None;
+    }
+    let index = records.iter().find_map(|r| r.index_digest.clone())?;
+    let body = store.read_blob(&index).ok()?;
+    let index = crate::registry::manifest::parse_index(image_label(records), &body).ok()?;
+    let offered = crate::registry::manifest::offered(&index);
+    matcher.best(&offered).map(|i| offered[i].clone())
+}
+
+/// A name for messages about stored records.
+fn image_label(records: &[ImageRecord]) -> &str {
+    records.first().map(|r| r.name.as_str()).unwrap_or("image")
 }
 
 /// The error for an image (or a platform of it) the store does not have after the pull
