@@ -868,6 +868,7 @@ pub fn exec(
     interactive: bool,
     use_tty: bool,
     cwd: Option<String>,
+    user: Option<(u32, u32)>,
 ) -> Result<i32, RuntimeError> {
     let rec = c.find(key)?;
     if !rec.is_running() {
@@ -983,7 +984,7 @@ pub fn exec(
         args,
         env: env_all,
         cwd,
-        user: None,
+        user,
     };
     let mut running = executor::exec(
         &spec,
