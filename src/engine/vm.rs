@@ -60,6 +60,13 @@ pub fn vm_launch(
         .guest
         .as_ref()
         .ok_or_else(|| EngineError::Invalid("no guest for the vm route".into()))?;
+    if !opts.volumes.is_empty() && !guest.has_9p() {
+        return Err(EngineError::Invalid(format!(
+            "-v on the vm route needs 9p in the guest kernel, and guest {} has none: use a \
+             guest with 9p (--vm-kernel), or another --route",
+            guest.dir.display()
+        )));
+    }
     let config = image.config.config().clone().unwrap_or_default();
     let hostname = opts
         .hostname
@@ -115,7 +122,7 @@ pub fn vm_launch(
                 .iter()
                 .map(|t| VmTmpfs {
                     path: t.path.clone(),
-                    options: t.options.clone(),
+                    options: Some(t.option_string()),
                 })
                 .collect(),
             volumes: opts

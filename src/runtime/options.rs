@@ -137,7 +137,7 @@ impl Volume {
 pub struct Tmpfs {
     /// Absolute path inside the container.
     pub path: String,
-    /// Mount options (`size=64m,mode=1777`), `None`: `rw,nosuid,nodev,noexec` (Docker's).
+    /// Mount options (`size=64m,mode=1777`) on top of `rw,nosuid,nodev,noexec` (Docker's).
     pub options: Option<String>,
 }
 
@@ -169,11 +169,17 @@ impl Tmpfs {
         })
     }
 
-    /// The mount options as a list.
+    /// The mount options: Docker's defaults, then the given ones (later ones win).
+    pub fn option_string(&self) -> String {
+        match &self.options {
+            Some(o) => format!("{},{o}", Self::DEFAULT_OPTIONS),
+            None => Self::DEFAULT_OPTIONS.to_string(),
+        }
+    }
+
+    /// [`Tmpfs::option_string`] as a list.
     pub fn option_list(&self) -> Vec<String> {
-        self.options
-            .as_deref()
-            .unwrap_or(Self::DEFAULT_OPTIONS)
+        self.option_string()
             .split(',')
             .map(str::to_string)
             .collect()
