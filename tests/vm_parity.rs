@@ -1,6 +1,6 @@
 //! The vm route as a container like the others, with the real binary, real qemu-system (TCG
 //! here) and the guest `ci/guest-image` builds: `exec` (streams, exit codes, `-i`, `-e`,
-//! `-w`, `-u`, several at once, through `xrun exec` and through `docker exec` against
+//! `-w`, `-u`, `-t`, signals, several at once, through `xrun exec` and through `docker exec` against
 //! `xrun serve`), `--read-only`, `--tmpfs`, `--pids-limit` inside the guest, `--memory` and
 //! `--cpus` in the guest and on qemu's host cgroup, and `-v` over 9p (or its refusal when
 //! the guest kernel has no 9p). One boot per test, several checks in each.
@@ -78,10 +78,11 @@ fn v1_cgroup(pid: u32, controller: &str) -> Option<std::path::PathBuf> {
     text.lines().find_map(|l| {
         let mut f = l.splitn(3, ':');
         let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
-        ctrls
-            .split(',')
-            .any(|c| c == controller)
-            .then(|| Path::new("/sys/fs/cgroup").join(controller).join(&path[1..]))
+        ctrls.split(',').any(|c| c == controller).then(|| {
+            Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join(&path[1..])
+        })
     })
 }
 
@@ -159,13 +160,56 @@ fn exec_into_a_running_vm_container_cli_and_api() {
     assert_eq!(o.status.code(), Some(127), "{}", text(&o));
     let o = s.xrun(&["exec", "vmx", "/etc/passwd"]);
     assert_eq!(o.status.code(), Some(126), "{}", text(&o));
-    let o = s.xrun(&["exec", "-t", "vmx", "true"]);
-    assert_eq!(o.status.code(), Some(125), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("exec -t"),
-        "{}",
-        text(&o)
-    );
+
+    // -t: a terminal in the guest (a virtio console) of the caller's size, on a real pty.
+    if Command::new("script").arg("--version").output().is_ok() {
+        let line = format!(
+            "stty rows 33 cols 111; {} --root {} exec -t vmx sh -c 'tty; stty size; echo $TERM; exit 6'",
+            support::XRUN,
+            root.display()
+        );
+        let o = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env_remove("XRUN_ROOT")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let out = stdout(&o).replace('\r', "");
+        assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+        assert!(out.contains("/dev/hvc"), "{out}");
+        assert!(out.contains("33 111\nxterm\n"), "{out}");
+    } else {
+        skip("no script(1): exec -t not exercised");
+    }
+
+    // Signals to xrun exec reach the process in the guest.
+    let mut k = Command::new(support::XRUN)
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "exec",
+            "vmx",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 1; done",
+        ])
+        .env_remove("XRUN_ROOT")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r = std::io::BufReader::new(k.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut r, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(k.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut r, &mut rest).unwrap();
+    assert_eq!(rest, "got-term\n");
+    assert_eq!(k.wait().unwrap().code(), Some(7));
 
     // Several at once, more than the VM's slots (the rest wait for a free one).
     let n = xrun::vm::EXEC_SLOTS + 2;
@@ -219,7 +263,17 @@ fn exec_into_a_running_vm_container_cli_and_api() {
         let o = s.docker(&["exec", "vmx", "sh", "-c", "cat /main-was-here; exit 4"]);
         assert_eq!(o.status.code(), Some(4), "{}", text(&o));
         assert_eq!(stdout(&o), "main\n", "{}", text(&o));
-        let o = s.docker(&["exec", "-u", "nobody", "-w", "/etc", "vmx", "sh", "-c", "id -u; pwd"]);
+        let o = s.docker(&[
+            "exec",
+            "-u",
+            "nobody",
+            "-w",
+            "/etc",
+            "vmx",
+            "sh",
+            "-c",
+            "id -u; pwd",
+        ]);
         assert_eq!(stdout(&o), "65534\n/etc\n", "{}", text(&o));
     }
     let o = s.xrun(&["rm", "-f", "vmx"]);
@@ -358,8 +412,7 @@ fn volumes_over_9p_or_a_clear_refusal() {
         "localhost/busybox-amd64:latest".into(),
         "sh".into(),
         "-c".into(),
-        "echo from-guest > /data/made; cat /in/given; echo x > /in/nope 2>&1; echo ro-rc=$?"
-            .into(),
+        "echo from-guest > /data/made; cat /in/given; echo x > /in/nope 2>&1; echo ro-rc=$?".into(),
     ];
     let o = env.cmd().args(&args).output().unwrap();
     let guest = xrun::vm::Guest::locate("amd64", &env.root().join("cache"));

@@ -135,12 +135,10 @@ pub fn vm_launch(
                 })
                 .collect(),
             pids_limit: opts.pids_limit,
-            host_limits: (opts.memory.is_some() || opts.cpus.is_some()).then_some(
-                HostLimitsSpec {
-                    memory: opts.memory.is_some(),
-                    cpus: opts.cpus,
-                },
-            ),
+            host_limits: (opts.memory.is_some() || opts.cpus.is_some()).then_some(HostLimitsSpec {
+                memory: opts.memory.is_some(),
+                cpus: opts.cpus,
+            }),
             ..VmSpec::default()
         },
     })
@@ -154,22 +152,56 @@ pub fn vm_exec(
     rec: &ContainerRecord,
     spec: &super::ExecSpec,
 ) -> Result<i32, EngineError> {
-    if spec.tty {
-        return Err(EngineError::Invalid(format!(
-            "exec -t is not supported on the vm route yet (container {} runs in a VM): drop -t",
-            rec.name
-        )));
-    }
+    use crate::runtime::{signals, tty};
     let dir = c.container_dir(&rec.id);
     let launch = VmLaunch::load(&dir).map_err(|e| RuntimeError::Corrupt(e.to_string()))?;
-    let cfg = exec_config(&launch, spec)?;
+    let size = || {
+        tty::window_size(0)
+            .or_else(|| tty::window_size(1))
+            .map(|w| (w.ws_row, w.ws_col))
+            .unwrap_or((0, 0))
+    };
+    let mut cfg = exec_config(&launch, spec)?;
+    cfg.tty = spec.tty.then(size);
+    if spec.tty && !cfg.env.iter().any(|e| e.starts_with("TERM=")) {
+        cfg.env.push("TERM=xterm".into());
+    }
+    // Signals (and terminal sizes) go to the process in the guest once it runs.
+    let control: Arc<std::sync::Mutex<Option<crate::vm::exec::ExecControl>>> = Arc::default();
+    let ctl = control.clone();
+    let use_tty = spec.tty;
+    signals::relay(
+        &[
+            nix::sys::signal::Signal::SIGINT,
+            nix::sys::signal::Signal::SIGTERM,
+            nix::sys::signal::Signal::SIGHUP,
+            nix::sys::signal::Signal::SIGQUIT,
+            nix::sys::signal::Signal::SIGUSR1,
+            nix::sys::signal::Signal::SIGUSR2,
+            nix::sys::signal::Signal::SIGWINCH,
+        ],
+        Box::new(move |sig| {
+            if let Some(c) = ctl.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                if sig == libc::SIGWINCH {
+                    if use_tty {
+                        let (r, cols) = size();
+                        c.resize(r, cols);
+                    }
+                } else {
+                    c.signal(sig);
+                }
+            }
+        }),
+    )?;
+    let raw = (spec.tty && spec.interactive)
+        .then(tty::RawMode::enter)
+        .flatten();
     let io = VmIo::inherit(spec.interactive);
-    Ok(crate::vm::exec::exec(
-        &dir.join(crate::vm::launch::RUN_DIR),
-        &cfg,
-        io,
-        |_| {},
-    )?)
+    let r = crate::vm::exec::exec(&dir.join(crate::vm::launch::RUN_DIR), &cfg, io, |c| {
+        *control.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
+    });
+    drop(raw);
+    Ok(r?)
 }
 
 /// The guest's exec request for `spec` in the container `launch` describes.
@@ -197,6 +229,7 @@ fn exec_config(
             .filter(|w| !w.is_empty()),
         user,
         stdin: spec.interactive,
+        tty: None,
     })
 }
 

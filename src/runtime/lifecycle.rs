@@ -860,6 +860,7 @@ pub fn remove(c: &Containers, key: &str, force: bool) -> Result<ContainerRecord,
 }
 
 /// `exec`: runs `args` in the running container; returns its exit code.
+#[allow(clippy::too_many_arguments)]
 pub fn exec(
     c: &Containers,
     key: &str,

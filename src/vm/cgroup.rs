@@ -45,7 +45,9 @@ impl QemuCgroup {
         let mem = limits
             .guest_mib
             .map(|m| (m + QEMU_OVERHEAD_MIB) * 1024 * 1024);
-        let quota = limits.cpus.map(|c| (c * 100_000.0).round().max(1000.0) as u64);
+        let quota = limits
+            .cpus
+            .map(|c| (c * 100_000.0).round().max(1000.0) as u64);
         let mut files: Vec<(PathBuf, &str, String)> = Vec::new();
         if is_pure_v2() {
             let d = root.join(&rel);

@@ -33,14 +33,19 @@ const SLOT_WAIT: Duration = Duration::from_secs(120);
 /// How long the guest may take to start the process (TCG is slow, the guest may be busy).
 const START_WAIT: Duration = Duration::from_secs(120);
 
-/// Signals for a running exec (from any thread); dropped after the exec ended.
+/// Signals and terminal sizes for a running exec (from any thread); ignored once it ended.
 #[derive(Debug, Clone)]
-pub struct ExecControl(mpsc::Sender<i32>);
+pub struct ExecControl(mpsc::Sender<String>);
 
 impl ExecControl {
     /// Delivers signal `sig` (a number) to the exec'd process.
     pub fn signal(&self, sig: i32) {
-        let _ = self.0.send(sig);
+        let _ = self.0.send(format!("K {sig}\n"));
+    }
+
+    /// Resizes the exec's terminal (with `-t`; the process gets SIGWINCH).
+    pub fn resize(&self, rows: u16, cols: u16) {
+        let _ = self.0.send(format!("W {rows} {cols}\n"));
     }
 }
 
@@ -128,13 +133,25 @@ pub fn exec(
     )))?;
     let slot = take_slot(run_dir)?;
     let sock = |s: &str| connect(&dir, &exec_socket(slot.index, s));
-    let out = sock("out")?;
-    let err = sock("err")?;
     let cfg = ExecConfig {
         stdin: cfg.stdin && io.stdin.is_some(),
         ..cfg.clone()
     };
-    let input = if cfg.stdin { Some(sock("in")?) } else { None };
+    // With a terminal, its console carries both directions; the other ports stay idle.
+    let (out, err, input) = match cfg.tty {
+        Some(_) => {
+            let t = sock("tty")?;
+            let i = t.try_clone().map_err(VmError::io("exec socket"))?;
+            let idle = sock("err")?;
+            (t, idle, cfg.stdin.then_some(i))
+        }
+        None => (
+            sock("out")?,
+            sock("err")?,
+            if cfg.stdin { Some(sock("in")?) } else { None },
+        ),
+    };
+    let tty = cfg.tty.is_some();
     let mut ctl = sock("ctl")?;
     let request = base64::engine::general_purpose::STANDARD.encode(build_exec(&cfg));
     ctl.write_all(format!("R {request}\n").as_bytes())
@@ -148,6 +165,12 @@ pub fn exec(
         // Not joined: its reader may never end (a terminal).
         std::thread::spawn(move || {
             let _ = std::io::copy(&mut r, &mut s);
+            if tty {
+                // The end of a terminal's input is a ^D typed on it.
+                let _ = started_rx.recv();
+                let _ = s.write_all(&[4]);
+                return;
+            }
             // qemu takes EOF as the end of the connection, and the guest reads EOF then,
             // once it opened the port (before its "S"): data before an earlier EOF is lost.
             let _ = started_rx.recv();
@@ -176,13 +199,13 @@ pub fn exec(
     });
     let start = Instant::now();
     let mut started = false;
-    let (sig_tx, sig_rx) = mpsc::channel::<i32>();
+    let (sig_tx, sig_rx) = mpsc::channel::<String>();
     let mut on_start = Some(on_start);
     let mut sig_tx = Some(sig_tx);
     let code = loop {
         if started {
-            while let Ok(sig) = sig_rx.try_recv() {
-                let _ = ctl.write_all(format!("K {sig}\n").as_bytes());
+            while let Ok(line) = sig_rx.try_recv() {
+                let _ = ctl.write_all(line.as_bytes());
             }
         }
         match lines_rx.recv_timeout(Duration::from_millis(20)) {

@@ -25,6 +25,7 @@
 #   /xrun/pids          --pids-limit: pids.max of the container's cgroup (cgroup2, mounted at
 #                       the container's /sys/fs/cgroup); the command and every exec join it
 #   /xrun/execslots     N: exec slots 0..N-1, each four ports org.xrun.xI.{ctl,in,out,err}
+#                       and a virtio console org.xrun.xI.tty (hvcI, hvc(I+1) with -t)
 # Disks are found by virtio serial (xrun-rootfs: erofs, xrun-rw: ext4); ports by name
 # (org.xrun.stdout, org.xrun.stderr, org.xrun.exit). The exit status is written to the exit port
 # as decimal text, after a line "S" once the command starts (the host bounds the boot until
@@ -33,8 +34,8 @@
 # The control port org.xrun.ctl carries lines from the host: "K SIGNUM" (signal the command)
 # and "W ROWS COLS" (resize its terminal).
 # exec (src/vm/exec.rs): the host connects a slot's ports, then writes on its ctl port one line
-# "R BASE64" (a cpio with argv/NNNNNN, env/NNNNNN, workdir, user, stdin), then "K SIGNUM"
-# lines; the guest answers "S" once the process runs and its exit status when it ended (all
+# "R BASE64" (a cpio with argv/NNNNNN, env/NNNNNN, workdir, user, stdin, tty), then
+# "K SIGNUM" and "W ROWS COLS" lines; the guest answers "S" once the process runs and its exit status when it ended (all
 # of its output was taken by the host before: port writes wait for the host); the host says
 # "D" and the guest "E" once it stopped reading the port, then the host disconnects. The process
 # runs in the container's root and cgroup like the command (stage 2 in a private mount
@@ -251,15 +252,24 @@ xexec() { # SLOT REQUEST (fd 3: the slot's ctl port; $xi/$xo/$xe its other ports
   ln /bin/busybox $h/busybox; cp /helper/stage2 $h/stage2
   echo "$2" | base64 -d | (cd $h/run && cpio -i -d 2>/dev/null) || { echo 125 >&3; return; }
   # stdin is open before "S": the host ends it (EOF) only after "S".
-  if [ -e $h/run/stdin ]; then exec 4< "$xi"; else exec 4< /dev/null; fi
+  t=
+  if [ -e $h/run/tty ]; then
+    # -t: the slot's virtio console, kept open (fd 5) across the first-open size reset.
+    t=/dev/hvc$(($1 + xtoff)); xo=$t; xe=$t
+    exec 4<> $t 5<> $t
+    usleep 20000
+    read -r rows cols < $h/run/tty
+    [ "${rows:-0}" -gt 0 ] && stty -F $t rows "$rows" cols "$cols"
+  elif [ -e $h/run/stdin ]; then exec 4< "$xi"; else exec 4< /dev/null; fi
   sh /helper/enter unshare -m sh -c 'mount --bind "$1" /newroot/.xrun && exec chroot /newroot /.xrun/busybox sh /.xrun/stage2' \
-    sh $h <&4 > "$xo" 2> "$xe" 3<&- 4<&- &
+    sh $h <&4 > "$xo" 2> "$xe" 3<&- 4<&- 5<&- &
   xp=$!
   exec 4<&-
   echo S >&3
   ( while read -r op a b; do
       case "$op" in
         K) [ -e $h/done ] || { read -r pid < $h/run/pid && kill -"$a" "$pid"; } 2>/dev/null ;;
+        W) [ -n "$t" ] && stty -F $t rows "$a" cols "$b" 2>/dev/null ;;
         D) break ;;
         # A new request: this exec's host is gone; hand the request to the dispatcher.
         R) echo "$a" > /xpend$1; break ;;
@@ -276,6 +286,7 @@ xexec() { # SLOT REQUEST (fd 3: the slot's ctl port; $xi/$xo/$xe its other ports
   echo $code >&3 &
   wait $xr
   echo E >&3 &
+  exec 5<&-
   rm -rf $h
 }
 xdispatch() { # SLOTS (port() sets $n, $p, $r: other names here)
@@ -306,6 +317,7 @@ xdispatch() { # SLOTS (port() sets $n, $p, $r: other names here)
     read -r -t 0.05 op <&8
   done
 }
+xtoff=0; [ -e /xrun/tty ] && xtoff=1
 if [ -s /xrun/execslots ]; then read -r v < /xrun/execslots; xdispatch "$v" < /dev/null > /dev/null 2> /dev/console & fi
 
 in=/dev/null; out=$outport; err=$errport; tty=

@@ -298,13 +298,16 @@ impl Guest {
     pub fn has_9p(&self) -> bool {
         let config = std::fs::read_to_string(&self.config).unwrap_or_default();
         let shipped = self.optional_modules();
-        [("CONFIG_NET_9P_VIRTIO", "9pnet_virtio"), ("CONFIG_9P_FS", "9p")]
-            .iter()
-            .all(|(opt, module)| {
-                config.lines().any(|l| l == format!("{opt}=y"))
-                    || (config.lines().any(|l| l == format!("{opt}=m"))
-                        && shipped.iter().any(|m| m == module))
-            })
+        [
+            ("CONFIG_NET_9P_VIRTIO", "9pnet_virtio"),
+            ("CONFIG_9P_FS", "9p"),
+        ]
+        .iter()
+        .all(|(opt, module)| {
+            config.lines().any(|l| l == format!("{opt}=y"))
+                || (config.lines().any(|l| l == format!("{opt}=m"))
+                    && shipped.iter().any(|m| m == module))
+        })
     }
 
     /// The optional modules this guest ships (beyond the ones always loaded).

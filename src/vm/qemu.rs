@@ -269,6 +269,19 @@ pub fn args(p: &QemuPlan<'_>) -> Vec<String> {
             ));
         }
     }
+    // Their terminals: virtio consoles after the command's (the guest numbers hvcN in this
+    // order: slot I is hvc(I), or hvc(I+1) when the command has hvc0).
+    for slot in 0..p.exec_slots {
+        a.push("-chardev".into());
+        a.push(format!(
+            "socket,id=x{slot}tty,path={},server=on,wait=off",
+            exec_socket(slot, "tty")
+        ));
+        a.push("-device".into());
+        a.push(format!(
+            "virtconsole,chardev=x{slot}tty,name=org.xrun.x{slot}.tty"
+        ));
+    }
     for (i, (tag, host, ro)) in p.shares.iter().enumerate() {
         a.push("-fsdev".into());
         a.push(format!(

@@ -187,7 +187,11 @@ pub fn build(cfg: &RunConfig) -> Vec<u8> {
         c.file("xrun/volumes", lines.as_bytes());
     }
     if let Some(n) = cfg.pids_limit {
-        let v = if n <= 0 { "max".to_string() } else { n.to_string() };
+        let v = if n <= 0 {
+            "max".to_string()
+        } else {
+            n.to_string()
+        };
         c.file("xrun/pids", format!("{v}\n").as_bytes());
     }
     if cfg.exec_slots > 0 {
@@ -211,8 +215,10 @@ pub struct ExecConfig {
     pub workdir: Option<String>,
     /// Numeric `uid:gid`, `None` for root.
     pub user: Option<String>,
-    /// stdin comes from the slot's `in` port.
+    /// stdin comes from the slot's `in` port (or the terminal, with `tty`).
     pub stdin: bool,
+    /// `-t`: the process runs on the slot's virtio console of this size (rows, columns).
+    pub tty: Option<(u16, u16)>,
 }
 
 /// The exec request's archive bytes (uncompressed newc, with its trailer).
@@ -237,6 +243,9 @@ pub fn build_exec(cfg: &ExecConfig) -> Vec<u8> {
     }
     if cfg.stdin {
         c.file("stdin", b"1\n");
+    }
+    if let Some((rows, cols)) = cfg.tty {
+        c.file("tty", format!("{rows} {cols}\n").as_bytes());
     }
     c.entry("TRAILER!!!", 0, b"");
     c.buf

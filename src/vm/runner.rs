@@ -124,8 +124,7 @@ pub const EXEC_SLOTS: u32 = 4;
 /// A path in the container for the guest's line protocol: absolute, no `..`, no control
 /// characters.
 fn check_guest_path(what: &str, p: &str) -> Result<(), VmError> {
-    if !p.starts_with('/') || p.split('/').any(|c| c == "..") || p.chars().any(char::is_control)
-    {
+    if !p.starts_with('/') || p.split('/').any(|c| c == "..") || p.chars().any(char::is_control) {
         return Err(VmError::BadSpec(format!(
             "{what} {p:?}: the path must be absolute, without '..' or control characters"
         )));
