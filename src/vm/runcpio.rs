@@ -273,6 +273,51 @@ mod tests {
     }
 
     #[test]
+    fn mounts_limits_and_exec_requests() {
+        let cfg = RunConfig {
+            argv: vec!["true".into()],
+            read_only: true,
+            tmpfs: vec![
+                (None, "/run".into()),
+                (Some("size=8m".into()), "/a b".into()),
+            ],
+            volumes: vec![("xrunv0".into(), true, "/in".into())],
+            pids_limit: Some(0),
+            exec_slots: 4,
+            ..Default::default()
+        };
+        let b = build(&cfg);
+        let has = |b: &[u8], s: &[u8]| b.windows(s.len()).any(|w| w == s);
+        assert!(has(&b, b"xrun/readonly\0"));
+        assert!(has(&b, b"- /run\nsize=8m /a b\n"));
+        assert!(has(&b, b"xrunv0 ro /in\n"));
+        assert!(has(&b, b"xrun/pids\0") && has(&b, b"max\n"));
+        assert!(has(&b, b"xrun/execslots\0"));
+        let e = build_exec(&ExecConfig {
+            argv: vec!["sh".into(), "-c".into(), "echo 'x y'\n".into()],
+            env: vec!["A=1".into()],
+            workdir: Some("/tmp".into()),
+            user: Some("65534:65534".into()),
+            stdin: true,
+            tty: Some((24, 80)),
+        });
+        assert_eq!(e.len() % 4, 0);
+        for s in [
+            &b"argv/000002\0"[..],
+            b"echo 'x y'\n",
+            b"env/000000\0",
+            b"workdir\0",
+            b"65534:65534",
+            b"stdin\0",
+            b"24 80\n",
+            b"TRAILER!!!",
+        ] {
+            assert!(has(&e, s), "{}", String::from_utf8_lossy(s));
+        }
+        assert!(!has(&e, b"init\0"));
+    }
+
+    #[test]
     fn network_lines_and_files() {
         let cfg = RunConfig {
             argv: vec!["true".into()],
