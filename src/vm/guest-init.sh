@@ -33,13 +33,13 @@
 # console). Then the VM reboots; qemu runs with -no-reboot, so it exits.
 # The control port org.xrun.ctl carries lines from the host: "K SIGNUM" (signal the command)
 # and "W ROWS COLS" (resize its terminal).
-# exec (src/vm/exec.rs): the host connects a slot's ports, then writes on its ctl port one line
-# "R BASE64" (a cpio with argv/NNNNNN, env/NNNNNN, workdir, user, stdin, tty), then
-# "K SIGNUM" and "W ROWS COLS" lines; the guest answers "S" once the process runs and its exit status when it ended (all
-# of its output was taken by the host before: port writes wait for the host); the host says
-# "D" and the guest "E" once it stopped reading the port, then the host disconnects. The process
-# runs in the container's root and cgroup like the command (stage 2 in a private mount
-# namespace); the host going away kills it.
+# exec (src/vm/exec.rs): the host connects a slot's ports, then writes on its ctl port one
+# line "R BASE64" (a cpio with argv/NNNNNN, env/NNNNNN, workdir, user, stdin, tty), then
+# "K SIGNUM" and "W ROWS COLS" lines; the guest answers "S" once the process runs and its exit
+# status when it ended (all of its output was taken by the host before: port writes wait for
+# the host); the host says "D" and the guest "E" once it stopped reading the port, then the
+# host disconnects. The process runs in the container's root and cgroup like the command
+# (stage 2 in a private mount namespace); the host going away kills it.
 export PATH=/bin
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
