@@ -138,9 +138,10 @@ fn detached_vm_container_logs_signals_and_stops() {
         text(&run(&env, &["logs", "web"]))
     );
     assert!(ps_line(&env, "web").contains("Up "));
-    let o = run(&env, &["exec", "web", "true"]);
-    assert_eq!(o.status.code(), Some(125), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not supported on the vm route"));
+    // exec reaches into the guest (tests/vm_parity.rs has the details).
+    let o = run(&env, &["exec", "web", "sh", "-c", "echo via-exec; exit 2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(stdout(&o), "via-exec\n", "{}", text(&o));
 
     // `logs -f` follows until the container stops; stop sends SIGTERM into the guest: the
     // command (not PID 1 there) dies of it, well within the timeout.
@@ -182,11 +183,22 @@ fn created_vm_container_keeps_its_disk_across_starts_until_rm() {
     // What a VM cannot honour is refused up front, in one line, creating nothing.
     let o = run(
         &env,
-        &["create", "--route", "vm", "-v", "/tmp:/x", IMAGE, "true"],
+        &[
+            "create",
+            "--route",
+            "vm",
+            "--network",
+            "host",
+            IMAGE,
+            "true",
+        ],
     );
     assert_eq!(o.status.code(), Some(125), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(err.contains("-v is not supported on the vm route"), "{err}");
+    assert!(
+        err.contains("--network host is not supported on the vm route"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
     assert_eq!(stdout(&run(&env, &["ps", "-aq"])), "");
     let o = run(

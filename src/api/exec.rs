@@ -136,11 +136,6 @@ async fn create(s: Arc<ApiState>, mut r: Request) -> HandlerResult {
     if b.privileged == Some(true) {
         return Err(ApiError::bad_request("privileged exec is refused by xrun"));
     }
-    if b.user.as_deref().is_some_and(|u| !u.is_empty()) {
-        return Err(ApiError::bad_request(
-            "exec as another user is not supported by xrun: leave User empty",
-        ));
-    }
     let command = b.cmd.unwrap_or_default();
     if command.is_empty() {
         return Err(ApiError::bad_request("no exec command specified"));
@@ -158,6 +153,7 @@ async fn create(s: Arc<ApiState>, mut r: Request) -> HandlerResult {
             command,
             env: b.env.unwrap_or_default(),
             interactive: b.attach_stdin.unwrap_or(false),
+            user: b.user.filter(|u| !u.is_empty()),
             tty: b.tty.unwrap_or(false),
             workdir: b.working_dir.filter(|w| !w.is_empty()),
         },

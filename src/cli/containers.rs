@@ -94,6 +94,9 @@ pub struct ExecArgs {
     /// Working directory.
     #[arg(short, long)]
     pub workdir: Option<String>,
+    /// User: numeric uid[:gid] (names too on the vm route).
+    #[arg(short, long)]
+    pub user: Option<String>,
     /// Container.
     pub container: String,
     /// Command.
@@ -330,6 +333,7 @@ pub fn exec(g: &Global, a: ExecArgs) -> anyhow::Result<u8> {
         interactive: a.interactive,
         tty: a.tty,
         workdir: a.workdir,
+        user: a.user,
     };
     match engine.exec(&a.container, spec) {
         Ok(code) => Ok(code.clamp(0, 255) as u8),

@@ -97,6 +97,9 @@ pub struct ContainerFlags {
     /// Mount the root file system read-only.
     #[arg(long = "read-only")]
     pub read_only: bool,
+    /// Mount a tmpfs (PATH[:OPTIONS], e.g. /run:size=64m).
+    #[arg(long, value_name = "PATH[:OPTIONS]")]
+    pub tmpfs: Vec<String>,
     /// Run xrun's init as PID 1 (reaps zombies, forwards signals).
     #[arg(long)]
     pub init: bool,
@@ -283,6 +286,11 @@ fn options(f: &ContainerFlags, command: Vec<String>) -> Result<RunOptions, Runti
         cpus: f.cpus,
         pids_limit: f.pids_limit,
         read_only: f.read_only,
+        tmpfs: f
+            .tmpfs
+            .iter()
+            .map(|t| options::Tmpfs::parse(t))
+            .collect::<Result<_, _>>()?,
         init: f.init,
         tty: f.tty,
         interactive: f.interactive,

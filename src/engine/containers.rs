@@ -33,6 +33,9 @@ pub struct ExecSpec {
     pub tty: bool,
     /// Working directory (default: the container's).
     pub workdir: Option<String>,
+    /// `-u USER[:GROUP]` (default: the container's): numeric `uid[:gid]` on the native
+    /// routes, names too on the vm route (resolved in the image).
+    pub user: Option<String>,
 }
 
 impl Engine {
@@ -112,6 +115,19 @@ impl Engine {
     /// returns its exit code.
     pub fn exec(&self, key: &str, spec: ExecSpec) -> Result<i32, EngineError> {
         let c = self.containers()?;
+        let rec = c.find(key)?;
+        if rec.options.route == runtime::options::ExecRoute::Vm {
+            if !rec.is_running() {
+                return Err(EngineError::Runtime(runtime::RuntimeError::WrongState(
+                    format!("container {key} is not running"),
+                )));
+            }
+            if spec.command.is_empty() {
+                return Err(EngineError::Invalid("exec needs a command".into()));
+            }
+            return super::vm::vm_exec(&c, &rec, &spec);
+        }
+        let user = spec.user.as_deref().map(numeric_user).transpose()?;
         Ok(lifecycle::exec(
             &c,
             key,
@@ -120,6 +136,7 @@ impl Engine {
             spec.interactive,
             spec.tty,
             spec.workdir,
+            user,
         )?)
     }
 
@@ -141,4 +158,15 @@ impl Engine {
         let c = self.containers()?;
         Ok(lifecycle::monitor(&c, &id, ready, &VmMachines)?)
     }
+}
+
+/// `-u` for exec on the native routes: numeric `uid[:gid]` (gid defaults to uid).
+fn numeric_user(u: &str) -> Result<(u32, u32), EngineError> {
+    let bad = || {
+        EngineError::Invalid(format!(
+            "exec -u {u:?}: give a numeric uid[:gid] (names are resolved on the vm route only)"
+        ))
+    };
+    let (a, b) = u.split_once(':').unwrap_or((u, u));
+    Ok((a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?))
 }

@@ -30,6 +30,9 @@ impl Engine {
         if let Some(w) = &spec.workdir {
             cmd.arg("-w").arg(w);
         }
+        if let Some(u) = &spec.user {
+            cmd.arg("-u").arg(u);
+        }
         cmd.arg(key).args(&spec.command);
         Ok(cmd)
     }
@@ -48,6 +51,7 @@ mod tests {
             interactive: true,
             tty: true,
             workdir: Some("/tmp".into()),
+            user: Some("1000:1000".into()),
         };
         let cmd = e.exec_command("c1", &spec).unwrap();
         let args: Vec<_> = cmd
@@ -66,6 +70,8 @@ mod tests {
                 "A=1",
                 "-w",
                 "/tmp",
+                "-u",
+                "1000:1000",
                 "c1",
                 "sh",
                 "-c",

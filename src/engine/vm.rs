@@ -8,18 +8,17 @@ use crate::runtime::machine::{Machine, MachineControl, MachineIo, Machines};
 use crate::runtime::net::Joined;
 use crate::runtime::options::ExecRoute;
 use crate::runtime::{ContainerRecord, Containers, ImageInput, RunOptions, RuntimeError};
-use crate::vm::{GuestNic, VmControl, VmIo, VmLaunch, VmNetwork, VmRun, VmSpec};
+use crate::vm::{
+    GuestNic, HostLimitsSpec, VmControl, VmIo, VmLaunch, VmNetwork, VmRun, VmSpec, VmTmpfs,
+    VmVolume,
+};
 
 use super::EngineError;
 use super::route::VmRoute;
 
 /// The options the vm route cannot honour, as the one error line to give (`None`: fine).
 pub fn vm_unsupported(opts: &RunOptions) -> Option<String> {
-    let flag = if !opts.volumes.is_empty() {
-        "-v"
-    } else if opts.read_only {
-        "--read-only"
-    } else if opts.network == crate::runtime::Network::Host {
+    let flag = if opts.network == crate::runtime::Network::Host {
         // A VM has its own kernel and network stack: it cannot share the host's.
         "--network host"
     } else if matches!(opts.network, crate::runtime::Network::Container(_)) {
@@ -61,6 +60,13 @@ pub fn vm_launch(
         .guest
         .as_ref()
         .ok_or_else(|| EngineError::Invalid("no guest for the vm route".into()))?;
+    if !opts.volumes.is_empty() && !guest.has_9p() {
+        return Err(EngineError::Invalid(format!(
+            "-v on the vm route needs 9p in the guest kernel, and guest {} has none: use a \
+             guest with 9p (--vm-kernel), or another --route",
+            guest.dir.display()
+        )));
+    }
     let config = image.config.config().clone().unwrap_or_default();
     let hostname = opts
         .hostname
@@ -99,14 +105,131 @@ pub fn vm_launch(
             modules: {
                 // Only what the guest ships: built-in ones need no loading (the plan checked).
                 let shipped = guest.optional_modules();
-                vm.modules
+                let mut wanted = vm.modules.clone();
+                if !opts.volumes.is_empty() {
+                    // 9p, when the guest has it as modules rather than built in.
+                    wanted.extend(["9pnet_virtio".to_string(), "9p".to_string()]);
+                }
+                wanted
                     .iter()
                     .filter(|m| shipped.contains(&m.replace('-', "_")))
                     .cloned()
                     .collect()
             },
+            read_only: opts.read_only,
+            tmpfs: opts
+                .tmpfs
+                .iter()
+                .map(|t| VmTmpfs {
+                    path: t.path.clone(),
+                    options: Some(t.option_string()),
+                })
+                .collect(),
+            volumes: opts
+                .volumes
+                .iter()
+                .map(|v| VmVolume {
+                    host: v.host.clone(),
+                    target: v.container.clone(),
+                    read_only: v.read_only,
+                })
+                .collect(),
+            pids_limit: opts.pids_limit,
+            host_limits: (opts.memory.is_some() || opts.cpus.is_some()).then_some(HostLimitsSpec {
+                memory: opts.memory.is_some(),
+                cpus: opts.cpus,
+            }),
             ..VmSpec::default()
         },
+    })
+}
+
+/// `exec` into running VM container `rec` (see [`crate::vm::exec`]): `spec`'s command with
+/// the container's environment (overridden by `spec.env`), working directory and user unless
+/// `spec` names others, this process's standard streams. Returns the exit status.
+pub fn vm_exec(
+    c: &Containers,
+    rec: &ContainerRecord,
+    spec: &super::ExecSpec,
+) -> Result<i32, EngineError> {
+    use crate::runtime::{signals, tty};
+    let dir = c.container_dir(&rec.id);
+    let launch = VmLaunch::load(&dir).map_err(|e| RuntimeError::Corrupt(e.to_string()))?;
+    let size = || {
+        tty::window_size(0)
+            .or_else(|| tty::window_size(1))
+            .map(|w| (w.ws_row, w.ws_col))
+            .unwrap_or((0, 0))
+    };
+    let mut cfg = exec_config(&launch, spec)?;
+    cfg.tty = spec.tty.then(size);
+    if spec.tty && !cfg.env.iter().any(|e| e.starts_with("TERM=")) {
+        cfg.env.push("TERM=xterm".into());
+    }
+    // Signals (and terminal sizes) go to the process in the guest once it runs.
+    let control: Arc<std::sync::Mutex<Option<crate::vm::exec::ExecControl>>> = Arc::default();
+    let ctl = control.clone();
+    let use_tty = spec.tty;
+    signals::relay(
+        &[
+            nix::sys::signal::Signal::SIGINT,
+            nix::sys::signal::Signal::SIGTERM,
+            nix::sys::signal::Signal::SIGHUP,
+            nix::sys::signal::Signal::SIGQUIT,
+            nix::sys::signal::Signal::SIGUSR1,
+            nix::sys::signal::Signal::SIGUSR2,
+            nix::sys::signal::Signal::SIGWINCH,
+        ],
+        Box::new(move |sig| {
+            if let Some(c) = ctl.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                if sig == libc::SIGWINCH {
+                    if use_tty {
+                        let (r, cols) = size();
+                        c.resize(r, cols);
+                    }
+                } else {
+                    c.signal(sig);
+                }
+            }
+        }),
+    )?;
+    let raw = (spec.tty && spec.interactive)
+        .then(tty::RawMode::enter)
+        .flatten();
+    let io = VmIo::inherit(spec.interactive);
+    let r = crate::vm::exec::exec(&dir.join(crate::vm::launch::RUN_DIR), &cfg, io, |c| {
+        *control.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
+    });
+    drop(raw);
+    Ok(r?)
+}
+
+/// The guest's exec request for `spec` in the container `launch` describes.
+fn exec_config(
+    launch: &VmLaunch,
+    spec: &super::ExecSpec,
+) -> Result<crate::vm::runcpio::ExecConfig, EngineError> {
+    let mut env = launch.spec.env.clone();
+    for e in &spec.env {
+        let key = e.split('=').next().unwrap_or(e);
+        env.retain(|x| x.split('=').next() != Some(key));
+        env.push(e.clone());
+    }
+    let user = match spec.user.as_ref().or(launch.spec.user.as_ref()) {
+        Some(u) if !u.is_empty() => Some(crate::vm::rootfs::resolve_user(&launch.layer_dirs, u)?),
+        _ => None,
+    };
+    Ok(crate::vm::runcpio::ExecConfig {
+        argv: spec.command.clone(),
+        env,
+        workdir: spec
+            .workdir
+            .clone()
+            .or_else(|| launch.spec.workdir.clone())
+            .filter(|w| !w.is_empty()),
+        user,
+        stdin: spec.interactive,
+        tty: None,
     })
 }
 

@@ -884,6 +884,7 @@ pub fn remove(c: &Containers, key: &str, force: bool) -> Result<ContainerRecord,
 }
 
 /// `exec`: runs `args` in the running container; returns its exit code.
+#[allow(clippy::too_many_arguments)]
 pub fn exec(
     c: &Containers,
     key: &str,
@@ -892,6 +893,7 @@ pub fn exec(
     interactive: bool,
     use_tty: bool,
     cwd: Option<String>,
+    user: Option<(u32, u32)>,
 ) -> Result<i32, RuntimeError> {
     let rec = c.find(key)?;
     if !rec.is_running() {
@@ -1007,7 +1009,7 @@ pub fn exec(
         args,
         env: env_all,
         cwd,
-        user: None,
+        user,
     };
     let mut running = executor::exec(
         &spec,

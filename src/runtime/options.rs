@@ -132,6 +132,60 @@ impl Volume {
     }
 }
 
+/// A `--tmpfs PATH[:OPTIONS]` mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tmpfs {
+    /// Absolute path inside the container.
+    pub path: String,
+    /// Mount options (`size=64m,mode=1777`) on top of `rw,nosuid,nodev,noexec` (Docker's).
+    pub options: Option<String>,
+}
+
+impl Tmpfs {
+    /// The default options, as Docker's.
+    pub const DEFAULT_OPTIONS: &'static str = "rw,nosuid,nodev,noexec";
+
+    /// Parses `PATH[:OPTIONS]`.
+    pub fn parse(spec: &str) -> Result<Tmpfs, RuntimeError> {
+        let (path, options) = match spec.split_once(':') {
+            Some((p, o)) => (p, Some(o)),
+            None => (spec, None),
+        };
+        let bad = |why: &str| RuntimeError::BadInput(format!("invalid --tmpfs {spec:?}: {why}"));
+        if !path.starts_with('/')
+            || path.split('/').any(|c| c == "..")
+            || path.chars().any(char::is_control)
+        {
+            return Err(bad("the path must be absolute, without '..'"));
+        }
+        if let Some(o) = options
+            && (o.is_empty() || o.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(bad("bad options"));
+        }
+        Ok(Tmpfs {
+            path: path.to_string(),
+            options: options.map(str::to_string),
+        })
+    }
+
+    /// The mount options: Docker's defaults, then the given ones (later ones win).
+    pub fn option_string(&self) -> String {
+        match &self.options {
+            Some(o) => format!("{},{o}", Self::DEFAULT_OPTIONS),
+            None => Self::DEFAULT_OPTIONS.to_string(),
+        }
+    }
+
+    /// [`Tmpfs::option_string`] as a list.
+    pub fn option_list(&self) -> Vec<String> {
+        self.option_string()
+            .split(',')
+            .map(str::to_string)
+            .collect()
+    }
+}
+
 /// Everything about a container that comes from the command line (`run`/`create`), kept in
 /// the container's record so `start` can rebuild the bundle.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -165,6 +219,8 @@ pub struct RunOptions {
     pub pids_limit: Option<i64>,
     /// `--read-only` root file system.
     pub read_only: bool,
+    /// `--tmpfs`.
+    pub tmpfs: Vec<Tmpfs>,
     /// `--init`: xrun's own init as PID 1.
     pub init: bool,
     /// `-t`.

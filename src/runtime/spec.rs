@@ -353,6 +353,11 @@ pub fn build(
     for v in &opts.volumes {
         mounts.push(bind(&v.host, &v.container, v.read_only));
     }
+    for t in &opts.tmpfs {
+        let o = t.option_list();
+        let o: Vec<&str> = o.iter().map(String::as_str).collect();
+        mounts.push(mount(&t.path, "tmpfs", "tmpfs", &o));
+    }
 
     let mut namespaces = vec![];
     for t in [

@@ -19,6 +19,13 @@
 #                       given the address and brought up. lo is always up.
 #   /xrun/resolv.conf   bind-mounted over the container's /etc/resolv.conf
 #   /xrun/hosts         bind-mounted over the container's /etc/hosts
+#   /xrun/readonly      present: the container's root is remounted read-only once set up
+#   /xrun/tmpfs         one line per --tmpfs: "OPTIONS PATH" (OPTIONS "-": the defaults)
+#   /xrun/volumes       one line per -v: "TAG ro|rw PATH": the 9p share TAG mounted at PATH
+#   /xrun/pids          --pids-limit: pids.max of the container's cgroup (cgroup2, mounted at
+#                       the container's /sys/fs/cgroup); the command and every exec join it
+#   /xrun/execslots     N: exec slots 0..N-1, each four ports org.xrun.xI.{ctl,in,out,err}
+#                       and a virtio console org.xrun.xI.tty (hvcI, hvc(I+1) with -t)
 # Disks are found by virtio serial (xrun-rootfs: erofs, xrun-rw: ext4); ports by name
 # (org.xrun.stdout, org.xrun.stderr, org.xrun.exit). The exit status is written to the exit port
 # as decimal text, after a line "S" once the command starts (the host bounds the boot until
@@ -26,6 +33,13 @@
 # console). Then the VM reboots; qemu runs with -no-reboot, so it exits.
 # The control port org.xrun.ctl carries lines from the host: "K SIGNUM" (signal the command)
 # and "W ROWS COLS" (resize its terminal).
+# exec (src/vm/exec.rs): the host connects a slot's ports, then writes on its ctl port one
+# line "R BASE64" (a cpio with argv/NNNNNN, env/NNNNNN, workdir, user, stdin, tty), then
+# "K SIGNUM" and "W ROWS COLS" lines; the guest answers "S" once the process runs and its exit
+# status when it ended (all of its output was taken by the host before: port writes wait for
+# the host); the host says "D" and the guest "E" once it stopped reading the port, then the
+# host disconnects. The process runs in the container's root and cgroup like the command
+# (stage 2 in a private mount namespace); the host going away kills it.
 export PATH=/bin
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -144,8 +158,35 @@ for f in resolv.conf hosts; do
   mount --bind /xrun/$f /newroot/etc/$f || fail "cannot mount /etc/$f"
 done
 
+# --tmpfs and -v (9p shares), inside the container's root.
+if [ -s /xrun/tmpfs ]; then
+  while read -r o p; do
+    [ "$o" = - ] && o=rw,nosuid,nodev,noexec
+    mkdir -p "/newroot$p" && mount -t tmpfs -o "$o" tmpfs "/newroot$p" || fail "cannot mount a tmpfs at $p"
+  done < /xrun/tmpfs
+fi
+if [ -s /xrun/volumes ]; then
+  while read -r tag mode p; do
+    o=trans=virtio,version=9p2000.L,msize=262144,cache=none
+    [ "$mode" = ro ] && o=$o,ro
+    mkdir -p "/newroot$p" 2>/dev/null || [ -e "/newroot$p" ] || fail "cannot make the mount point $p"
+    mount -t 9p -o "$o" "$tag" "/newroot$p" || fail "cannot mount volume $p (9p share $tag; does the guest kernel have 9p?)"
+  done < /xrun/volumes
+fi
+# The container's cgroup (cgroup2): pids.max; the container sees it as its /sys/fs/cgroup.
+cg=
+if [ -s /xrun/pids ] && mkdir -p /cg && mount -t cgroup2 none /cg 2>/dev/null; then
+  cg=/cg/c
+  echo +pids > /cg/cgroup.subtree_control && mkdir -p $cg || fail "no pids cgroup controller in the guest"
+  read -r v < /xrun/pids; echo "$v" > $cg/pids.max || fail "cannot set pids.max $v"
+  [ -d /newroot/sys/fs/cgroup ] && mount --bind $cg /newroot/sys/fs/cgroup
+elif [ -s /xrun/pids ]; then
+  fail "no cgroup2 in the guest kernel for --pids-limit"
+fi
+
 # Stage 2 runs inside the new root from a busybox on a private mount that it detaches before
-# executing the command, so the container sees its own files only.
+# executing the command, so the container sees its own files only. /.xrun stays as an empty
+# directory: exec mounts its helper there in a mount namespace of its own.
 mkdir -p /newroot/.xrun /helper
 ln /bin/busybox /helper/busybox
 if [ -d /xrun ]; then cp -a /xrun /helper/run; else mkdir /helper/run; fi
@@ -191,9 +232,93 @@ shift $n
 # host's signals to it (until then they wait, so none hits this script instead).
 echo $$ > /.xrun/run/pid
 umount -l /.xrun 2>/dev/null
-rmdir /.xrun 2>/dev/null
 exec "$@"
 STAGE2
+
+# Processes join the container's cgroup (if any) through this, then exec ARGS.
+cat > /helper/enter <<'ENTER'
+[ -n "$XRUN_CG" ] && echo $$ > "$XRUN_CG/cgroup.procs"
+unset XRUN_CG
+exec "$@"
+ENTER
+export XRUN_CG=$cg
+[ -e /xrun/readonly ] && { mount -o remount,ro /newroot || fail "cannot make the root read-only"; }
+
+# exec slots: one dispatcher polls every slot's ctl port (a read there returns at once while
+# no host is connected) and starts each request in the background.
+xexec() { # SLOT REQUEST (fd 3: the slot's ctl port; $xi/$xo/$xe its other ports)
+  h=/helper-x$1
+  rm -rf $h; mkdir -p $h/run
+  ln /bin/busybox $h/busybox; cp /helper/stage2 $h/stage2
+  echo "$2" | base64 -d | (cd $h/run && cpio -i -d 2>/dev/null) || { echo 125 >&3; return; }
+  # stdin is open before "S": the host ends it (EOF) only after "S".
+  t=
+  if [ -e $h/run/tty ]; then
+    # -t: the slot's virtio console, kept open (fd 5) across the first-open size reset.
+    t=/dev/hvc$(($1 + xtoff)); xo=$t; xe=$t
+    exec 4<> $t 5<> $t
+    usleep 20000
+    read -r rows cols < $h/run/tty
+    [ "${rows:-0}" -gt 0 ] && stty -F $t rows "$rows" cols "$cols"
+  elif [ -e $h/run/stdin ]; then exec 4< "$xi"; else exec 4< /dev/null; fi
+  sh /helper/enter unshare -m sh -c 'mount --bind "$1" /newroot/.xrun && exec chroot /newroot /.xrun/busybox sh /.xrun/stage2' \
+    sh $h <&4 > "$xo" 2> "$xe" 3<&- 4<&- 5<&- &
+  xp=$!
+  exec 4<&-
+  echo S >&3
+  ( while read -r op a b; do
+      case "$op" in
+        K) [ -e $h/done ] || { read -r pid < $h/run/pid && kill -"$a" "$pid"; } 2>/dev/null ;;
+        W) [ -n "$t" ] && stty -F $t rows "$a" cols "$b" 2>/dev/null ;;
+        D) break ;;
+        # A new request: this exec's host is gone; hand the request to the dispatcher.
+        R) echo "$a" > /xpend$1; break ;;
+      esac
+    done <&3
+    # The host went away before the end: a process still running goes too.
+    [ -e $h/done ] || { read -r pid < $h/run/pid && kill -9 "$pid"; } 2>/dev/null
+  ) &
+  xr=$!
+  wait $xp; code=$?
+  : > $h/done
+  # (Writes in the background: a write waits while no host is connected; the host ignores
+  # lines before its "S".)
+  echo $code >&3 &
+  wait $xr
+  echo E >&3 &
+  exec 5<&-
+  rm -rf $h
+}
+xdispatch() { # SLOTS (port() sets $n, $p, $r: other names here)
+  xn=$1
+  mkfifo /xsleep; exec 8<> /xsleep
+  i=0; fds=
+  while [ $i -lt $xn ]; do
+    j=0
+    until port org.xrun.x$i.ctl; do j=$((j + 1)); [ $j -gt 300 ] && return; usleep 10000; done
+    eval "exec $((i + 10))<> $r"
+    i=$((i + 1))
+  done
+  while :; do
+    i=0
+    while [ $i -lt $xn ]; do
+      if [ ! -e /xbusy$i ]; then
+        op=
+        if [ -e /xpend$i ]; then read -r req < /xpend$i; rm -f /xpend$i; op=R
+        else eval "read -r op req <&$((i + 10))"; fi
+        if [ "$op" = R ]; then
+          : > /xbusy$i
+          port org.xrun.x$i.in; xi=$r; port org.xrun.x$i.out; xo=$r; port org.xrun.x$i.err; xe=$r
+          ( eval "exec 3<&$((i + 10))"; xexec $i "$req"; rm -f /xbusy$i ) &
+        fi
+      fi
+      i=$((i + 1))
+    done
+    read -r -t 0.05 op <&8
+  done
+}
+xtoff=0; [ -e /xrun/tty ] && xtoff=1
+if [ -s /xrun/execslots ]; then read -r v < /xrun/execslots; xdispatch "$v" < /dev/null > /dev/null 2> /dev/console & fi
 
 in=/dev/null; out=$outport; err=$errport; tty=
 if [ -e /xrun/stdin ]; then port org.xrun.stdin && in=$r; fi
@@ -228,5 +353,5 @@ control() {
 control &
 
 echo S > "$exitport"
-chroot /newroot /.xrun/busybox sh /.xrun/stage2 < "$in" > "$out" 2> "$err" 9<&-
+sh /helper/enter chroot /newroot /.xrun/busybox sh /.xrun/stage2 < "$in" > "$out" 2> "$err" 9<&-
 finish $?

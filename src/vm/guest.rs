@@ -293,6 +293,23 @@ impl Guest {
         })
     }
 
+    /// Whether the guest can mount 9p shares over virtio (`-v`): its kernel config has
+    /// `CONFIG_NET_9P_VIRTIO` and `CONFIG_9P_FS` built in, or as modules the guest ships.
+    pub fn has_9p(&self) -> bool {
+        let config = std::fs::read_to_string(&self.config).unwrap_or_default();
+        let shipped = self.optional_modules();
+        [
+            ("CONFIG_NET_9P_VIRTIO", "9pnet_virtio"),
+            ("CONFIG_9P_FS", "9p"),
+        ]
+        .iter()
+        .all(|(opt, module)| {
+            config.lines().any(|l| l == format!("{opt}=y"))
+                || (config.lines().any(|l| l == format!("{opt}=m"))
+                    && shipped.iter().any(|m| m == module))
+        })
+    }
+
     /// The optional modules this guest ships (beyond the ones always loaded).
     pub fn optional_modules(&self) -> Vec<String> {
         self.modules

@@ -23,11 +23,18 @@
 //! A guest may also come from a registry: [`GuestImage`] pulls the guest image `--vm-kernel
 //! REF` names for the architecture needed.
 //!
+//! `exec` into a running VM goes through exec slots, more serial ports whose sockets qemu
+//! listens on ([`exec`]). `-v` directories are 9p shares, `--read-only`, `--tmpfs` and
+//! `--pids-limit` are set up by the guest init; with `--memory`/`--cpus` qemu itself runs in
+//! a host cgroup ([`cgroup`]).
+//!
 //! The entry point is [`run`] (or [`run_image`], which builds the rootfs image first); [`start`]
 //! / [`start_image`] return a [`VmRun`] to wait for and signal (the container lifecycle).
 
+pub mod cgroup;
 pub mod disk;
 mod error;
+pub mod exec;
 pub mod guest;
 pub mod guest_image;
 pub mod launch;
@@ -44,4 +51,7 @@ pub use guest_image::GuestImage;
 pub use launch::VmLaunch;
 pub use net::{GuestNic, VmNetwork};
 pub use qemu::{Accel, AccelChoice, choose_accel};
-pub use runner::{VmControl, VmExit, VmIo, VmRun, VmSpec, run, run_image, start, start_image};
+pub use runner::{
+    EXEC_SLOTS, HostLimitsSpec, VmControl, VmExit, VmIo, VmRun, VmSpec, VmTmpfs, VmVolume, run,
+    run_image, start, start_image,
+};

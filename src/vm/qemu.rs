@@ -151,6 +151,19 @@ pub struct QemuPlan<'a> {
     pub console_log: &'a Path,
     /// The network, once wired in the namespace qemu runs in: a virtio-net device per tap.
     pub network: Option<&'a super::net::AttachedNetwork>,
+    /// Exec slots: four ports each (`org.xrun.xI.{ctl,in,out,err}`) on sockets qemu listens
+    /// on in its working directory ([`exec_socket`]).
+    pub exec_slots: u32,
+    /// `-v` shares: (9p mount tag, host directory, read-only).
+    pub shares: &'a [(String, PathBuf, bool)],
+}
+
+/// The stream names of an exec slot's ports, in the order [`args`] declares them.
+pub const EXEC_STREAMS: [&str; 4] = ["ctl", "in", "out", "err"];
+
+/// The socket (relative to qemu's working directory) of exec slot `slot`'s port `stream`.
+pub fn exec_socket(slot: u32, stream: &str) -> String {
+    format!("x{slot}{}.sock", &stream[..1])
 }
 
 /// The kernel command line for a guest.
@@ -242,6 +255,42 @@ pub fn args(p: &QemuPlan<'_>) -> Vec<String> {
         a.push(format!("socket,id=c{i},path={}", qemu_escape(&disp(sock))));
         a.push("-device".into());
         a.push(format!("virtserialport,chardev=c{i},name={name}"));
+    }
+    for slot in 0..p.exec_slots {
+        for stream in EXEC_STREAMS {
+            a.push("-chardev".into());
+            a.push(format!(
+                "socket,id=x{slot}{stream},path={},server=on,wait=off",
+                exec_socket(slot, stream)
+            ));
+            a.push("-device".into());
+            a.push(format!(
+                "virtserialport,chardev=x{slot}{stream},name=org.xrun.x{slot}.{stream}"
+            ));
+        }
+    }
+    // Their terminals: virtio consoles after the command's (the guest numbers hvcN in this
+    // order: slot I is hvc(I), or hvc(I+1) when the command has hvc0).
+    for slot in 0..p.exec_slots {
+        a.push("-chardev".into());
+        a.push(format!(
+            "socket,id=x{slot}tty,path={},server=on,wait=off",
+            exec_socket(slot, "tty")
+        ));
+        a.push("-device".into());
+        a.push(format!(
+            "virtconsole,chardev=x{slot}tty,name=org.xrun.x{slot}.tty"
+        ));
+    }
+    for (i, (tag, host, ro)) in p.shares.iter().enumerate() {
+        a.push("-fsdev".into());
+        a.push(format!(
+            "local,id=fs{i},path={},security_model=none{}",
+            qemu_escape(&disp(host)),
+            if *ro { ",readonly=on" } else { "" }
+        ));
+        a.push("-device".into());
+        a.push(format!("virtio-9p-{bus},fsdev=fs{i},mount_tag={tag}"));
     }
     if let Some(n) = p.network {
         a.extend(n.qemu_args(bus));

@@ -31,6 +31,16 @@ pub struct RunConfig {
     pub resolv_conf: Option<String>,
     /// The container's `/etc/hosts`, if given.
     pub hosts: Option<String>,
+    /// `--read-only`: the root is remounted read-only once set up.
+    pub read_only: bool,
+    /// `--tmpfs`: (options, path); options `None`: the defaults.
+    pub tmpfs: Vec<(Option<String>, String)>,
+    /// `-v`: (9p mount tag, read-only, path in the container).
+    pub volumes: Vec<(String, bool, String)>,
+    /// `--pids-limit`: `pids.max` of the container's cgroup in the guest.
+    pub pids_limit: Option<i64>,
+    /// Exec slots the guest serves (see `super::exec`).
+    pub exec_slots: u32,
 }
 
 /// One guest network interface as the guest init configures it.
@@ -157,7 +167,86 @@ pub fn build(cfg: &RunConfig) -> Vec<u8> {
     if let Some(h) = &cfg.hosts {
         c.file("xrun/hosts", h.as_bytes());
     }
+    if cfg.read_only {
+        c.file("xrun/readonly", b"1\n");
+    }
+    if !cfg.tmpfs.is_empty() {
+        let lines: String = cfg
+            .tmpfs
+            .iter()
+            .map(|(o, p)| format!("{} {p}\n", o.as_deref().unwrap_or("-")))
+            .collect();
+        c.file("xrun/tmpfs", lines.as_bytes());
+    }
+    if !cfg.volumes.is_empty() {
+        let lines: String = cfg
+            .volumes
+            .iter()
+            .map(|(t, ro, p)| format!("{t} {} {p}\n", if *ro { "ro" } else { "rw" }))
+            .collect();
+        c.file("xrun/volumes", lines.as_bytes());
+    }
+    if let Some(n) = cfg.pids_limit {
+        let v = if n <= 0 {
+            "max".to_string()
+        } else {
+            n.to_string()
+        };
+        c.file("xrun/pids", format!("{v}\n").as_bytes());
+    }
+    if cfg.exec_slots > 0 {
+        c.file("xrun/execslots", format!("{}\n", cfg.exec_slots).as_bytes());
+    }
     c.entry("init", 0o100755, GUEST_INIT.as_bytes());
+    c.entry("TRAILER!!!", 0, b"");
+    c.buf
+}
+
+/// One exec request (see `super::exec`): what the guest unpacks into the exec's run directory
+/// (`argv/NNNNNN`, `env/NNNNNN`, `workdir`, `user`, `stdin`), the same layout stage 2 reads
+/// for the command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecConfig {
+    /// The command and its arguments.
+    pub argv: Vec<String>,
+    /// The whole environment, `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// Working directory (absolute), `None` for `/`.
+    pub workdir: Option<String>,
+    /// Numeric `uid:gid`, `None` for root.
+    pub user: Option<String>,
+    /// stdin comes from the slot's `in` port (or the terminal, with `tty`).
+    pub stdin: bool,
+    /// `-t`: the process runs on the slot's virtio console of this size (rows, columns).
+    pub tty: Option<(u16, u16)>,
+}
+
+/// The exec request's archive bytes (uncompressed newc, with its trailer).
+pub fn build_exec(cfg: &ExecConfig) -> Vec<u8> {
+    let mut c = Cpio {
+        buf: Vec::new(),
+        ino: 0x00e0_0000,
+    };
+    c.dir("argv");
+    c.dir("env");
+    for (i, a) in cfg.argv.iter().enumerate() {
+        c.file(&format!("argv/{i:06}"), a.as_bytes());
+    }
+    for (i, e) in cfg.env.iter().enumerate() {
+        c.file(&format!("env/{i:06}"), e.as_bytes());
+    }
+    if let Some(w) = &cfg.workdir {
+        c.file("workdir", w.as_bytes());
+    }
+    if let Some(u) = &cfg.user {
+        c.file("user", u.as_bytes());
+    }
+    if cfg.stdin {
+        c.file("stdin", b"1\n");
+    }
+    if let Some((rows, cols)) = cfg.tty {
+        c.file("tty", format!("{rows} {cols}\n").as_bytes());
+    }
     c.entry("TRAILER!!!", 0, b"");
     c.buf
 }
@@ -181,6 +270,51 @@ mod tests {
         assert!(b.windows(10).any(|w| w == b"TRAILER!!!"));
         let no_net = b"xrun/net\0";
         assert!(!b.windows(no_net.len()).any(|w| w == no_net));
+    }
+
+    #[test]
+    fn mounts_limits_and_exec_requests() {
+        let cfg = RunConfig {
+            argv: vec!["true".into()],
+            read_only: true,
+            tmpfs: vec![
+                (None, "/run".into()),
+                (Some("size=8m".into()), "/a b".into()),
+            ],
+            volumes: vec![("xrunv0".into(), true, "/in".into())],
+            pids_limit: Some(0),
+            exec_slots: 4,
+            ..Default::default()
+        };
+        let b = build(&cfg);
+        let has = |b: &[u8], s: &[u8]| b.windows(s.len()).any(|w| w == s);
+        assert!(has(&b, b"xrun/readonly\0"));
+        assert!(has(&b, b"- /run\nsize=8m /a b\n"));
+        assert!(has(&b, b"xrunv0 ro /in\n"));
+        assert!(has(&b, b"xrun/pids\0") && has(&b, b"max\n"));
+        assert!(has(&b, b"xrun/execslots\0"));
+        let e = build_exec(&ExecConfig {
+            argv: vec!["sh".into(), "-c".into(), "echo 'x y'\n".into()],
+            env: vec!["A=1".into()],
+            workdir: Some("/tmp".into()),
+            user: Some("65534:65534".into()),
+            stdin: true,
+            tty: Some((24, 80)),
+        });
+        assert_eq!(e.len() % 4, 0);
+        for s in [
+            &b"argv/000002\0"[..],
+            b"echo 'x y'\n",
+            b"env/000000\0",
+            b"workdir\0",
+            b"65534:65534",
+            b"stdin\0",
+            b"24 80\n",
+            b"TRAILER!!!",
+        ] {
+            assert!(has(&e, s), "{}", String::from_utf8_lossy(s));
+        }
+        assert!(!has(&e, b"init\0"));
     }
 
     #[test]

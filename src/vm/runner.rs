@@ -10,6 +10,7 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::cgroup::{HostLimits, QemuCgroup};
 use super::guest::Guest;
 use super::net::{self, VmNetwork};
 use super::qemu::{self, AccelChoice, QemuPlan};
@@ -40,6 +41,22 @@ pub struct VmSpec {
     pub memory_mib: u64,
     /// vCPUs (`--cpus`, default 1).
     pub cpus: u32,
+    /// `--read-only`: the container's root is read-only in the guest.
+    #[serde(default)]
+    pub read_only: bool,
+    /// `--tmpfs`: tmpfs mounts in the guest.
+    #[serde(default)]
+    pub tmpfs: Vec<VmTmpfs>,
+    /// `-v`: host directories shared with the guest over 9p.
+    #[serde(default)]
+    pub volumes: Vec<VmVolume>,
+    /// `--pids-limit`: `pids.max` of the container's cgroup in the guest (≤ 0: no limit).
+    #[serde(default)]
+    pub pids_limit: Option<i64>,
+    /// `--memory`/`--cpus` given: qemu runs in a host cgroup limited to the guest's RAM plus
+    /// qemu's overhead and to this CPU quota (see [`super::cgroup`]).
+    #[serde(default)]
+    pub host_limits: Option<HostLimitsSpec>,
     /// A writable layer disk (see [`super::disk::create`]): the container's changes persist
     /// there. `None`: a tmpfs in the guest.
     #[serde(skip)]
@@ -70,6 +87,76 @@ pub struct VmSpec {
     pub network: Option<VmNetwork>,
 }
 
+/// A `--tmpfs` mount in the guest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VmTmpfs {
+    /// Absolute path in the container.
+    pub path: String,
+    /// Mount options (`size=64m,mode=1777`); `None`: `rw,nosuid,nodev,noexec`.
+    pub options: Option<String>,
+}
+
+/// A `-v HOST:CTR[:ro]` volume: a 9p share in the guest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VmVolume {
+    /// The host directory.
+    pub host: PathBuf,
+    /// Absolute path in the container.
+    pub target: String,
+    /// Read-only (enforced by qemu and by the guest's mount).
+    pub read_only: bool,
+}
+
+/// The host-side limits of qemu's cgroup (serializable [`super::cgroup::HostLimits`]).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HostLimitsSpec {
+    /// Limit memory to the guest's RAM plus qemu's overhead.
+    pub memory: bool,
+    /// CPU quota.
+    pub cpus: Option<f64>,
+}
+
+impl Eq for HostLimitsSpec {}
+
+/// Exec slots every VM offers (concurrent `xrun exec`s; more wait for a free one).
+pub const EXEC_SLOTS: u32 = 4;
+
+/// A path in the container for the guest's line protocol: absolute, no `..`, no control
+/// characters.
+fn check_guest_path(what: &str, p: &str) -> Result<(), VmError> {
+    if !p.starts_with('/') || p.split('/').any(|c| c == "..") || p.chars().any(char::is_control) {
+        return Err(VmError::BadSpec(format!(
+            "{what} {p:?}: the path must be absolute, without '..' or control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the mounts of `spec` (paths, options, host directories).
+fn check_mounts(spec: &VmSpec) -> Result<(), VmError> {
+    for t in &spec.tmpfs {
+        check_guest_path("--tmpfs", &t.path)?;
+        if let Some(o) = &t.options
+            && (o.is_empty() || o.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(VmError::BadSpec(format!(
+                "--tmpfs {}: bad options {o:?}",
+                t.path
+            )));
+        }
+    }
+    for v in &spec.volumes {
+        check_guest_path("-v", &v.target)?;
+        if !v.host.is_dir() {
+            return Err(VmError::BadSpec(format!(
+                "-v {}: on the vm route a volume must be a host directory (shared over 9p)",
+                v.host.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn default_boot_timeout() -> Duration {
     Duration::from_secs(180)
 }
@@ -85,6 +172,11 @@ impl Default for VmSpec {
             modules: Vec::new(),
             memory_mib: 256,
             cpus: 1,
+            read_only: false,
+            tmpfs: Vec::new(),
+            volumes: Vec::new(),
+            pids_limit: None,
+            host_limits: None,
             writable_disk: None,
             timeout: None,
             boot_timeout: default_boot_timeout(),
@@ -183,6 +275,8 @@ pub struct VmRun {
     status: Option<ExitStatus>,
     /// The network's taps and filters, removed once qemu is gone.
     network: NetGuard,
+    /// qemu's host cgroup (removed once qemu is gone).
+    cgroup: Option<Arc<QemuCgroup>>,
 }
 
 /// Removes the VM's taps and filters from its network namespace when dropped (after qemu).
@@ -258,6 +352,7 @@ pub fn start(guest: &Guest, rootfs: &Path, spec: &VmSpec, io: VmIo) -> Result<Vm
             "a VM needs at least 1 CPU and 64 MiB of memory".into(),
         ));
     }
+    check_mounts(spec)?;
     if !rootfs.is_file() {
         return Err(VmError::BadSpec(format!(
             "rootfs image {} does not exist",
@@ -316,8 +411,49 @@ pub fn start(guest: &Guest, rootfs: &Path, spec: &VmSpec, io: VmIo) -> Result<Vm
                 .unwrap_or_default(),
             resolv_conf: spec.network.as_ref().and_then(|n| n.resolv_conf.clone()),
             hosts: spec.network.as_ref().and_then(|n| n.hosts.clone()),
+            read_only: spec.read_only,
+            tmpfs: spec
+                .tmpfs
+                .iter()
+                .map(|t| (t.options.clone(), t.path.clone()))
+                .collect(),
+            volumes: spec
+                .volumes
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("xrunv{i}"), v.read_only, v.target.clone()))
+                .collect(),
+            pids_limit: spec.pids_limit,
+            exec_slots: EXEC_SLOTS,
         },
     )?;
+    let shares: Vec<(String, PathBuf, bool)> = spec
+        .volumes
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (format!("xrunv{i}"), v.host.clone(), v.read_only))
+        .collect();
+    let cgroup = match spec.host_limits {
+        Some(l) => {
+            let name = match &spec.run_dir {
+                // A container's run directory is <container dir>/vm-run: its id.
+                Some(p) => p
+                    .parent()
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned()),
+                None => d.file_name().map(|n| n.to_string_lossy().into_owned()),
+            }
+            .unwrap_or_else(|| format!("vm-{}", std::process::id()));
+            Some(Arc::new(QemuCgroup::create(
+                &name,
+                HostLimits {
+                    guest_mib: l.memory.then_some(spec.memory_mib),
+                    cpus: l.cpus,
+                },
+            )?))
+        }
+        None => None,
+    };
     let names = ["out.sock", "err.sock", "exit.sock"];
     let listeners = [
         listen_in(&dfile, names[0])?,
@@ -350,6 +486,8 @@ pub fn start(guest: &Guest, rootfs: &Path, spec: &VmSpec, io: VmIo) -> Result<Vm
         tty_socket: tty_listener.as_ref().map(|_| rel("tty.sock")),
         console_log: &console,
         network: netns.as_ref().map(|(_, a, _)| a),
+        exec_slots: EXEC_SLOTS,
+        shares: &shares,
     });
     tracing::debug!(?binary, ?args, reason = %accel.reason, "starting qemu");
 
@@ -387,9 +525,13 @@ pub fn start(guest: &Guest, rootfs: &Path, spec: &VmSpec, io: VmIo) -> Result<Vm
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(errfile);
-    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe.
+    let cg = cgroup.clone();
+    // SAFETY: prctl(PR_SET_PDEATHSIG) and join_self (open/write/close) are async-signal-safe.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
+            if let Some(cg) = &cg {
+                cg.join_self()?;
+            }
             nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
                 .map_err(std::io::Error::from)
         });
@@ -421,6 +563,7 @@ pub fn start(guest: &Guest, rootfs: &Path, spec: &VmSpec, io: VmIo) -> Result<Vm
         dir,
         status: None,
         network: attached,
+        cgroup,
     })
 }
 
@@ -503,8 +646,9 @@ impl VmRun {
             let _ = c.kill();
             let _ = c.wait();
         }
-        // qemu is gone (reaped here or by poll): its taps can go.
+        // qemu is gone (reaped here or by poll): its taps and cgroup can go.
         drop(std::mem::replace(&mut self.network, NetGuard(None)));
+        self.cgroup = None;
         self.stop.store(true, Ordering::SeqCst);
         for p in self.pumps.drain(..) {
             let _ = p.join();
