@@ -43,7 +43,14 @@ pub fn create(
                 .into(),
         ));
     }
-    c.create(image, opts, cmd)
+    match c.create(image.clone(), opts.clone(), cmd.clone()) {
+        Err(RuntimeError::WrongState(_)) if opts.name.is_some() => {
+            // The name may be held by a container whose owner died (a `--rm` one goes now).
+            cleanup_stale(c);
+            c.create(image, opts, cmd)
+        }
+        other => other,
+    }
 }
 
 fn dup_fd(fd: i32) -> Result<OwnedFd, RuntimeError> {
@@ -125,6 +132,7 @@ fn launch(
         }
     };
     tracing::debug!("phase: bundle prepared");
+    crate::fault::point("run.after-mounts");
     let engine = Engine::from_option(opts.runtime.as_ref());
     let mut log_pipes = None;
     let hub = match attach {
@@ -210,6 +218,8 @@ fn launch(
             console.as_ref().map(|s| s.path()),
         )?;
         tracing::debug!("phase: container started");
+        super::cgroups::record(id, &c.cgroups_record(id));
+        crate::fault::point("run.after-exec");
         let mut pump = None;
         let mut raw = None;
         if let Some(sock) = &console {
@@ -500,6 +510,7 @@ fn finish(c: &Containers, id: &str, mut session: Session) -> Result<i32, Runtime
             &rec.id,
             &Engine::from_option(rec.options.runtime.as_ref()),
         );
+        super::cgroups::remove_recorded(&rec.id, &c.cgroups_record(&rec.id));
         c.bundle(&rec.id).unmount_rootfs()?;
         tracing::debug!("phase: cleaned up");
         if rec.options.auto_remove {
@@ -535,6 +546,7 @@ fn remove_dir(c: &Containers, id: &str) -> Result<(), RuntimeError> {
 fn cleanup(c: &Containers, rec: &ContainerRecord) -> Result<(), RuntimeError> {
     let engine = Engine::from_option(rec.options.runtime.as_ref());
     executor::delete(&c.runtime_root(&rec.id), &rec.id, &engine);
+    super::cgroups::remove_recorded(&rec.id, &c.cgroups_record(&rec.id));
     super::net::leave(c, &rec.id);
     c.bundle(&rec.id).unmount_rootfs()
 }
@@ -664,6 +676,7 @@ pub fn monitor(
     if let Some(mut r) = ready.take() {
         let _ = r.write_all(b"OK\n");
     }
+    crate::fault::point("run.monitor");
     // Running from a memfd copy (the fallback protection), the monitor would keep the whole
     // copy in memory for the container's lifetime: once the container runs (no xrun process
     // is in it any more), re-execute the on-disk binary to keep waiting: the container stays
@@ -823,6 +836,7 @@ pub fn stop(c: &Containers, key: &str, timeout: Duration) -> Result<ContainerRec
     }
     let pid = rec.pid.expect("running has a pid");
     let _ = signal_container(&rec, Signal::SIGTERM);
+    crate::fault::point("stop");
     if !wait_until(timeout, || !pid.alive()) {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid.pid), Signal::SIGKILL);
     }
@@ -855,6 +869,7 @@ pub fn remove(c: &Containers, key: &str, force: bool) -> Result<ContainerRecord,
         )));
     }
     cleanup(c, &rec2)?;
+    crate::fault::point("rm");
     remove_dir(c, &rec.id)?;
     Ok(rec)
 }

@@ -102,6 +102,7 @@ impl Store {
             let size = tree_size(&dir);
             let grave = self.root.join("tmp").join(unique_name("gc"));
             if fs::rename(&dir, &grave).is_ok() {
+                crate::fault::point("prune");
                 let _ = remove_any(&grave);
                 report.bytes += size;
                 report.snapshots.push(d);

@@ -87,6 +87,7 @@ impl Store {
         let result = self
             .extract_layer(layer, &tmp, Mode::Overlay)
             .and_then(|()| {
+                crate::fault::point("pull.mid-unpack");
                 let f = fs::File::open(&tmp).map_err(io_err(&tmp))?;
                 nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f))
                     .map_err(|e| io_err(&tmp)(e.into()))?;
