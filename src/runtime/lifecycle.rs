@@ -858,6 +858,11 @@ pub fn remove(c: &Containers, key: &str, force: bool) -> Result<ContainerRecord,
         }
         wait_settled(c, &rec.id);
     }
+    // The monitor records the exit, then cleans up (runtime state, cgroups, mount): let it
+    // finish rather than race it (bounded, as for a restart).
+    if let Ok(r) = c.load(&rec.id) {
+        wait_previous_owner(&r);
+    }
     if !c.container_dir(&rec.id).exists() {
         return Ok(rec);
     }
