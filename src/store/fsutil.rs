@@ -79,7 +79,7 @@ pub(crate) fn write_replace(
 }
 
 /// Total size in bytes of the regular files under `path` (not following symlinks); 0 when absent.
-pub(crate) fn tree_size(path: &Path) -> u64 {
+pub fn tree_size(path: &Path) -> u64 {
     let Ok(meta) = fs::symlink_metadata(path) else {
         return 0;
     };

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 mod archive_read;
 mod archive_write;
 mod blobs;
+mod check;
 mod decompress;
 mod docker_load;
 mod extract;
@@ -35,6 +36,8 @@ mod tests;
 
 pub use archive_write::ArchiveFormat;
 pub use blobs::BlobWriter;
+pub use check::Finding;
+pub use fsutil::tree_size;
 pub use decompress::{Compression, sniff};
 pub use extract::{is_opaque, is_whiteout};
 pub use gc::{Lease, PruneReport};
