@@ -59,6 +59,9 @@ fn blob_ok(store: &Store, d: &Digest) -> bool {
 /// Whether a temp file under `ingest/` or `tmp/` belongs to no live writer: older than a
 /// second and, for a locked kind, with its lock free.
 fn abandoned(store: &Store, dir: &str, e: &fs::DirEntry) -> bool {
+    if super::fsutil::writer_gone(&e.file_name().to_string_lossy()) {
+        return true;
+    }
     let young = e
         .metadata()
         .and_then(|m| m.modified())

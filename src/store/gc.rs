@@ -85,6 +85,7 @@ impl Store {
             if wanted && !live_blobs.contains(&d) {
                 let p = self.blob_path(&d);
                 if fs::remove_file(&p).is_ok() {
+                    crate::fault::point("prune");
                     report.bytes += size;
                     report.blobs.push(d);
                 }
@@ -102,7 +103,6 @@ impl Store {
             let size = tree_size(&dir);
             let grave = self.root.join("tmp").join(unique_name("gc"));
             if fs::rename(&dir, &grave).is_ok() {
-                crate::fault::point("prune");
                 let _ = remove_any(&grave);
                 report.bytes += size;
                 report.snapshots.push(d);

@@ -284,7 +284,7 @@ impl Store {
                     .ok()
                     .and_then(|t| t.elapsed().ok())
                     .is_some_and(|age| age.as_secs() > 60);
-                if old {
+                if old || super::fsutil::writer_gone(&name) {
                     let _ = remove_any(&path);
                 }
             }
