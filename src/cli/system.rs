@@ -108,7 +108,11 @@ pub fn system(g: &Global, cmd: SystemCommand) -> anyhow::Result<u8> {
             if !a.force {
                 eprint!(
                     "WARNING! This will remove all stopped containers, networks not used by a container, {} and all build cache.\nAre you sure you want to continue? [y/N] ",
-                    if a.all { "all images without a container" } else { "dangling images" }
+                    if a.all {
+                        "all images without a container"
+                    } else {
+                        "dangling images"
+                    }
                 );
                 let mut line = String::new();
                 let _ = std::io::stdin().lock().read_line(&mut line);

@@ -80,14 +80,14 @@ fn runtime_check(c: &Containers, repair: bool) -> Vec<Finding> {
     if repair && !stale.is_empty() {
         lifecycle::cleanup_stale(c);
         for f in out.iter_mut() {
-            f.repaired = c.load(&f.subject).is_ok_and(|r| !r.is_stale()) || c.load(&f.subject).is_err();
+            f.repaired =
+                c.load(&f.subject).is_ok_and(|r| !r.is_stale()) || c.load(&f.subject).is_err();
         }
     }
     // A container "owns" its runtime leftovers while it runs or is being started.
     let busy = |id: &str| {
         records.get(id).is_some_and(|r| {
-            r.phase == Phase::Running && !r.is_stale()
-                || r.owner.is_some_and(|o| o.alive())
+            r.phase == Phase::Running && !r.is_stale() || r.owner.is_some_and(|o| o.alive())
         })
     };
     let stopped = |id: &str| !busy(id);
@@ -98,10 +98,14 @@ fn runtime_check(c: &Containers, repair: bool) -> Vec<Finding> {
     }
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for line in info.lines() {
-        let Some(mp) = line.split(' ').nth(4) else { continue };
+        let Some(mp) = line.split(' ').nth(4) else {
+            continue;
+        };
         let mp = Path::new(mp);
         for root in &roots {
-            let Ok(rest) = mp.strip_prefix(root) else { continue };
+            let Ok(rest) = mp.strip_prefix(root) else {
+                continue;
+            };
             let id = rest
                 .components()
                 .next()
@@ -110,8 +114,7 @@ fn runtime_check(c: &Containers, repair: bool) -> Vec<Finding> {
             if id.len() == 64 && stopped(&id) {
                 let mut f = Finding::new("orphan-mount", mp.display().to_string(), false);
                 if repair {
-                    f.repaired =
-                        nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH).is_ok();
+                    f.repaired = nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH).is_ok();
                 }
                 out.push(f);
             }
@@ -119,10 +122,18 @@ fn runtime_check(c: &Containers, repair: bool) -> Vec<Finding> {
     }
     // Runtime state (bundles on tmpfs) without a container.
     if c.run_dir() != c.dir() {
-        for e in std::fs::read_dir(c.run_dir()).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(c.run_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let id = e.file_name().to_string_lossy().into_owned();
             if id.len() == 64 && !records.contains_key(&id) {
-                let mut f = Finding::new("orphan-runtime-state", e.path().display().to_string(), false);
+                let mut f = Finding::new(
+                    "orphan-runtime-state",
+                    e.path().display().to_string(),
+                    false,
+                );
                 if repair {
                     let _ = nix::mount::umount2(
                         &e.path().join("rootfs"),

@@ -96,10 +96,7 @@ pub fn all_container_dirs() -> Vec<(String, PathBuf)> {
 /// deletes each even if the hierarchy list changes meanwhile.
 pub fn record(id: &str, file: &Path) {
     let dirs = existing_dirs(id);
-    let text: String = dirs
-        .iter()
-        .map(|d| format!("{}\n", d.display()))
-        .collect();
+    let text: String = dirs.iter().map(|d| format!("{}\n", d.display())).collect();
     let tmp = file.with_extension("tmp");
     if std::fs::write(&tmp, text).is_ok() {
         let _ = std::fs::rename(&tmp, file);
@@ -161,7 +158,10 @@ mod tests {
     #[test]
     fn cgroup_mounts_from_mountinfo() {
         let l = "35 25 0:30 / /sys/fs/cgroup/memory rw,nosuid shared:14 - cgroup cgroup rw,memory";
-        assert_eq!(cgroup_mount(l), Some(PathBuf::from("/sys/fs/cgroup/memory")));
+        assert_eq!(
+            cgroup_mount(l),
+            Some(PathBuf::from("/sys/fs/cgroup/memory"))
+        );
         let l = "99 25 0:55 / /tmp/huge\\040tlb rw - cgroup none rw,hugetlb";
         assert_eq!(cgroup_mount(l), Some(PathBuf::from("/tmp/huge tlb")));
         let l = "40 25 0:31 /sub /mnt/x rw - cgroup2 cgroup2 rw";

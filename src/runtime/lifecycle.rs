@@ -575,6 +575,57 @@ pub fn run_attached(
     finish(c, id, session)
 }
 
+/// The monitor's answer on the readiness pipe (`OK` or `ERR CODE MESSAGE`; empty when it
+/// ended without one). The monitor first sends `PID n`: if it dies (killed) while a process
+/// it made still holds the pipe (a container init waiting to be started), the end of the
+/// monitor, not of the pipe, ends the wait.
+fn read_answer(ready: std::fs::File) -> String {
+    let fd = ready.as_raw_fd();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut monitor: Option<ProcRef> = None;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, 200) };
+        if n == 0 {
+            if monitor.is_some_and(|m| !m.alive()) {
+                break;
+            }
+            continue;
+        }
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        let mut chunk = [0u8; 1024];
+        match (&ready).read(&mut chunk) {
+            Ok(0) => break,
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+        while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let line = String::from_utf8_lossy(&line).trim_end().to_string();
+            if let Some(p) = line.strip_prefix("PID ") {
+                monitor = p.trim().parse().ok().and_then(ProcRef::of);
+            } else if line.starts_with("OK") || line.starts_with("ERR") {
+                return line;
+            }
+        }
+        if buf.len() > 64 * 1024 {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
 /// Starts container `id` detached under its monitor; returns once it runs (or failed).
 /// `spares`: hand it to a spare monitor when one is ready (see [`super::monitor`]).
 pub fn start_detached(
@@ -589,8 +640,7 @@ pub fn start_detached(
         Some(r) => r,
         None => super::monitor::spawn(&super::seal::original_exe()?, root, id, None)?,
     };
-    let mut answer = String::new();
-    let _ = { ready }.read_to_string(&mut answer);
+    let answer = read_answer(ready);
     if answer.starts_with("OK") {
         return Ok(());
     }

@@ -463,11 +463,7 @@ impl Containers {
                 Ok(()) => return Ok(None),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     match self.name_target(name) {
-                        Some(other)
-                            if self
-                                .load(&other)
-                                .is_ok_and(|r| r.name == name) =>
-                        {
+                        Some(other) if self.load(&other).is_ok_and(|r| r.name == name) => {
                             return Ok(Some(other));
                         }
                         _ => {
@@ -621,8 +617,7 @@ fn valid_index_name(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= 255
         && b[0].is_ascii_alphanumeric()
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 

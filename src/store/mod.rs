@@ -37,9 +37,9 @@ mod tests;
 pub use archive_write::ArchiveFormat;
 pub use blobs::BlobWriter;
 pub use check::Finding;
-pub use fsutil::tree_size;
 pub use decompress::{Compression, sniff};
 pub use extract::{is_opaque, is_whiteout};
+pub use fsutil::tree_size;
 pub use gc::{Lease, PruneReport};
 pub use record::{
     ConfigSummary, DOCKER_LIST, DOCKER_MANIFEST, Descriptor, Index, Manifest, OCI_INDEX,
