@@ -17,6 +17,7 @@ pub mod config;
 pub mod digest;
 pub mod emulation;
 pub mod engine;
+pub mod fault;
 pub mod kernelcheck;
 pub mod limits;
 pub mod network;

@@ -22,6 +22,7 @@ mod run;
 mod runc;
 mod serve;
 mod stats;
+mod system;
 
 /// Exit code for xrun's own failures, as Docker's 125.
 pub const EXIT_XRUN_ERROR: u8 = 125;
@@ -113,6 +114,9 @@ enum Command {
     Port(network::PortArgs),
     /// Show what containers use (CPU, memory, network, processes).
     Stats(stats::StatsArgs),
+    /// Consistency check, disk use and pruning (`check [--repair]`, `df`, `prune`).
+    #[command(subcommand)]
+    System(system::SystemCommand),
     /// binfmt_misc handlers for the emulated route.
     #[command(subcommand)]
     Binfmt(binfmt::BinfmtCommand),
@@ -184,6 +188,7 @@ pub fn main() -> ExitCode {
         Command::Attach(a) => attach::attach(&cli.global, a),
         Command::Binfmt(a) => binfmt::binfmt(&cli.global, a),
         Command::Network(a) => network::network(&cli.global, a),
+        Command::System(a) => system::system(&cli.global, a),
         Command::Port(a) => network::port(&cli.global, a),
         Command::Stats(a) => stats::stats(&cli.global, a),
         Command::Internal(a) => containers::internal(&cli.global, a),

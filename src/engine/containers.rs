@@ -146,6 +146,15 @@ impl Engine {
     /// fd 4 and ends quietly when none comes.
     pub fn monitor(&self, id: &str) -> Result<u8, EngineError> {
         let ready = runtime::monitor::ready_fd();
+        if let Some(fd) = &ready {
+            // Who to watch: see `lifecycle::start_detached`.
+            use std::io::Write as _;
+            let mut f = std::fs::File::from(
+                fd.try_clone()
+                    .map_err(|e| EngineError::context("the monitor's readiness pipe", e))?,
+            );
+            let _ = writeln!(f, "PID {}", std::process::id());
+        }
         self.seal()?;
         let id = if id == runtime::monitor::SPARE_ID {
             match runtime::monitor::wait_for_assignment() {

@@ -64,7 +64,9 @@ impl Engine {
             observer.notice(line);
         }
         let c = self.containers()?;
-        lifecycle::cleanup_stale(&c);
+        // No sweep of every container here (a start costs the same with 1,000 containers as
+        // with 10): stale containers are cleaned up by `ps`, `start`, the network commands,
+        // `system check`, and by `lifecycle::create` when one holds the name asked for.
         super::networks::prepare(self, &c, &image, &mut opts)?;
         let launch_input = vm.map(|_| (image.clone(), opts.clone()));
         let rec = lifecycle::create(&c, image, opts)?;

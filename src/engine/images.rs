@@ -152,6 +152,7 @@ impl Engine {
             .into());
         }
         store.remove_records(&records)?;
+        crate::fault::point("rmi");
         Ok(records)
     }
 

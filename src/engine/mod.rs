@@ -52,6 +52,7 @@ mod resolve;
 pub mod route;
 mod spec;
 mod stats;
+mod system;
 pub mod vm;
 
 pub use crate::store::ArchiveFormat;
@@ -74,6 +75,7 @@ pub use observer::{Observer, Unobserved};
 pub use push::PushRequest;
 pub use spec::{ContainerSpec, CreateOutcome, Created, DryRun, DryRunPlan, ImageSource};
 pub use stats::{ContainerStats, STATS_INTERVAL};
+pub use system::{CheckReport, DfRow, SystemPruneReport};
 
 /// The engine over one store root (images, containers, state).
 ///

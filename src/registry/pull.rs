@@ -210,6 +210,7 @@ pub async fn pull(
         .try_collect()
         .await?;
 
+    crate::fault::point("pull.after-download");
     // Everything arrived verified: now it may enter the store.
     let mut new = !writers.is_empty();
     for w in writers {
@@ -230,6 +231,7 @@ pub async fn pull(
     if let (Some(b), Some(d)) = (&index_body, &index_digest) {
         put(d, b)?;
     }
+    crate::fault::point("pull.after-verify");
 
     let created = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -243,6 +245,7 @@ pub async fn pull(
             store.unpack(r)?;
         }
     }
+    crate::fault::point("pull.before-record");
     for r in &records {
         store.record_image(r)?;
     }

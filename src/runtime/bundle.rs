@@ -150,9 +150,19 @@ impl Bundle {
     pub fn unmount_rootfs(&self) -> Result<(), RuntimeError> {
         let rootfs = self.rootfs();
         while is_mount_point(&rootfs) {
-            nix::mount::umount2(&rootfs, MntFlags::MNT_DETACH).map_err(|e| {
-                RuntimeError::io(format!("unmounting {}", rootfs.display()), e.into())
-            })?;
+            match nix::mount::umount2(&rootfs, MntFlags::MNT_DETACH) {
+                Ok(()) => {}
+                // Unmounted meanwhile by another process (the monitor finishing while `rm -f`
+                // cleans up): the loop's check sees it gone.
+                Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT)
+                    if !is_mount_point(&rootfs) => {}
+                Err(e) => {
+                    return Err(RuntimeError::io(
+                        format!("unmounting {}", rootfs.display()),
+                        e.into(),
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -15,26 +15,107 @@ pub fn cgroups_path(id: &str) -> PathBuf {
     PathBuf::from(format!("/xrun/{id}"))
 }
 
-/// Every existing cgroup directory of the container, across all hierarchies.
-pub fn existing_dirs(id: &str) -> Vec<PathBuf> {
-    let rel = format!("xrun/{id}");
-    let mut out = Vec::new();
-    let root = Path::new(CGROUP_ROOT);
-    let direct = root.join(&rel);
-    if direct.is_dir() {
-        out.push(direct);
-    }
-    if let Ok(rd) = std::fs::read_dir(root) {
-        for e in rd.flatten() {
-            let p = e.path().join(&rel);
-            if p.is_dir() {
-                out.push(p);
-            }
-        }
+/// The mount points of every cgroup hierarchy (v1 and v2) mounted at its root, from
+/// `/proc/self/mountinfo`: the standard ones under [`CGROUP_ROOT`] and any other, such as a
+/// hugetlb hierarchy mounted elsewhere for crun.
+pub fn hierarchies() -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut out: Vec<PathBuf> = info.lines().filter_map(cgroup_mount).collect();
+    if out.is_empty() {
+        out.push(PathBuf::from(CGROUP_ROOT));
     }
     out.sort();
     out.dedup();
     out
+}
+
+/// The mount point of a mountinfo line if it is a cgroup file system mounted at its root.
+fn cgroup_mount(line: &str) -> Option<PathBuf> {
+    let (left, right) = line.split_once(" - ")?;
+    let fstype = right.split(' ').next()?;
+    if fstype != "cgroup" && fstype != "cgroup2" {
+        return None;
+    }
+    let f: Vec<&str> = left.split(' ').collect();
+    if f.get(3) != Some(&"/") {
+        return None;
+    }
+    Some(PathBuf::from(unescape(f.get(4)?)))
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every existing cgroup directory of the container, across all hierarchies.
+pub fn existing_dirs(id: &str) -> Vec<PathBuf> {
+    let rel = format!("xrun/{id}");
+    let mut out: Vec<PathBuf> = hierarchies()
+        .into_iter()
+        .map(|h| h.join(&rel))
+        .filter(|p| p.is_dir())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Every `xrun/<id>` cgroup directory in every hierarchy: `(id, dir)` (for `system check`).
+pub fn all_container_dirs() -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    for h in hierarchies() {
+        let parent = h.join("xrun");
+        for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) && e.path().is_dir()
+            {
+                out.push((name, e.path()));
+            }
+        }
+    }
+    out
+}
+
+/// Records the container's cgroup directories in `file` (its runtime state), so removal
+/// deletes each even if the hierarchy list changes meanwhile.
+pub fn record(id: &str, file: &Path) {
+    let dirs = existing_dirs(id);
+    let text: String = dirs.iter().map(|d| format!("{}\n", d.display())).collect();
+    let tmp = file.with_extension("tmp");
+    if std::fs::write(&tmp, text).is_ok() {
+        let _ = std::fs::rename(&tmp, file);
+    }
+}
+
+/// Removes the directories recorded by [`record`] in `file` (those of container `id` only),
+/// then any other leftover of the container.
+pub fn remove_recorded(id: &str, file: &Path) {
+    let suffix = format!("xrun/{id}");
+    if let Ok(text) = std::fs::read_to_string(file) {
+        for l in text.lines() {
+            let p = Path::new(l);
+            if p.is_absolute() && p.ends_with(&suffix) {
+                remove_tree(p);
+            }
+        }
+    }
+    remove_leftovers(id);
 }
 
 /// Removes leftover (empty) cgroup directories of a container, deepest first.
@@ -44,7 +125,8 @@ pub fn remove_leftovers(id: &str) {
     }
 }
 
-fn remove_tree(dir: &Path) {
+/// Removes an (empty) cgroup directory and its children, deepest first.
+pub fn remove_tree(dir: &Path) {
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
@@ -67,4 +149,24 @@ pub fn swap_limit_supported() -> bool {
         || Path::new(CGROUP_ROOT)
             .join("memory/memory.memsw.limit_in_bytes")
             .exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_mounts_from_mountinfo() {
+        let l = "35 25 0:30 / /sys/fs/cgroup/memory rw,nosuid shared:14 - cgroup cgroup rw,memory";
+        assert_eq!(
+            cgroup_mount(l),
+            Some(PathBuf::from("/sys/fs/cgroup/memory"))
+        );
+        let l = "99 25 0:55 / /tmp/huge\\040tlb rw - cgroup none rw,hugetlb";
+        assert_eq!(cgroup_mount(l), Some(PathBuf::from("/tmp/huge tlb")));
+        let l = "40 25 0:31 /sub /mnt/x rw - cgroup2 cgroup2 rw";
+        assert_eq!(cgroup_mount(l), None);
+        let l = "41 25 0:32 / /sys/fs/cgroup rw - tmpfs tmpfs rw";
+        assert_eq!(cgroup_mount(l), None);
+    }
 }

@@ -281,6 +281,7 @@ fn start_libcontainer(
             return Err(lc_err("creating the container", e));
         }
     };
+    crate::fault::point("run.after-cgroups");
     if let Err(e) = container.start() {
         drop(guard);
         delete(state_root, id, &Engine::Libcontainer);

@@ -43,7 +43,14 @@ pub fn create(
                 .into(),
         ));
     }
-    c.create(image, opts, cmd)
+    match c.create(image.clone(), opts.clone(), cmd.clone()) {
+        Err(RuntimeError::WrongState(_)) if opts.name.is_some() => {
+            // The name may be held by a container whose owner died (a `--rm` one goes now).
+            cleanup_stale(c);
+            c.create(image, opts, cmd)
+        }
+        other => other,
+    }
 }
 
 fn dup_fd(fd: i32) -> Result<OwnedFd, RuntimeError> {
@@ -125,6 +132,7 @@ fn launch(
         }
     };
     tracing::debug!("phase: bundle prepared");
+    crate::fault::point("run.after-mounts");
     let engine = Engine::from_option(opts.runtime.as_ref());
     let mut log_pipes = None;
     let hub = match attach {
@@ -210,6 +218,8 @@ fn launch(
             console.as_ref().map(|s| s.path()),
         )?;
         tracing::debug!("phase: container started");
+        super::cgroups::record(id, &c.cgroups_record(id));
+        crate::fault::point("run.after-exec");
         let mut pump = None;
         let mut raw = None;
         if let Some(sock) = &console {
@@ -500,6 +510,7 @@ fn finish(c: &Containers, id: &str, mut session: Session) -> Result<i32, Runtime
             &rec.id,
             &Engine::from_option(rec.options.runtime.as_ref()),
         );
+        super::cgroups::remove_recorded(&rec.id, &c.cgroups_record(&rec.id));
         c.bundle(&rec.id).unmount_rootfs()?;
         tracing::debug!("phase: cleaned up");
         if rec.options.auto_remove {
@@ -535,6 +546,7 @@ fn remove_dir(c: &Containers, id: &str) -> Result<(), RuntimeError> {
 fn cleanup(c: &Containers, rec: &ContainerRecord) -> Result<(), RuntimeError> {
     let engine = Engine::from_option(rec.options.runtime.as_ref());
     executor::delete(&c.runtime_root(&rec.id), &rec.id, &engine);
+    super::cgroups::remove_recorded(&rec.id, &c.cgroups_record(&rec.id));
     super::net::leave(c, &rec.id);
     c.bundle(&rec.id).unmount_rootfs()
 }
@@ -587,6 +599,57 @@ pub fn run_logged(
     finish(c, id, session)
 }
 
+/// The monitor's answer on the readiness pipe (`OK` or `ERR CODE MESSAGE`; empty when it
+/// ended without one). The monitor first sends `PID n`: if it dies (killed) while a process
+/// it made still holds the pipe (a container init waiting to be started), the end of the
+/// monitor, not of the pipe, ends the wait.
+fn read_answer(ready: std::fs::File) -> String {
+    let fd = ready.as_raw_fd();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut monitor: Option<ProcRef> = None;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, 200) };
+        if n == 0 {
+            if monitor.is_some_and(|m| !m.alive()) {
+                break;
+            }
+            continue;
+        }
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        let mut chunk = [0u8; 1024];
+        match (&ready).read(&mut chunk) {
+            Ok(0) => break,
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+        while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let line = String::from_utf8_lossy(&line).trim_end().to_string();
+            if let Some(p) = line.strip_prefix("PID ") {
+                monitor = p.trim().parse().ok().and_then(ProcRef::of);
+            } else if line.starts_with("OK") || line.starts_with("ERR") {
+                return line;
+            }
+        }
+        if buf.len() > 64 * 1024 {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
 /// Starts container `id` detached under its monitor; returns once it runs (or failed).
 /// `spares`: hand it to a spare monitor when one is ready (see [`super::monitor`]).
 pub fn start_detached(
@@ -601,8 +664,7 @@ pub fn start_detached(
         Some(r) => r,
         None => super::monitor::spawn(&super::seal::original_exe()?, root, id, None)?,
     };
-    let mut answer = String::new();
-    let _ = { ready }.read_to_string(&mut answer);
+    let answer = read_answer(ready);
     if answer.starts_with("OK") {
         return Ok(());
     }
@@ -688,6 +750,7 @@ pub fn monitor(
     if let Some(mut r) = ready.take() {
         let _ = r.write_all(b"OK\n");
     }
+    crate::fault::point("run.monitor");
     // Running from a memfd copy (the fallback protection), the monitor would keep the whole
     // copy in memory for the container's lifetime: once the container runs (no xrun process
     // is in it any more), re-execute the on-disk binary to keep waiting: the container stays
@@ -847,6 +910,7 @@ pub fn stop(c: &Containers, key: &str, timeout: Duration) -> Result<ContainerRec
     }
     let pid = rec.pid.expect("running has a pid");
     let _ = signal_container(&rec, Signal::SIGTERM);
+    crate::fault::point("stop");
     if !wait_until(timeout, || !pid.alive()) {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid.pid), Signal::SIGKILL);
     }
@@ -868,6 +932,11 @@ pub fn remove(c: &Containers, key: &str, force: bool) -> Result<ContainerRecord,
         }
         wait_settled(c, &rec.id);
     }
+    // The monitor records the exit, then cleans up (runtime state, cgroups, mount): let it
+    // finish rather than race it (bounded, as for a restart).
+    if let Ok(r) = c.load(&rec.id) {
+        wait_previous_owner(&r);
+    }
     if !c.container_dir(&rec.id).exists() {
         return Ok(rec);
     }
@@ -879,6 +948,7 @@ pub fn remove(c: &Containers, key: &str, force: bool) -> Result<ContainerRecord,
         )));
     }
     cleanup(c, &rec2)?;
+    crate::fault::point("rm");
     remove_dir(c, &rec.id)?;
     Ok(rec)
 }

@@ -278,6 +278,12 @@ impl Containers {
         Bundle::with_layer(&self.run_dir.join(id), &self.container_dir(id))
     }
 
+    /// Where the cgroup directories of container `id`'s current run are recorded (see
+    /// [`super::cgroups::record`]).
+    pub fn cgroups_record(&self, id: &str) -> PathBuf {
+        self.run_dir.join(id).join("cgroups")
+    }
+
     /// The OCI runtime's state root of container `id`.
     pub fn runtime_root(&self, id: &str) -> PathBuf {
         self.run_dir.join(id).join("runtime")
@@ -359,23 +365,153 @@ impl Containers {
         out
     }
 
-    /// Finds a container by full id, name, or unique id prefix.
+    /// Finds a container by full id, name, or unique id prefix — without reading every
+    /// record: a full id is loaded directly, a name through the names index (see
+    /// [`Containers::claim_name`]), a prefix by the directory names only.
     pub fn find(&self, key: &str) -> Result<ContainerRecord, RuntimeError> {
-        let all = self.list();
-        if let Some(r) = all.iter().find(|r| r.id == key || r.name == key) {
-            return Ok(r.clone());
+        if key.is_empty() {
+            return Err(RuntimeError::NoSuchContainer(key.to_string()));
         }
-        let matches: Vec<&ContainerRecord> = all
-            .iter()
-            .filter(|r| !key.is_empty() && r.id.starts_with(key))
+        let hex = key.bytes().all(|b| b.is_ascii_hexdigit());
+        if hex && key.len() == 64 {
+            match self.load(key) {
+                Err(RuntimeError::NoSuchContainer(_)) => {}
+                other => return other,
+            }
+        }
+        if let Some(id) = self.name_target(key)
+            && let Ok(rec) = self.load(&id)
+            && rec.name == key
+        {
+            return Ok(rec);
+        }
+        if !hex || key.len() > 64 {
+            return Err(RuntimeError::NoSuchContainer(key.to_string()));
+        }
+        let matches: Vec<String> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.len() == 64 && n.starts_with(key))
             .collect();
-        match matches.as_slice() {
-            [one] => Ok((*one).clone()),
-            [] => Err(RuntimeError::NoSuchContainer(key.to_string())),
+        let mut found: Vec<ContainerRecord> =
+            matches.iter().filter_map(|id| self.load(id).ok()).collect();
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(RuntimeError::NoSuchContainer(key.to_string())),
             _ => Err(RuntimeError::BadInput(format!(
                 "{key:?} matches several containers: give more of the id"
             ))),
         }
+    }
+
+    /// `<root>/containers/.names`: one symlink per name, pointing at the container's id.
+    fn names_dir(&self) -> PathBuf {
+        self.dir.join(".names")
+    }
+
+    /// The id the names index gives for `name`, if any (possibly stale: check the record).
+    fn name_target(&self, name: &str) -> Option<String> {
+        if !valid_index_name(name) {
+            return None;
+        }
+        let t = std::fs::read_link(self.names_dir().join(name)).ok()?;
+        let t = t.to_str()?;
+        (t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit())).then(|| t.to_string())
+    }
+
+    /// Builds the names index of a store written before it existed (once: built aside,
+    /// then renamed into place). Called under the global lock.
+    fn ensure_names_index(&self) -> Result<(), RuntimeError> {
+        let dir = self.names_dir();
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let tmp = self.dir.join(format!(".names.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir(&tmp)
+            .map_err(|e| RuntimeError::io(format!("creating {}", tmp.display()), e))?;
+        for r in self.list() {
+            if valid_index_name(&r.name) {
+                let _ = std::os::unix::fs::symlink(&r.id, tmp.join(&r.name));
+            }
+        }
+        if let Err(e) = std::fs::rename(&tmp, &dir) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            if !dir.is_dir() {
+                return Err(RuntimeError::io("creating the names index", e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Claims `name` for container `id` in the names index: an atomic `symlink` that fails
+    /// when the name is taken, so two creators never get the same name. An entry whose
+    /// container has no record any more (a crash between claim and record, or during a
+    /// removal) is taken over. Called under the global lock. `Ok(Some(other))`: taken by
+    /// container `other`.
+    fn claim_name(&self, name: &str, id: &str) -> Result<Option<String>, RuntimeError> {
+        if !valid_index_name(name) {
+            return Err(RuntimeError::BadInput(format!(
+                "invalid container name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        let link = self.names_dir().join(name);
+        for _ in 0..2 {
+            match std::os::unix::fs::symlink(id, &link) {
+                Ok(()) => return Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    match self.name_target(name) {
+                        Some(other) if self.load(&other).is_ok_and(|r| r.name == name) => {
+                            return Ok(Some(other));
+                        }
+                        _ => {
+                            let _ = std::fs::remove_file(&link);
+                        }
+                    }
+                }
+                Err(e) => return Err(RuntimeError::io("claiming the container name", e)),
+            }
+        }
+        Err(RuntimeError::WrongState(format!(
+            "could not claim the container name {name:?}"
+        )))
+    }
+
+    /// Drops `name` from the names index if it points at `id`.
+    fn release_name(&self, name: &str, id: &str) {
+        if self.name_target(name).as_deref() == Some(id) {
+            let _ = std::fs::remove_file(self.names_dir().join(name));
+        }
+    }
+
+    /// Names index entries whose container is gone or named otherwise (for `system check`):
+    /// `(name, id)`.
+    pub fn stale_names(&self) -> Vec<(String, String)> {
+        std::fs::read_dir(self.names_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|n| {
+                let id = self.name_target(&n).unwrap_or_default();
+                match self.load(&id) {
+                    Ok(r) if r.name == n => None,
+                    _ => Some((n, id)),
+                }
+            })
+            .collect()
+    }
+
+    /// Removes a stale names index entry (see [`Containers::stale_names`]).
+    pub fn remove_stale_name(&self, name: &str) -> Result<(), RuntimeError> {
+        let _g = self.global_lock()?;
+        if self.stale_names().iter().any(|(n, _)| n == name) {
+            std::fs::remove_file(self.names_dir().join(name))
+                .map_err(|e| RuntimeError::io("removing a names index entry", e))?;
+        }
+        Ok(())
     }
 
     /// Creates a record for a new container (unique name; a free one is generated when
@@ -387,19 +523,33 @@ impl Containers {
         command: Vec<String>,
     ) -> Result<ContainerRecord, RuntimeError> {
         let _g = self.global_lock()?;
-        let existing = self.list();
+        self.ensure_names_index()?;
         let id = new_id();
         let name = match &options.name {
             Some(n) => {
-                if let Some(other) = existing.iter().find(|r| &r.name == n) {
+                if let Some(other) = self.claim_name(n, &id)? {
                     return Err(RuntimeError::WrongState(format!(
                         "the container name {n:?} is already in use by container {}: remove it or pick another name",
-                        other.short_id()
+                        &other[..12]
                     )));
                 }
                 n.clone()
             }
-            None => generate_name(&id, &existing),
+            None => {
+                let base = generate_name(&id);
+                match self.claim_name(&base, &id)? {
+                    None => base,
+                    Some(_) => {
+                        let n = format!("{base}_{}", &id[..6]);
+                        if self.claim_name(&n, &id)?.is_some() {
+                            return Err(RuntimeError::WrongState(format!(
+                                "the generated name {n:?} is in use"
+                            )));
+                        }
+                        n
+                    }
+                }
+            }
         };
         let route = options.route.as_str().to_string();
         let rec = ContainerRecord {
@@ -422,10 +572,13 @@ impl Containers {
             log_start: 0,
         };
         let dir = self.container_dir(&id);
-        std::fs::create_dir(&dir)
-            .map_err(|e| RuntimeError::io(format!("creating {}", dir.display()), e))?;
+        if let Err(e) = std::fs::create_dir(&dir) {
+            self.release_name(&rec.name, &id);
+            return Err(RuntimeError::io(format!("creating {}", dir.display()), e));
+        }
         if let Err(e) = self.save(&rec) {
             let _ = std::fs::remove_dir_all(&dir);
+            self.release_name(&rec.name, &id);
             return Err(e);
         }
         Ok(rec)
@@ -445,9 +598,27 @@ impl Containers {
             std::fs::remove_dir_all(&run)
                 .map_err(|e| RuntimeError::io(format!("removing {}", run.display()), e))?;
         }
+        let name = self.load(id).map(|r| r.name).ok();
         std::fs::remove_dir_all(&dir)
-            .map_err(|e| RuntimeError::io(format!("removing {}", dir.display()), e))
+            .map_err(|e| RuntimeError::io(format!("removing {}", dir.display()), e))?;
+        // After the record: a crash in between leaves a stale entry, taken over by the next
+        // claim of the name, never a record without its entry.
+        if let Some(n) = name {
+            self.release_name(&n, id);
+        }
+        Ok(())
     }
+}
+
+/// Whether `name` can be a file name in the names index (Docker's name rule:
+/// `[a-zA-Z0-9][a-zA-Z0-9_.-]*`).
+fn valid_index_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 255
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 /// Where bundles live on tmpfs: `/run/xrun/roots` (see [`super::rundir`]).
@@ -493,15 +664,12 @@ const NOUNS: &[&str] = &[
     "cerf",
 ];
 
-fn generate_name(id: &str, existing: &[ContainerRecord]) -> String {
+/// A name from the id: `adjective_noun` (the caller adds a suffix when it is taken).
+fn generate_name(id: &str) -> String {
     let b = hex::decode(&id[..8]).unwrap_or_default();
-    let base = format!(
+    format!(
         "{}_{}",
         ADJECTIVES[b[0] as usize % ADJECTIVES.len()],
         NOUNS[b[1] as usize % NOUNS.len()]
-    );
-    if !existing.iter().any(|r| r.name == base) {
-        return base;
-    }
-    format!("{base}_{}", &id[..6])
+    )
 }

@@ -255,7 +255,7 @@ impl Store {
                 .ok()
                 .and_then(|t| t.elapsed().ok())
                 .is_none_or(|age| age.as_secs() < 5);
-            if young {
+            if young && !super::fsutil::writer_gone(&e.file_name().to_string_lossy()) {
                 continue;
             }
             if let Ok(f) = File::open(&path)

@@ -27,6 +27,19 @@ pub(crate) fn unique_name(prefix: &str) -> String {
     )
 }
 
+/// Whether the process that made temp name `name` (see [`unique_name`]) has exited: a file
+/// only a killed writer can have left, whatever its age.
+pub(crate) fn writer_gone(name: &str) -> bool {
+    let mut parts = name.rsplit('-');
+    let _rand = parts.next();
+    let Some(pid) = parts.next().and_then(|p| p.parse::<i32>().ok()) else {
+        return false;
+    };
+    pid > 0
+        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH)
+}
+
 /// Creates `dir` and its parents.
 pub(crate) fn mkdir_all(dir: &Path) -> Result<(), StoreError> {
     fs::create_dir_all(dir).map_err(io_err(dir))
@@ -79,7 +92,7 @@ pub(crate) fn write_replace(
 }
 
 /// Total size in bytes of the regular files under `path` (not following symlinks); 0 when absent.
-pub(crate) fn tree_size(path: &Path) -> u64 {
+pub fn tree_size(path: &Path) -> u64 {
     let Ok(meta) = fs::symlink_metadata(path) else {
         return 0;
     };

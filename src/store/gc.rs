@@ -85,6 +85,7 @@ impl Store {
             if wanted && !live_blobs.contains(&d) {
                 let p = self.blob_path(&d);
                 if fs::remove_file(&p).is_ok() {
+                    crate::fault::point("prune");
                     report.bytes += size;
                     report.blobs.push(d);
                 }

@@ -330,6 +330,7 @@ impl Store {
                 },
             ));
         }
+        crate::fault::point("load");
         for r in &records {
             self.record_image(r)?;
         }

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 mod archive_read;
 mod archive_write;
 mod blobs;
+mod check;
 mod decompress;
 mod docker_load;
 mod extract;
@@ -35,8 +36,10 @@ mod tests;
 
 pub use archive_write::ArchiveFormat;
 pub use blobs::BlobWriter;
+pub use check::Finding;
 pub use decompress::{Compression, sniff};
 pub use extract::{is_opaque, is_whiteout};
+pub use fsutil::tree_size;
 pub use gc::{Lease, PruneReport};
 pub use record::{
     ConfigSummary, DOCKER_LIST, DOCKER_MANIFEST, Descriptor, Index, Manifest, OCI_INDEX,

@@ -87,6 +87,7 @@ impl Store {
         let result = self
             .extract_layer(layer, &tmp, Mode::Overlay)
             .and_then(|()| {
+                crate::fault::point("pull.mid-unpack");
                 let f = fs::File::open(&tmp).map_err(io_err(&tmp))?;
                 nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f))
                     .map_err(|e| io_err(&tmp)(e.into()))?;
@@ -283,7 +284,7 @@ impl Store {
                     .ok()
                     .and_then(|t| t.elapsed().ok())
                     .is_some_and(|age| age.as_secs() > 60);
-                if old {
+                if old || super::fsutil::writer_gone(&name) {
                     let _ = remove_any(&path);
                 }
             }

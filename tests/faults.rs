@@ -1,0 +1,449 @@
+//! Crash and fault injection: xrun killed with SIGKILL at named points (`XRUN_FAULT`, see
+//! `src/fault.rs`) of pull, load, rmi, prune, run, stop and rm; a store root on a tiny tmpfs
+//! (disk full); and operations racing each other. After each: `xrun system check` finds no
+//! corruption (leftovers only, which `--repair` removes), the same operation then succeeds,
+//! and no mount, cgroup, process or temp file is left.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{TestEnv, TestRegistry, fixture, is_root, skip};
+
+const IMAGE: &str = "localhost/busybox-amd64:latest";
+
+fn out_text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn xrun(env: &TestEnv, args: &[&str]) -> Output {
+    env.cmd().args(args).output().unwrap()
+}
+
+fn ok(env: &TestEnv, args: &[&str]) -> String {
+    let o = xrun(env, args);
+    assert!(o.status.success(), "xrun {args:?}: {}", out_text(&o));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Runs `args` with the fault armed; the xrun process must have been killed by it.
+fn crash(env: &TestEnv, point: &str, args: &[&str]) -> Output {
+    env.cmd()
+        .env("XRUN_FAULT", point)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn crash_self(env: &TestEnv, point: &str, args: &[&str]) {
+    let o = crash(env, point, args);
+    assert_eq!(
+        o.status.signal(),
+        Some(libc::SIGKILL),
+        "xrun {args:?} with XRUN_FAULT={point} was not killed at the point: {}",
+        out_text(&o)
+    );
+}
+
+/// The findings of `system check --format json`: (kind, subject, corruption).
+fn check(env: &TestEnv, repair: bool) -> Vec<(String, String, bool, bool)> {
+    let mut args = vec!["system", "check", "--format", "json"];
+    if repair {
+        args.push("--repair");
+    }
+    let o = xrun(env, &args);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("system check output: {e}: {}", out_text(&o)));
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().to_string(),
+                f["subject"].as_str().unwrap().to_string(),
+                f["corruption"].as_bool().unwrap(),
+                f["repaired"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// No corruption; `--repair` fixes every leftover; a second check is clean.
+fn assert_consistent(env: &TestEnv, what: &str) {
+    let found = check(env, false);
+    let corrupt: Vec<_> = found.iter().filter(|f| f.2).collect();
+    assert!(corrupt.is_empty(), "{what}: corruption: {corrupt:?}");
+    let repaired = check(env, true);
+    let left: Vec<_> = repaired.iter().filter(|f| !f.3).collect();
+    assert!(left.is_empty(), "{what}: not repaired: {left:?}");
+    let again = check(env, false);
+    assert!(again.is_empty(), "{what}: after --repair: {again:?}");
+}
+
+/// `/run/xrun/roots/<hash>` of this environment (see `runtime::state`).
+fn run_dir(env: &TestEnv) -> PathBuf {
+    let canon = std::fs::canonicalize(env.root().join("containers")).unwrap();
+    let hash = common::sha256_hex(canon.as_os_str().as_encoded_bytes());
+    PathBuf::from("/run/xrun/roots").join(&hash[..16])
+}
+
+fn ids_in(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.len() == 64)
+        .collect()
+}
+
+/// Every container id this environment has on disk now.
+fn known_ids(env: &TestEnv) -> BTreeSet<String> {
+    let mut s = ids_in(&env.root().join("containers"));
+    s.extend(ids_in(&run_dir(env)));
+    s
+}
+
+fn cgroup_mounts() -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let fs = right.split(' ').next()?;
+            let f: Vec<&str> = left.split(' ').collect();
+            ((fs == "cgroup" || fs == "cgroup2") && f[3] == "/").then(|| PathBuf::from(f[4]))
+        })
+        .collect()
+}
+
+/// Mounts, cgroups, runtime state and store temp files left for `ids` (containers that
+/// should be gone) and by the environment.
+fn leftovers(env: &TestEnv, ids: &BTreeSet<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let root = env.root().display().to_string();
+    let rd = run_dir(env).display().to_string();
+    for l in std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+    {
+        let mp = l.split(' ').nth(4).unwrap_or_default();
+        if (mp.starts_with(&root) && mp != root) || mp.starts_with(&rd) {
+            out.push(format!("mount {mp}"));
+        }
+    }
+    for id in ids {
+        for h in cgroup_mounts() {
+            let d = h.join("xrun").join(id);
+            if d.exists() {
+                out.push(format!("cgroup {}", d.display()));
+            }
+        }
+        if run_dir(env).join(id).exists() {
+            out.push(format!("runtime state {id}"));
+        }
+    }
+    for sub in ["tmp", "ingest"] {
+        for e in std::fs::read_dir(env.root().join(sub))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            out.push(format!("temp file {}", e.path().display()));
+        }
+    }
+    out
+}
+
+fn loaded_env() -> TestEnv {
+    let env = TestEnv::new();
+    let layout = fixture("busybox-amd64");
+    ok(&env, &["load", "-i", layout.to_str().unwrap()]);
+    env
+}
+
+/// Removes every container of `env` (Drop of a failed test as well).
+struct Cleanup<'a>(&'a TestEnv);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let ids = known_ids(self.0);
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids.iter().map(|s| s.as_str()));
+            let _ = xrun(self.0, &args);
+        }
+        let _ = xrun(self.0, &["system", "check", "--repair"]);
+    }
+}
+
+#[test]
+fn killed_pulls_leave_a_consistent_store_and_the_next_pull_succeeds() {
+    let reg = TestRegistry::start();
+    reg.push("busybox-amd64", "busybox:fault");
+    let image = reg.image("busybox:fault");
+    for point in [
+        "pull.after-download",
+        "pull.after-verify",
+        "pull.mid-unpack",
+        "pull.before-record",
+    ] {
+        let env = TestEnv::new();
+        crash_self(&env, point, &["pull", &image]);
+        assert_consistent(&env, point);
+        ok(&env, &["pull", &image]);
+        ok(&env, &["run", "--rm", "--network", "none", &image, "true"]);
+        let left = leftovers(&env, &BTreeSet::new());
+        assert!(left.is_empty(), "{point}: {left:?}");
+        assert!(check(&env, false).is_empty(), "{point}");
+    }
+}
+
+#[test]
+fn killed_load_rmi_and_prune_leave_a_consistent_store() {
+    let env = TestEnv::new();
+    let layout = fixture("busybox-amd64");
+    let layout = layout.to_str().unwrap();
+    crash_self(&env, "load", &["load", "-i", layout]);
+    assert_consistent(&env, "load");
+    ok(&env, &["load", "-i", layout]);
+
+    crash_self(&env, "rmi", &["rmi", IMAGE]);
+    assert_consistent(&env, "rmi");
+    ok(&env, &["load", "-i", layout]);
+    ok(&env, &["rmi", IMAGE]);
+
+    ok(&env, &["load", "-i", layout]);
+    crash_self(&env, "prune", &["system", "prune", "-a", "-f"]);
+    assert_consistent(&env, "prune");
+    ok(&env, &["system", "prune", "-a", "-f"]);
+    ok(&env, &["load", "-i", layout]);
+    ok(&env, &["run", "--rm", "--network", "none", IMAGE, "true"]);
+    let left = leftovers(&env, &BTreeSet::new());
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn killed_runs_stops_and_removals_leave_nothing_behind() {
+    if !is_root() {
+        return skip("containers need root");
+    }
+    let env = loaded_env();
+    let _c = Cleanup(&env);
+    let mut ids = BTreeSet::new();
+    for point in [
+        "run.after-mounts",
+        "run.after-cgroups",
+        "run.after-exec",
+        "run.monitor",
+    ] {
+        let name = format!("f-{}", point.replace('.', "-"));
+        // The monitor (which inherits the variable) dies at the point; `run -d` reports the
+        // failure or, for `run.monitor`, returns with the container running unwatched.
+        let o = crash(
+            &env,
+            point,
+            &[
+                "run",
+                "-d",
+                "--network",
+                "none",
+                "--name",
+                &name,
+                IMAGE,
+                "sleep",
+                "600",
+            ],
+        );
+        ids.extend(known_ids(&env));
+        if point != "run.monitor" {
+            assert!(!o.status.success(), "{point}: {}", out_text(&o));
+        }
+        let found = check(&env, false);
+        assert!(found.iter().all(|f| !f.2), "{point}: {found:?}");
+        let _ = xrun(&env, &["rm", "-f", &name]);
+        assert_consistent(&env, point);
+        // The same name works again, and goes without a trace.
+        let id = ok(
+            &env,
+            &[
+                "run",
+                "-d",
+                "--network",
+                "none",
+                "--name",
+                &name,
+                IMAGE,
+                "sleep",
+                "600",
+            ],
+        );
+        ids.insert(id.clone());
+        ok(&env, &["rm", "-f", &name]);
+        let left = leftovers(&env, &ids);
+        assert!(left.is_empty(), "{point}: {left:?}");
+    }
+
+    // stop killed after its SIGTERM (busybox sleep as PID 1 ignores it): still running.
+    let id = ok(
+        &env,
+        &["run", "-d", "--network", "none", IMAGE, "sleep", "600"],
+    );
+    ids.insert(id.clone());
+    crash_self(&env, "stop", &["stop", &id]);
+    assert_consistent(&env, "stop");
+    ok(&env, &["stop", "-t", "1", &id]);
+    // rm killed after the runtime state went, before the record did.
+    crash_self(&env, "rm", &["rm", &id]);
+    assert_consistent(&env, "rm");
+    ok(&env, &["rm", "-f", &id]);
+    assert!(ok(&env, &["ps", "-aq"]).is_empty());
+    let left = leftovers(&env, &ids);
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A store root on a 1 MiB tmpfs: a load (the layer does not fit unpacked) fails with one
+/// line and leaves nothing partial.
+#[test]
+fn disk_full_load_is_one_line_and_leaves_nothing() {
+    if !is_root() {
+        return skip("mounting a tmpfs needs root");
+    }
+    let env = TestEnv::new();
+    let root = env.root();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "xrun-faults-full"])
+        .arg(&root)
+        .status()
+        .unwrap();
+    if !mounted.success() {
+        return skip("cannot mount a tmpfs");
+    }
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _u = Umount(root.clone());
+    let layout = fixture("busybox-amd64");
+    let o = xrun(&env, &["load", "-i", layout.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{}", out_text(&o));
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.to_lowercase().contains("space"), "{stderr}");
+    assert!(ok(&env, &["images", "-q"]).is_empty());
+    assert_consistent(&env, "disk full");
+    let left = leftovers(&env, &BTreeSet::new());
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn parallel_runs_pulls_and_races_stay_consistent() {
+    if !is_root() {
+        return skip("containers need root");
+    }
+    let env = loaded_env();
+    let _c = Cleanup(&env);
+    // 20 parallel `run --rm`.
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..20)
+            .map(|i| {
+                let env = &env;
+                s.spawn(move || {
+                    xrun(
+                        env,
+                        &[
+                            "run",
+                            "--rm",
+                            "--network",
+                            "none",
+                            IMAGE,
+                            "sh",
+                            "-c",
+                            &format!("exit {}", i % 3),
+                        ],
+                    )
+                })
+            })
+            .collect();
+        for (i, h) in hs.into_iter().enumerate() {
+            let o = h.join().unwrap();
+            assert_eq!(o.status.code(), Some(i as i32 % 3), "{}", out_text(&o));
+        }
+    });
+    assert!(ok(&env, &["ps", "-aq"]).is_empty());
+    assert!(check(&env, false).is_empty());
+
+    // rm -f racing start: either order, nothing left.
+    for _ in 0..3 {
+        let id = ok(
+            &env,
+            &["create", "--network", "none", IMAGE, "sleep", "600"],
+        );
+        std::thread::scope(|s| {
+            let a = s.spawn(|| xrun(&env, &["start", &id]));
+            let b = s.spawn(|| xrun(&env, &["rm", "-f", &id]));
+            let _ = a.join().unwrap();
+            let _ = b.join().unwrap();
+        });
+        let _ = xrun(&env, &["rm", "-f", &id]);
+        let mut ids = BTreeSet::new();
+        ids.insert(id.clone());
+        assert_consistent(&env, "rm -f racing start");
+        let left = leftovers(&env, &ids);
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    // rmi racing run: the run works or the rmi is refused / happens first; consistent.
+    std::thread::scope(|s| {
+        let a = s.spawn(|| xrun(&env, &["run", "--rm", "--network", "none", IMAGE, "true"]));
+        let b = s.spawn(|| xrun(&env, &["rmi", IMAGE]));
+        let ra = a.join().unwrap();
+        let rb = b.join().unwrap();
+        assert!(
+            ra.status.success() || rb.status.success(),
+            "{}\n{}",
+            out_text(&ra),
+            out_text(&rb)
+        );
+    });
+    assert_consistent(&env, "rmi racing run");
+
+    // 5 parallel pulls of images sharing their layers.
+    let reg = TestRegistry::start();
+    let images: Vec<String> = (0..5)
+        .map(|i| {
+            reg.push("busybox-amd64", &format!("busybox:p{i}"));
+            reg.image(&format!("busybox:p{i}"))
+        })
+        .collect();
+    let penv = TestEnv::new();
+    std::thread::scope(|s| {
+        let hs: Vec<_> = images
+            .iter()
+            .map(|img| {
+                let penv = &penv;
+                s.spawn(move || xrun(penv, &["pull", img]))
+            })
+            .collect();
+        for h in hs {
+            let o = h.join().unwrap();
+            assert!(o.status.success(), "{}", out_text(&o));
+        }
+    });
+    assert_eq!(ok(&penv, &["images"]).lines().count(), 6);
+    assert!(check(&penv, false).is_empty());
+}
