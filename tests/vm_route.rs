@@ -51,7 +51,7 @@ fn guest(arch: &str) -> Option<Guest> {
         .status()
         .expect("run ci/guest-image");
     assert!(st.success(), "ci/guest-image --arch {arch} failed");
-    Some(Guest::from_dir(&PathBuf::from("/var/cache/xrun-ci/guest").join(arch)).unwrap())
+    Some(Guest::from_dir(&vm::guest::ci_guest_dir().join(arch)).unwrap())
 }
 
 /// A one-layer busybox image from the busybox-static .deb of `arch`.
@@ -304,19 +304,16 @@ fn missing_guest_or_qemu_is_one_clear_error() {
     let Some(g) = guest("amd64") else { return };
     // An OCI layout without the architecture.
     let e = Guest::from_oci_layout(
-        Path::new("/var/cache/xrun-ci/guest/oci"),
+        &vm::guest::ci_guest_dir().join("oci"),
         "riscv64",
         tmp.path(),
     )
     .unwrap_err();
     assert!(matches!(e, VmError::GuestMissing { .. }), "{e}");
     // The layout's amd64 image unpacks (digests verified) to a usable guest.
-    let from_layout = Guest::from_oci_layout(
-        Path::new("/var/cache/xrun-ci/guest/oci"),
-        "amd64",
-        tmp.path(),
-    )
-    .unwrap();
+    let from_layout =
+        Guest::from_oci_layout(&vm::guest::ci_guest_dir().join("oci"), "amd64", tmp.path())
+            .unwrap();
     assert_eq!(from_layout.kernel_release, g.kernel_release);
     // qemu missing from the search path.
     let img = tmp.path().join("x.erofs");

@@ -119,8 +119,9 @@ pub struct ContainerFlags {
     #[arg(long, default_value = "auto", value_name = "ROUTE")]
     pub route: String,
     /// The VM guest for the vm route: an image (as `ci/guest-image` builds and `skopeo copy
-    /// --all` publishes) pulled per `--pull` for the image's architecture (default: the
-    /// config's `vm-kernel`, else the local guest).
+    /// --all` publishes) pulled per `--pull` for the image's architecture, or a local guest
+    /// by path or name (`debian`: the Debian cloud kernel guest) (default: the config's
+    /// `vm-kernel`, else the local guest, xrun's own kernel).
     #[arg(long = "vm-kernel", value_name = "REF")]
     pub vm_kernel: Option<String>,
     /// Print the plan (image, platform, route, emulator) and exit without creating anything.

@@ -227,6 +227,13 @@ pub(super) fn guest_image(
         (None, Some(r)) => (r, format!("vm-kernel in {}", Config::path().display())),
         (None, None) => return Ok(None),
     };
+    // A local guest (a path, or a name such as `debian`) before an image reference.
+    if let Some(dir) = crate::vm::guest::local_guest_dir(r) {
+        return Ok(Some(Arc::new(crate::vm::GuestImage::local(
+            dir,
+            root.join("vm").join("guests"),
+        ))));
+    }
     let reference =
         ImageRef::parse(r).map_err(|e| EngineError::context(format!("{from} {r}"), e))?;
     Ok(Some(Arc::new(crate::vm::GuestImage::new(

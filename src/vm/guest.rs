@@ -41,6 +41,9 @@ struct GuestJson {
     config: String,
     base_modules: Vec<String>,
     modules: BTreeMap<String, Vec<String>>,
+    /// The kernel's built-in "modules" (xrun's own kernel: everything is built in).
+    #[serde(default)]
+    builtin_modules: Vec<String>,
 }
 
 /// A guest ready to boot.
@@ -62,13 +65,28 @@ pub struct Guest {
     pub initrd: PathBuf,
     /// The kernel config file.
     pub config: PathBuf,
+    /// Whether the kernel has ACPI (`CONFIG_ACPI=y`); without it, `-M microvm` runs with
+    /// `acpi=off` and qemu lists the virtio-mmio devices on the kernel command line.
+    pub acpi: bool,
     base_modules: Vec<String>,
     modules: BTreeMap<String, Vec<String>>,
+    builtin_modules: Vec<String>,
+}
+
+/// `ci/guest-image`'s output directory: `$XRUN_CACHE/guest`, default `/var/cache/xrun-ci/guest`.
+/// It holds xrun's own guest (the default) and, under `debian/`, the Debian cloud kernel guest.
+pub fn ci_guest_dir() -> PathBuf {
+    std::env::var_os("XRUN_CACHE")
+        .filter(|c| !c.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/xrun-ci"))
+        .join("guest")
 }
 
 /// Where guests are looked for, first match wins: `$XRUN_GUEST` (a guest directory, a
 /// directory of per-arch guest directories, or an OCI layout), then `/var/lib/xrun/guest`,
-/// then `ci/guest-image`'s cache `/var/cache/xrun-ci/guest`.
+/// then `ci/guest-image`'s output ([`ci_guest_dir`]): xrun's own guest there, else (the
+/// fallback) the Debian guest in its `debian/`.
 pub fn search_path() -> Vec<PathBuf> {
     let mut v = Vec::new();
     if let Some(p) = std::env::var_os("XRUN_GUEST") {
@@ -76,8 +94,43 @@ pub fn search_path() -> Vec<PathBuf> {
         return v;
     }
     v.push(PathBuf::from("/var/lib/xrun/guest"));
-    v.push(PathBuf::from("/var/cache/xrun-ci/guest"));
+    let ci = ci_guest_dir();
+    v.push(ci.join("debian"));
+    v.insert(v.len() - 1, ci);
     v
+}
+
+/// Whether `dir` holds a guest: `guest.json`, per-arch guest directories, or an OCI layout
+/// (itself or in `oci/`).
+fn holds_guest(dir: &Path) -> bool {
+    dir.join("guest.json").is_file()
+        || ["amd64", "arm64"]
+            .iter()
+            .any(|a| dir.join(a).join("guest.json").is_file())
+        || [dir.to_path_buf(), dir.join("oci")]
+            .iter()
+            .any(|l| l.join("index.json").is_file() && l.join("oci-layout").is_file())
+}
+
+/// A local guest `--vm-kernel` names instead of an image reference: a path (absolute or
+/// starting with `.`) to a guest directory, a directory of per-arch guests or an OCI layout; or
+/// the name of such a directory in one of the [`search_path`] places (`debian`: the Debian
+/// cloud kernel guest `ci/guest-image` builds). `None`: not a local guest (an image reference).
+pub fn local_guest_dir(value: &str) -> Option<PathBuf> {
+    if value.starts_with('/') || value.starts_with('.') {
+        return Some(PathBuf::from(value));
+    }
+    if value.is_empty() || value.contains(['/', ':', '@']) {
+        return None;
+    }
+    let mut places = search_path();
+    if std::env::var_os("XRUN_GUEST").is_some() {
+        places.push(ci_guest_dir());
+    }
+    places
+        .into_iter()
+        .map(|p| p.join(value))
+        .find(|d| holds_guest(d))
 }
 
 impl Guest {
@@ -104,17 +157,24 @@ impl Guest {
             }
             Ok(p)
         };
+        let config = file(&j.config)?;
+        let acpi = fs::read_to_string(&config)
+            .map_err(|e| bad(format!("{}: {e}", j.config)))?
+            .lines()
+            .any(|l| l == "CONFIG_ACPI=y");
         Ok(Guest {
             dir: dir.to_path_buf(),
             kernel: file(&j.kernel)?,
             initrd: file(&j.initrd)?,
-            config: file(&j.config)?,
+            config,
+            acpi,
             arch: j.architecture,
             kernel_release: j.kernel_release,
             kernel_package: j.kernel_package,
             boot: j.boot,
             base_modules: j.base_modules,
             modules: j.modules,
+            builtin_modules: j.builtin_modules,
         })
     }
 
@@ -145,7 +205,11 @@ impl Guest {
             }
             for layout in [base.clone(), base.join("oci")] {
                 if layout.join("index.json").is_file() && layout.join("oci-layout").is_file() {
-                    return Guest::from_oci_layout(&layout, arch, unpack_cache);
+                    // A layout without this arch: the next place may have it.
+                    match Guest::from_oci_layout(&layout, arch, unpack_cache) {
+                        Err(VmError::GuestMissing { .. }) => break,
+                        other => return other,
+                    }
                 }
             }
         }
@@ -239,13 +303,16 @@ impl Guest {
     /// release and version from `guest.json`, the options from the guest's kernel config,
     /// module support with every module the guest ships as available, the base modules as
     /// loaded; built-in modules are judged from the config (`CONFIG_…=y`), since the
-    /// guest's `modules.builtin` is not shipped (`modules_builtin_complete` is false). CPU: 4 KiB pages (the
+    /// guest's `modules.builtin` is not shipped (`modules_builtin_complete` is false), unless
+    /// `guest.json` lists them (xrun's own kernel: no module support, every "module" built in,
+    /// the list complete). CPU: 4 KiB pages (the
     /// Debian cloud kernels); on amd64 the CPU level is `accel_level` (KVM: the host's;
     /// TCG `-cpu max` in qemu ≥ 7.2 emulates up to x86-64-v3, no AVX-512).
     pub fn profile(&self, accel_level: u8) -> Result<HostProfile, VmError> {
         let text = fs::read_to_string(&self.config)
             .map_err(VmError::io(self.config.display().to_string()))?;
         let config = parse_config(&text);
+        let modules_supported = text.lines().any(|l| l == "CONFIG_MODULES=y");
         let platform = Platform {
             os: "linux".into(),
             architecture: self.arch.clone(),
@@ -275,11 +342,11 @@ impl Guest {
                 version: parse_version(&self.kernel_release).unwrap_or([0, 0, 0]),
                 config_source: Some(format!("guest {}", self.config.display())),
                 config,
-                modules_supported: true,
+                modules_supported,
                 modules_loaded: self.base_modules.clone(),
-                modules_builtin: Vec::new(),
+                modules_builtin: self.builtin_modules.clone(),
                 modules_available: self.modules.keys().cloned().collect(),
-                modules_builtin_complete: false,
+                modules_builtin_complete: !self.builtin_modules.is_empty(),
                 checks: Vec::new(),
             },
             cgroups: Default::default(),
@@ -342,13 +409,20 @@ impl Guest {
         )))
     }
 
+    /// The kernel's built-in "modules" as `guest.json` lists them (empty for guests that
+    /// do not say).
+    pub fn builtin_modules(&self) -> &[String] {
+        &self.builtin_modules
+    }
+
     /// The modules to load for `wanted` (e.g. from `org.xrun.kernel.modules`), dependencies
-    /// first, without the ones the init always loads. Names may use `-` or `_`.
+    /// first, without the ones the init always loads or the kernel has built in. Names may
+    /// use `-` or `_`.
     pub fn module_load_order(&self, wanted: &[String]) -> Result<Vec<String>, VmError> {
         let mut order = Vec::new();
         for w in wanted {
             let name = w.trim().replace('-', "_");
-            if name.is_empty() {
+            if name.is_empty() || self.builtin_modules.contains(&name) {
                 continue;
             }
             if !self.modules.contains_key(&name) {

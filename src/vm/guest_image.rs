@@ -11,6 +11,7 @@
 //! (busybox, …) is refused without storing anything.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use super::{Guest, VmError};
@@ -23,22 +24,44 @@ use crate::store::{ImageRecord, Store};
 /// The manifest annotation (or config label) that marks a guest image: its kernel release.
 pub const RELEASE_ANNOTATION: &str = "org.xrun.guest.kernel.release";
 
-/// A guest image reference, resolved per architecture on demand (and remembered).
+/// A guest image reference, resolved per architecture on demand (and remembered); or a
+/// local guest `--vm-kernel` names by path or name ([`super::guest::local_guest_dir`]).
 pub struct GuestImage {
+    source: Source,
+    found: Mutex<BTreeMap<String, Guest>>,
+}
+
+enum Source {
+    Registry(RegistryGuest),
+    /// A local guest directory (or layout), unpacked under the cache when it is a layout.
+    Local {
+        dir: PathBuf,
+        unpack_cache: PathBuf,
+    },
+}
+
+/// A guest image in a registry, pulled into the store.
+struct RegistryGuest {
     store: Store,
     reference: ImageRef,
     policy: PullPolicy,
     client: ClientOptions,
     progress: Box<dyn Progress>,
-    found: Mutex<BTreeMap<String, Guest>>,
 }
 
 impl std::fmt::Debug for GuestImage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GuestImage")
-            .field("reference", &self.reference.to_string())
-            .field("policy", &self.policy)
-            .finish_non_exhaustive()
+        match &self.source {
+            Source::Registry(r) => f
+                .debug_struct("GuestImage")
+                .field("reference", &r.reference.to_string())
+                .field("policy", &r.policy)
+                .finish_non_exhaustive(),
+            Source::Local { dir, .. } => f
+                .debug_struct("GuestImage")
+                .field("local", dir)
+                .finish_non_exhaustive(),
+        }
     }
 }
 
@@ -53,18 +76,32 @@ impl GuestImage {
         progress: Box<dyn Progress>,
     ) -> GuestImage {
         GuestImage {
-            store,
-            reference,
-            policy,
-            client,
-            progress,
+            source: Source::Registry(RegistryGuest {
+                store,
+                reference,
+                policy,
+                client,
+                progress,
+            }),
             found: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// The reference as given.
-    pub fn reference(&self) -> &ImageRef {
-        &self.reference
+    /// A local guest at `dir` (a guest directory, a directory of per-arch guests, or an OCI
+    /// layout, which is unpacked under `unpack_cache`).
+    pub fn local(dir: PathBuf, unpack_cache: PathBuf) -> GuestImage {
+        GuestImage {
+            source: Source::Local { dir, unpack_cache },
+            found: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The reference as given (`None` for a local guest).
+    pub fn reference(&self) -> Option<&ImageRef> {
+        match &self.source {
+            Source::Registry(r) => Some(&r.reference),
+            Source::Local { .. } => None,
+        }
     }
 
     /// The guest for `arch` (OCI terms): pulled (per the policy) and unpacked on first use.
@@ -73,11 +110,24 @@ impl GuestImage {
         if let Some(g) = found.get(arch) {
             return Ok(g.clone());
         }
-        let g = self.fetch(arch)?;
+        let g = match &self.source {
+            Source::Registry(r) => r.fetch(arch)?,
+            Source::Local { dir, unpack_cache } => {
+                if !dir.exists() {
+                    return Err(VmError::GuestMissing {
+                        arch: arch.to_string(),
+                        detail: format!("{} does not exist", dir.display()),
+                    });
+                }
+                Guest::locate_in(std::slice::from_ref(dir), arch, unpack_cache)?
+            }
+        };
         found.insert(arch.to_string(), g.clone());
         Ok(g)
     }
+}
 
+impl RegistryGuest {
     fn not_a_guest(&self, arch: &str, message: impl Into<String>) -> VmError {
         VmError::NotAGuest {
             reference: self.reference.to_string(),
