@@ -30,7 +30,7 @@ fn read_json(p: &Path) -> Value {
     serde_json::from_slice(&fs::read(p).unwrap()).unwrap()
 }
 
-/// The guest layout (after running `ci/guest-image`), made publishable: its layout names one image index
+/// The Debian guest's layout (after running `ci/guest-image`), made publishable: its layout names one image index
 /// (pushed as is); an older layout listing the per-arch images in `index.json` is wrapped
 /// into one here (blobs symlinked). `None` (reason printed) without qemu-system-x86_64 or a
 /// guest (ci/setup runs ci/guest-image).
@@ -49,7 +49,9 @@ fn guest_layout(scratch: &Path) -> Option<PathBuf> {
             .success()
     });
     assert!(built, "ci/guest-image failed");
-    let layout = Path::new(GUEST_CACHE).join("oci");
+    // The Debian guest's layout: it has both architectures (xrun's own kernel is built for
+    // amd64 only by default, see ci/guest-image).
+    let layout = Path::new(GUEST_CACHE).join("debian/oci");
     let index = read_json(&layout.join("index.json"));
     let entries = index["manifests"].as_array().unwrap();
     if entries.len() == 1 && entries[0]["mediaType"] == "application/vnd.oci.image.index.v1+json" {
