@@ -520,7 +520,10 @@ fn run_pulls_the_native_variant_when_only_a_foreign_one_is_stored() {
         .map(|r| r.platform.architecture)
         .collect();
     arches.sort();
-    let mut want = vec!["arm64".to_string(), xrun::platform::Platform::host().architecture];
+    let mut want = vec![
+        "arm64".to_string(),
+        xrun::platform::Platform::host().architecture,
+    ];
     want.sort();
     assert_eq!(arches, want);
 }

@@ -93,7 +93,10 @@ pub(super) fn resolve_image(
             (Err(error), Some(p)) if has_wanted(&records) => observer.warning(&format!(
                 "could not pull {p} of {image_name} ({error}); using the stored {}",
                 crate::platform::describe(
-                    &records.iter().map(|r| r.platform.clone()).collect::<Vec<_>>()
+                    &records
+                        .iter()
+                        .map(|r| r.platform.clone())
+                        .collect::<Vec<_>>()
                 )
             )),
             (Err(error), _) => {
