@@ -625,7 +625,7 @@ fn network_none_gives_the_guest_only_lo_and_host_or_container_is_refused() {
         ("host", "--network host"),
         ("container:other", "--network container:NAME"),
     ] {
-        let before = fs::read_dir(env.root().join("containers")).map_or(0, |d| d.count());
+        let before = containers_in(&env.root());
         let o = xrun(
             &env,
             &[
@@ -650,7 +650,7 @@ fn network_none_gives_the_guest_only_lo_and_host_or_container_is_refused() {
             lines[0].contains(what) && lines[0].contains("vm route"),
             "{err}"
         );
-        let after = fs::read_dir(env.root().join("containers")).map_or(0, |d| d.count());
+        let after = containers_in(&env.root());
         assert_eq!(before, after, "a container was left: {err}");
     }
 }
@@ -977,4 +977,13 @@ fn a_guest_without_virtio_net_is_one_error_and_leaves_no_network_behind() {
     assert!(lines[0].contains("no virtio-net driver"), "{err}");
     // Its network (set up before the guest was looked at) is gone again.
     assert_eq!(traces(&env, &id, ""), Vec::<String>::new());
+}
+
+/// Container directories under a store root (`.names`, the name index, is not one).
+fn containers_in(root: &Path) -> usize {
+    fs::read_dir(root.join("containers")).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .count()
+    })
 }
