@@ -211,12 +211,32 @@ fn hardening_like_runc_defaults() {
     }
     assert_eq!(lines[11], "13", "hostname is the 12-digit short id: {out}");
 
-    let o = root.bb(
-        &["--network", "host"],
-        &["sh", "-c", "ls /sys/class/net | wc -l"],
-    );
-    let host_ifaces = std::fs::read_dir("/sys/class/net").unwrap().count();
-    assert_eq!(stdout(&o).trim(), host_ifaces.to_string());
+    // The host's interfaces: other tests add and remove veths meanwhile, so the container
+    // must see every interface there both before and after, and nothing outside either.
+    let host_ifaces = || -> std::collections::BTreeSet<String> {
+        std::fs::read_dir("/sys/class/net")
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let before = host_ifaces();
+    let o = root.bb(&["--network", "host"], &["ls", "/sys/class/net"]);
+    let after = host_ifaces();
+    let seen: std::collections::BTreeSet<String> =
+        stdout(&o).split_whitespace().map(String::from).collect();
+    for i in before.intersection(&after) {
+        assert!(
+            seen.contains(i),
+            "{i} missing with --network host: {seen:?}"
+        );
+    }
+    for i in &seen {
+        assert!(
+            before.contains(i) || after.contains(i),
+            "{i} is not a host interface: {seen:?}"
+        );
+    }
     let o = root.bb(&["--network", "none"], &["ls", "/sys/class/net"]);
     assert_eq!(stdout(&o), "lo\n");
     // The default is the bridge network (Docker's): eth0 besides lo.

@@ -72,7 +72,7 @@ fn guest(arch: &str) -> Option<Guest> {
         .status()
         .expect("run ci/guest-image");
     assert!(st.success(), "ci/guest-image --arch {arch} failed");
-    Some(Guest::from_dir(&vm::guest::ci_guest_dir().join(arch)).unwrap())
+    Some(common::ci_guest(arch))
 }
 
 /// A one-layer busybox image (with httpd and ip) from the busybox-static .deb of `arch`.

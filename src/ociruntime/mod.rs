@@ -134,8 +134,22 @@ impl StateRoot {
         if !dir.join("state.json").exists() {
             return Err(OciError::NotFound(id.to_string()));
         }
-        libcontainer::container::Container::load(dir)
-            .map_err(|e| OciError::runtime(format!("loading container {id}"), e))
+        // libcontainer saves state.json in place (truncate, then write): another xrun-runc
+        // process (`kill`, `state`) may be saving it right now. A half-written file is retried
+        // for up to a second before it counts as broken.
+        let mut attempt = 0;
+        loop {
+            match libcontainer::container::Container::load(dir.clone()) {
+                Ok(c) => return Ok(c),
+                Err(libcontainer::error::LibcontainerError::State(
+                    libcontainer::container::state::StateError::ParseStateFile { .. },
+                )) if attempt < 100 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(OciError::runtime(format!("loading container {id}"), e)),
+            }
+        }
     }
 }
 

@@ -172,7 +172,9 @@ pub fn kernel_cmdline(guest: &Guest) -> String {
         BootKind::Virt => "ttyAMA0",
         _ => "ttyS0",
     };
-    let mut s = format!("console={console} quiet panic=-1 rdinit=/init");
+    // A built-in dummy driver (xrun's kernel) would make `dummy0` at boot: the guest's
+    // interfaces are only the ones it is given (the option waits for a module otherwise).
+    let mut s = format!("console={console} quiet panic=-1 rdinit=/init dummy.numdummies=0");
     if guest.boot == BootKind::Microvm {
         // Without it, TSC calibration on microvm hangs in ~40% of TCG boots.
         s.push_str(" tsc_early_khz=2000000");

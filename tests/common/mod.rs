@@ -784,3 +784,16 @@ pub fn vm_env(fixture_name: &str) -> Option<TestEnv> {
         .success();
     Some(env)
 }
+
+/// The guest `ci/guest-image` built for `arch`: xrun's own kernel where it is built (see
+/// `XRUN_GUEST_KERNEL_ARCHES`), else the Debian guest — the one `xrun run` picks.
+pub fn ci_guest(arch: &str) -> xrun::vm::Guest {
+    let ci = xrun::vm::guest::ci_guest_dir();
+    let own = ci.join(arch);
+    let dir = if own.join("guest.json").is_file() {
+        own
+    } else {
+        ci.join("debian").join(arch)
+    };
+    xrun::vm::Guest::from_dir(&dir).unwrap()
+}
