@@ -51,7 +51,15 @@ fn guest(arch: &str) -> Option<Guest> {
         .status()
         .expect("run ci/guest-image");
     assert!(st.success(), "ci/guest-image --arch {arch} failed");
-    Some(common::ci_guest(arch))
+    // xrun's own kernel where it is built (XRUN_GUEST_KERNEL_ARCHES), else the Debian guest.
+    let ci = vm::guest::ci_guest_dir();
+    let own = ci.join(arch);
+    let dir = if own.join("guest.json").is_file() {
+        own
+    } else {
+        ci.join("debian").join(arch)
+    };
+    Some(Guest::from_dir(&dir).unwrap())
 }
 
 /// A one-layer busybox image from the busybox-static .deb of `arch`.
