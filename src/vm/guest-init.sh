@@ -261,7 +261,9 @@ xexec() { # SLOT REQUEST (fd 3: the slot's ctl port; $xi/$xo/$xe its other ports
     read -r rows cols < $h/run/tty
     [ "${rows:-0}" -gt 0 ] && stty -F $t rows "$rows" cols "$cols"
   elif [ -e $h/run/stdin ]; then exec 4< "$xi"; else exec 4< /dev/null; fi
-  sh /helper/enter unshare -m sh -c 'mount --bind "$1" /newroot/.xrun && exec chroot /newroot /.xrun/busybox sh /.xrun/stage2' \
+  # The copied mount table may still hold the main command's helper on /newroot/.xrun (an
+  # exec right after the start, before its stage 2 detached it): drop it here first.
+  sh /helper/enter unshare -m sh -c 'while umount -l /newroot/.xrun 2>/dev/null; do :; done; mount --bind "$1" /newroot/.xrun && exec chroot /newroot /.xrun/busybox sh /.xrun/stage2' \
     sh $h <&4 > "$xo" 2> "$xe" 3<&- 4<&- 5<&- &
   xp=$!
   exec 4<&-
