@@ -3,6 +3,8 @@
 /// One mount as seen by this process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
+    /// The directory of the file system mounted there (`/` for its root; octal escapes decoded).
+    pub root: String,
     /// Where it is mounted (octal escapes decoded).
     pub mount_point: String,
     /// File system type (`cgroup`, `cgroup2`, `binfmt_misc`, …).
@@ -58,6 +60,7 @@ fn parse_line(line: &str) -> Option<Mount> {
             .collect()
     };
     Some(Mount {
+        root: unescape(fields[3]),
         mount_point: unescape(fields[4]),
         fs_type,
         mount_options: split(fields[5]),

@@ -31,36 +31,10 @@ pub fn hierarchies() -> Vec<PathBuf> {
 
 /// The mount point of a mountinfo line if it is a cgroup file system mounted at its root.
 fn cgroup_mount(line: &str) -> Option<PathBuf> {
-    let (left, right) = line.split_once(" - ")?;
-    let fstype = right.split(' ').next()?;
-    if fstype != "cgroup" && fstype != "cgroup2" {
-        return None;
-    }
-    let f: Vec<&str> = left.split(' ').collect();
-    if f.get(3) != Some(&"/") {
-        return None;
-    }
-    Some(PathBuf::from(unescape(f.get(4)?)))
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
-        {
-            out.push(v);
-            i += 4;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::kernelcheck::mountinfo::parse(line)
+        .into_iter()
+        .find(|m| (m.fs_type == "cgroup" || m.fs_type == "cgroup2") && m.root == "/")
+        .map(|m| PathBuf::from(m.mount_point))
 }
 
 /// Every existing cgroup directory of the container, across all hierarchies.
