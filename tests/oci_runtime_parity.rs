@@ -1032,3 +1032,27 @@ fn cgroup_without_a_path_differs_in_name_only() {
     );
     assert!(!Path::new(&format!("/sys/fs/cgroup/pids/:youki:{xrun_id}")).exists());
 }
+
+#[test]
+fn run_detached_leaves_a_running_container_as_runc() {
+    let Some(p) = Parity::new("rundetach", "exec sleep 60") else {
+        return;
+    };
+    for rt in BOTH {
+        let out = std::fs::File::create(p.dir.path().join(format!("{rt:?}.out"))).unwrap();
+        let st = p
+            .cmd(rt, &["run", "--detach", "--bundle"])
+            .arg(&p.bundle)
+            .arg(p.id(rt))
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{rt:?} run --detach: {}", p.output(rt));
+        assert_eq!(p.state(rt)["status"], "running", "{rt:?}");
+        p.ok(rt, &["kill", &p.id(rt), "KILL"]);
+        p.wait_stopped(rt);
+        p.ok(rt, &["delete", &p.id(rt)]);
+        assert!(!p.exists(rt), "{rt:?} kept the container after delete");
+    }
+}

@@ -345,11 +345,7 @@ fn run(cli: &RuncCli, log: &RuntimeLog) -> Result<u8, OciError> {
                 preserve_fds: *preserve_fds,
             };
             if *detach {
-                lifecycle::create(&root, &req)?;
-                if let Err(e) = lifecycle::start(&root, id) {
-                    let _ = lifecycle::delete(&root, id, true);
-                    return Err(e);
-                }
+                lifecycle::run_detached(&root, &req)?;
                 return Ok(0);
             }
             let (code, warnings) = lifecycle::run(&root, &req, *keep)?;

@@ -208,6 +208,17 @@ pub fn run(
     Ok((code, warnings))
 }
 
+/// `run --detach`: creates and starts the container and returns; a container that cannot
+/// be started is deleted again, as `runc run --detach`.
+pub fn run_detached(root: &StateRoot, req: &CreateRequest) -> Result<(), OciError> {
+    create(root, req)?;
+    if let Err(e) = start(root, &req.id) {
+        let _ = delete(root, &req.id, true);
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Starts a created container's process.
 pub fn start(root: &StateRoot, id: &str) -> Result<(), OciError> {
     let mut c = root.load(id)?;
