@@ -4,7 +4,8 @@
 //!
 //! The points (see `tests/faults.rs` and docs/scale.md): `pull.after-download`,
 //! `pull.after-verify`, `pull.mid-unpack`, `pull.before-record`, `run.after-mounts`,
-//! `run.after-cgroups`, `run.after-exec`, `run.monitor`, `stop`, `rm`, `rmi`, `load`, `prune`.
+//! `run.after-cgroups`, `run.after-exec`, `run.monitor`, `stop`, `rm`, `rm.before-release`, `rmi`,
+//! `load`, `prune`.
 
 use std::sync::OnceLock;
 

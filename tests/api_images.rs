@@ -628,3 +628,85 @@ fn docker_push_goes_through_the_engine_with_x_registry_auth() {
         "{missing:?}"
     );
 }
+
+/// `docker system df` (and `-v`) against the service: the counts and bytes are xrun's own
+/// `system df`, an image used by a container is active, a container's writable layer counts.
+#[test]
+fn docker_system_df_reports_what_xrun_system_df_reports() {
+    let Some(()) = docker_ready() else { return };
+    if !nix::unistd::geteuid().is_root() {
+        return common::skip("containers need root");
+    }
+    let env = TestEnv::new();
+    ok(&xrun(
+        &env,
+        &["load", "-i", fixture("busybox-amd64").to_str().unwrap()],
+    ));
+    let image = "localhost/busybox-amd64:latest";
+    // One stopped container with 100 KiB in its writable layer.
+    ok(&xrun(
+        &env,
+        &[
+            "run",
+            "--name",
+            "df-one",
+            "--network",
+            "none",
+            image,
+            "sh",
+            "-c",
+            "head -c 102400 /dev/zero > /blob",
+        ],
+    ));
+    let service = Service::start(&env);
+    let rows: Vec<serde_json::Value> = ok(&service.docker(&["system", "df", "--format", "json"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mine: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&xrun(&env, &["system", "df", "--format", "json"]))).unwrap();
+    let row = |t: &str| {
+        rows.iter()
+            .find(|r| r["Type"] == t)
+            .unwrap_or_else(|| panic!("no {t} row: {rows:?}"))
+            .clone()
+    };
+    let my = |k: &str| mine.iter().find(|r| r["kind"] == k).unwrap().clone();
+    for (docker_type, kind) in [("Images", "Images"), ("Containers", "Containers")] {
+        let (d, x) = (row(docker_type), my(kind));
+        assert_eq!(d["TotalCount"], x["total"].to_string(), "{d} vs {x}");
+        assert_eq!(d["Active"], x["active"].to_string(), "{d} vs {x}");
+    }
+    assert_eq!(
+        row("Images")["Active"],
+        "1",
+        "the image a container uses is active"
+    );
+    assert_eq!(row("Containers")["TotalCount"], "1");
+    assert!(
+        my("Containers")["size"].as_u64().unwrap() >= 102400,
+        "{mine:?}"
+    );
+    // The raw endpoint: bytes as xrun counts them, per item.
+    let (status, body) = service.curl("GET", "/system/df", None);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["LayersSize"], my("Images")["size"]);
+    assert_eq!(v["Images"][0]["Containers"], 1);
+    assert_eq!(v["Containers"][0]["Names"][0], "/df-one");
+    assert!(v["Containers"][0]["SizeRw"].as_u64().unwrap() >= 102400);
+    assert_eq!(v["Volumes"], serde_json::json!([]));
+    let (status, body) = service.curl("GET", "/system/df?type=container", None);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        v.get("Images").is_none() && v["Containers"].is_array(),
+        "{v}"
+    );
+    let (status, _) = service.curl("GET", "/system/df?type=disks", None);
+    assert_eq!(status, 400);
+    // The verbose form lists the container by name.
+    let verbose = ok(&service.docker(&["system", "df", "-v"]));
+    assert!(verbose.contains("df-one"), "{verbose}");
+    ok(&xrun(&env, &["rm", "df-one"]));
+}

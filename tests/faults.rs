@@ -164,6 +164,27 @@ fn leftovers(env: &TestEnv, ids: &BTreeSet<String>) -> Vec<String> {
     out
 }
 
+/// Host-wide network state naming container `id`: its namespace, address leases.
+fn network_state_of(id: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let ns = Path::new("/run/xrun/net/ns").join(id);
+    if ns.exists() {
+        out.push(format!("netns {}", ns.display()));
+    }
+    let mut dirs = vec![PathBuf::from("/run/xrun/net/ipam")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if std::fs::read_to_string(&p).is_ok_and(|b| b.starts_with(id)) {
+                out.push(format!("lease {}", p.display()));
+            }
+        }
+    }
+    out
+}
+
 fn loaded_env() -> TestEnv {
     let env = TestEnv::new();
     let layout = fixture("busybox-amd64");
@@ -309,6 +330,139 @@ fn killed_runs_stops_and_removals_leave_nothing_behind() {
     assert!(ok(&env, &["ps", "-aq"]).is_empty());
     let left = leftovers(&env, &ids);
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// A networked `run` killed after the network was set up leaves its namespace and address
+/// lease; `rm` killed between the container's directory and its
+/// snapshot lease leaves the lease. `system check` finds both and `--repair` removes them.
+#[test]
+fn killed_networked_run_and_rm_leave_state_that_check_repairs() {
+    if !is_root() {
+        return skip("containers need root");
+    }
+    let env = loaded_env();
+    let _c = Cleanup(&env);
+    crash_self(
+        &env,
+        "run.after-mounts",
+        &["run", "--name", "f-net", IMAGE, "sleep", "600"],
+    );
+    let id = known_ids(&env)
+        .into_iter()
+        .next()
+        .expect("the killed run's container");
+    assert!(
+        !network_state_of(&id).is_empty(),
+        "the killed run left no network state to find"
+    );
+    let found = check(&env, false);
+    assert!(
+        found
+            .iter()
+            .any(|f| f.0 == "orphan-network" && f.1.starts_with(&id)),
+        "{found:?}"
+    );
+    assert_consistent(&env, "networked run");
+    assert!(
+        network_state_of(&id).is_empty(),
+        "{:?}",
+        network_state_of(&id)
+    );
+    ok(&env, &["rm", "-f", "f-net"]);
+    // The name runs again on the network, and goes without a trace.
+    let id = ok(
+        &env,
+        &["run", "-d", "--name", "f-net", IMAGE, "sleep", "600"],
+    );
+    assert!(!network_state_of(&id).is_empty());
+    ok(&env, &["rm", "-f", "f-net"]);
+    assert!(
+        network_state_of(&id).is_empty(),
+        "{:?}",
+        network_state_of(&id)
+    );
+
+    let id = ok(
+        &env,
+        &["run", "-d", "--network", "none", IMAGE, "sleep", "600"],
+    );
+    crash_self(&env, "rm.before-release", &["rm", "-f", &id]);
+    let lease = env.root().join("leases").join(&id);
+    assert!(lease.exists(), "the killed rm left no snapshot lease");
+    let found = check(&env, false);
+    assert!(
+        found.iter().any(|f| f.0 == "orphan-lease" && f.1 == id),
+        "{found:?}"
+    );
+    assert_consistent(&env, "rm before the lease's release");
+    assert!(!lease.exists());
+    // With the lease gone, prune frees the image's snapshots once the image goes.
+    ok(&env, &["rmi", IMAGE]);
+    ok(&env, &["image", "prune", "-a", "-f"]);
+    assert!(
+        std::fs::read_dir(env.root().join("snapshots"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0,
+        "snapshots left after the image and its lease went"
+    );
+}
+
+/// A snapshot changed after it was made (a file added, a file's bytes changed) is found by
+/// re-extracting its layer; `--repair` deletes it and the next run unpacks it again.
+#[test]
+fn a_changed_snapshot_is_found_and_repaired() {
+    if !is_root() {
+        return skip("containers need root");
+    }
+    let env = loaded_env();
+    let _c = Cleanup(&env);
+    ok(&env, &["run", "--rm", "--network", "none", IMAGE, "true"]);
+    let snaps: Vec<PathBuf> = std::fs::read_dir(env.root().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!snaps.is_empty());
+    assert!(check(&env, false).is_empty(), "{:?}", check(&env, false));
+    for (i, change) in ["add", "rewrite"].into_iter().enumerate() {
+        let snap = &snaps[0];
+        match change {
+            "add" => std::fs::write(snap.join("planted"), "x").unwrap(),
+            _ => {
+                let f = std::fs::read_dir(snap.join("bin"))
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .find(|p| p.symlink_metadata().unwrap().is_file())
+                    .expect("a regular file in bin/");
+                let mut bytes = std::fs::read(&f).unwrap();
+                let n = bytes.len() / 2;
+                bytes[n] ^= 0xff;
+                std::fs::write(&f, bytes).unwrap();
+            }
+        }
+        let found = check(&env, false);
+        let bad: Vec<_> = found
+            .iter()
+            .filter(|f| f.0 == "corrupt-snapshot" && f.2)
+            .collect();
+        assert_eq!(bad.len(), 1, "{change}: {found:?}");
+        let repaired = check(&env, true);
+        assert!(repaired.iter().all(|f| f.3), "{change}: {repaired:?}");
+        assert!(
+            !snap.exists(),
+            "{change}: the changed snapshot is still there"
+        );
+        assert!(check(&env, false).is_empty());
+        let out = ok(
+            &env,
+            &["run", "--rm", "--network", "none", IMAGE, "echo", "again"],
+        );
+        assert_eq!(out, "again", "run {i} after the repair");
+        assert!(
+            snap.is_dir(),
+            "{change}: the snapshot was not unpacked again"
+        );
+    }
 }
 
 /// A store root on a 1 MiB tmpfs: a load (the layer does not fit unpacked) fails with one

@@ -187,7 +187,7 @@ async fn create(s: Arc<ApiState>, r: Request) -> HandlerResult {
 }
 
 /// Docker's summary of one image (one manifest) for `GET /images/json`.
-fn summary(image: &ListedImage) -> Value {
+pub(super) fn summary(image: &ListedImage) -> Value {
     let records = &image.records;
     let r = &records[0];
     let config = &image.config;

@@ -34,6 +34,7 @@ pub mod check;
 pub mod container_json;
 pub mod container_net;
 pub mod containers;
+pub mod disk_usage;
 pub mod error;
 pub mod exec;
 pub mod http;
@@ -85,6 +86,7 @@ impl ApiState {
 pub fn routes() -> Router {
     let mut r = Router::new();
     system::routes(&mut r);
+    disk_usage::routes(&mut r);
     containers::routes(&mut r);
     exec::routes(&mut r);
     images::routes(&mut r);

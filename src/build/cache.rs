@@ -30,6 +30,17 @@ struct Entry {
     layers: Vec<LayerRef>,
 }
 
+/// One entry, as [`Cache::entries`] lists it.
+#[derive(Debug, Clone)]
+pub struct CacheEntry {
+    /// The step's key.
+    pub key: String,
+    /// The layers of the step's result.
+    pub layers: Vec<LayerRef>,
+    /// When it was recorded (the file's time, RFC 3339).
+    pub created: String,
+}
+
 /// The cache under one store root.
 #[derive(Debug, Clone)]
 pub struct Cache {
@@ -56,6 +67,39 @@ impl Cache {
             layers: e.layers,
             platform: platform.clone(),
         })
+    }
+
+    /// Every entry (unreadable ones skipped).
+    pub fn entries(&self) -> Vec<CacheEntry> {
+        let mut out = Vec::new();
+        for f in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            let Some(key) = name.strip_suffix(".json") else {
+                continue;
+            };
+            let Ok(bytes) = fs::read(f.path()) else {
+                continue;
+            };
+            let Ok(e) = serde_json::from_slice::<Entry>(&bytes) else {
+                continue;
+            };
+            let created = f
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| {
+                    time::OffsetDateTime::from(t)
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default();
+            out.push(CacheEntry {
+                key: key.to_string(),
+                layers: e.layers,
+                created,
+            });
+        }
+        out
     }
 
     /// Removes every entry; returns the keys removed and the bytes their files held.

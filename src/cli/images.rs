@@ -41,8 +41,12 @@ pub struct RmiArgs {
 /// `xrun image …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum ImageCommand {
-    /// Remove blobs and snapshots no image references (and no container uses).
+    /// Remove dangling images (every unused one with -a), then the blobs and snapshots no
+    /// image references and no container uses.
     Prune {
+        /// Remove every image no container uses, not just dangling ones.
+        #[arg(short, long)]
+        all: bool,
         /// Accepted for Docker compatibility (xrun never asks).
         #[arg(short, long)]
         force: bool,
@@ -238,8 +242,17 @@ pub fn rmi(g: &Global, a: RmiArgs) -> anyhow::Result<u8> {
 
 /// `xrun image prune`.
 pub fn image(g: &Global, a: ImageCommand) -> anyhow::Result<u8> {
-    let ImageCommand::Prune { force: _ } = a;
-    let report = Engine::open(&g.root).prune_images()?;
+    let ImageCommand::Prune { all, force: _ } = a;
+    let (removed, report) = Engine::open(&g.root).remove_unused_images(all)?;
+    if !removed.is_empty() {
+        println!("Deleted Images:");
+        for r in &removed {
+            match &r.tag {
+                Some(t) => println!("untagged: {}:{t}", r.name),
+                None => println!("deleted: {}", r.manifest_digest),
+            }
+        }
+    }
     for d in &report.blobs {
         println!("Deleted blob: {d}");
     }

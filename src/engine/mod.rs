@@ -75,7 +75,9 @@ pub use observer::{Observer, Unobserved};
 pub use push::PushRequest;
 pub use spec::{ContainerSpec, CreateOutcome, Created, DryRun, DryRunPlan, ImageSource};
 pub use stats::{ContainerStats, STATS_INTERVAL};
-pub use system::{CheckReport, DfRow, SystemPruneReport};
+pub use system::{
+    BuildCacheUsage, CheckReport, ContainerUsage, DfRow, DiskUsage, ImageUsage, SystemPruneReport,
+};
 
 /// The engine over one store root (images, containers, state).
 ///

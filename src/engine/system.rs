@@ -3,15 +3,18 @@
 //! are gone, runtime state, mounts and cgroups without a container, stale names), disk use
 //! as Docker's `system df`, and pruning everything unused.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::digest::Digest;
+use crate::network;
 use crate::runtime::state::Phase;
 use crate::runtime::{Containers, cgroups, lifecycle};
-use crate::store::{Finding, PruneReport, tree_size};
+use crate::store::{Finding, PruneReport, Store, tree_size};
 
+use super::image_list::{ImageFilters, ListedImage};
 use super::{Engine, EngineError};
 
 /// What `system check` found (and, with `--repair`, fixed).
@@ -46,6 +49,103 @@ pub struct DfRow {
     pub size: u64,
     /// Bytes `system prune` (with `-a` for images) would free.
     pub reclaimable: u64,
+}
+
+/// One image in [`DiskUsage`].
+#[derive(Debug, Clone)]
+pub struct ImageUsage {
+    /// The image (its records and config).
+    pub image: ListedImage,
+    /// Its size (manifest, config and layer blobs).
+    pub size: u64,
+    /// The part of it (layer blobs) other images use too.
+    pub shared_size: u64,
+    /// How many containers use it.
+    pub containers: u64,
+}
+
+/// One container in [`DiskUsage`].
+#[derive(Debug, Clone)]
+pub struct ContainerUsage {
+    /// Its record.
+    pub record: crate::runtime::ContainerRecord,
+    /// Bytes in its writable layer.
+    pub size_rw: u64,
+}
+
+/// One build cache entry in [`DiskUsage`].
+#[derive(Debug, Clone)]
+pub struct BuildCacheUsage {
+    /// The step's key.
+    pub id: String,
+    /// Bytes of layer blobs only the cache holds (each blob counted once over all entries).
+    pub size: u64,
+    /// Whether an image uses some of its layers.
+    pub shared: bool,
+    /// When it was recorded (RFC 3339).
+    pub created: String,
+}
+
+/// Disk use item by item, as Docker's `GET /system/df` reports it.
+#[derive(Debug, Clone)]
+pub struct DiskUsage {
+    /// Bytes of all blobs the images use (layers, manifests, configs), each once.
+    pub layers_size: u64,
+    /// Every image (one per manifest).
+    pub images: Vec<ImageUsage>,
+    /// Every container.
+    pub containers: Vec<ContainerUsage>,
+    /// Every build cache entry.
+    pub build_cache: Vec<BuildCacheUsage>,
+}
+
+impl DiskUsage {
+    /// The `system df` rows, summed as the docker CLI sums `GET /system/df`: images in use
+    /// keep their own (not shared) bytes, running containers their writable layers.
+    pub fn rows(&self) -> Vec<DfRow> {
+        let used: u64 = self
+            .images
+            .iter()
+            .filter(|i| i.containers > 0)
+            .map(|i| i.size.saturating_sub(i.shared_size))
+            .sum();
+        let images = DfRow {
+            kind: "Images".into(),
+            total: self.images.len() as u64,
+            active: self.images.iter().filter(|i| i.containers > 0).count() as u64,
+            size: self.layers_size,
+            reclaimable: self.layers_size.saturating_sub(used),
+        };
+        let running = |c: &&ContainerUsage| c.record.is_running();
+        let containers = DfRow {
+            kind: "Containers".into(),
+            total: self.containers.len() as u64,
+            active: self.containers.iter().filter(running).count() as u64,
+            size: self.containers.iter().map(|c| c.size_rw).sum(),
+            reclaimable: self
+                .containers
+                .iter()
+                .filter(|c| !c.record.is_running())
+                .map(|c| c.size_rw)
+                .sum(),
+        };
+        let cache_size: u64 = self.build_cache.iter().map(|b| b.size).sum();
+        vec![
+            images,
+            containers,
+            DfRow {
+                kind: "Local Volumes".into(),
+                ..DfRow::default()
+            },
+            DfRow {
+                kind: "Build Cache".into(),
+                total: self.build_cache.len() as u64,
+                active: 0,
+                size: cache_size,
+                reclaimable: cache_size,
+            },
+        ]
+    }
 }
 
 /// What `system prune` removed.
@@ -173,6 +273,77 @@ fn runtime_check(c: &Containers, repair: bool) -> Vec<Finding> {
     out
 }
 
+/// Snapshot leases whose holder (a container of this root) is gone: `rm` killed between
+/// the record and the lease, or a record removed by hand.
+fn lease_check(store: &Store, c: &Containers, repair: bool) -> Result<Vec<Finding>, EngineError> {
+    let mut out = Vec::new();
+    for (holder, _) in store.snapshot_leases()? {
+        // Looked up one by one, after the leases were read: a container created meanwhile
+        // has its record before its lease.
+        if c.load(&holder).is_ok() {
+            continue;
+        }
+        let mut f = Finding::new("orphan-lease", holder.clone(), false);
+        if repair {
+            f.repaired = store.release_snapshots(&holder).is_ok();
+        }
+        out.push(f);
+    }
+    Ok(out)
+}
+
+/// How long host-wide network state of a container no root here knows must have existed
+/// before it counts as left over (another root's container may be starting).
+const FOREIGN_NETWORK_GRACE_SECS: u64 = 10;
+
+/// Network state (namespaces, address leases, port reservations; host-wide) that no running
+/// container owns: this root's containers that do not run, and unknown containers with
+/// nothing left in their namespace.
+fn network_check(root: &Path, c: &Containers, repair: bool) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (id, held) in network::leftovers::find() {
+        if held.in_use {
+            continue;
+        }
+        let orphan = match c.load(&id) {
+            Ok(r) => {
+                let busy = r.phase == Phase::Running && !r.is_stale()
+                    || r.owner.is_some_and(|o| o.alive());
+                !busy
+            }
+            Err(_) => held
+                .age_secs
+                .is_none_or(|a| a >= FOREIGN_NETWORK_GRACE_SECS),
+        };
+        if !orphan {
+            continue;
+        }
+        let what: Vec<String> = held.pieces.iter().map(|p| p.describe()).collect();
+        let mut f = Finding::new(
+            "orphan-network",
+            format!("{id}: {}", what.join(", ")),
+            false,
+        );
+        if repair {
+            // This root's container: the full teardown from its saved state (CNI DEL, so the
+            // firewall rules go too), then whatever that left.
+            if c.load(&id).is_ok() {
+                let _ = network::attach::teardown(root, &id);
+            }
+            let left = network::leftovers::find().remove(&id);
+            f.repaired = match left {
+                None => true,
+                Some(h) => {
+                    network::leftovers::remove(&id, &h.pieces).is_ok()
+                        && !network::leftovers::find().contains_key(&id)
+                }
+            };
+        }
+        out.push(f);
+    }
+    out
+}
+
 fn cgroup_empty(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|s| s.trim().is_empty())
 }
@@ -188,69 +359,107 @@ fn older_than(p: &Path, secs: u64) -> bool {
 impl Engine {
     /// `system check [--repair]`: the store, then the runtime state (see the module doc).
     pub fn system_check(&self, repair: bool) -> Result<CheckReport, EngineError> {
-        let mut findings = self.image_store()?.check(repair)?;
-        findings.extend(runtime_check(&self.containers()?, repair));
+        let store = self.image_store()?;
+        let c = self.containers()?;
+        // Leases first: a lease of a removed container keeps its snapshots from the store's
+        // garbage, which the store's check then collects.
+        let mut findings = lease_check(&store, &c, repair)?;
+        findings.extend(store.check(repair)?);
+        findings.extend(runtime_check(&c, repair));
+        findings.extend(network_check(self.root(), &c, repair));
         Ok(CheckReport { findings })
     }
 
-    /// `system df`: images, containers, local volumes (none: xrun has bind mounts only),
-    /// build cache.
-    pub fn system_df(&self) -> Result<Vec<DfRow>, EngineError> {
+    /// What the store and the containers use on disk, item by item (the API's
+    /// `GET /system/df`); [`Engine::system_df`] sums it up.
+    pub fn disk_usage(&self) -> Result<DiskUsage, EngineError> {
         let store = self.image_store()?;
         let leases = store.snapshot_leases()?;
-        let mut seen = std::collections::HashSet::new();
-        let mut images = DfRow {
-            kind: "Images".into(),
-            ..DfRow::default()
-        };
-        for r in store.list_images()? {
-            if !seen.insert(r.manifest_digest.clone()) {
-                continue;
+        let records = store.list_images()?;
+        // Layer blobs: their sizes, and how many images use each.
+        let mut layer_size: HashMap<Digest, u64> = HashMap::new();
+        let mut users: HashMap<Digest, usize> = HashMap::new();
+        let listed = self.list_images_filtered(&ImageFilters::default())?;
+        for img in &listed {
+            for l in &img.records[0].layers {
+                layer_size.insert(l.digest.clone(), l.size);
+                *users.entry(l.digest.clone()).or_default() += 1;
             }
-            let used = leases
+        }
+        let mut images = Vec::new();
+        // Each image's own manifest and config count once too (its size less its layers).
+        let mut own_blobs = 0u64;
+        for img in listed {
+            let r = &img.records[0];
+            own_blobs += r
+                .size
+                .saturating_sub(r.layers.iter().map(|l| l.size).sum::<u64>());
+            let containers = leases
                 .iter()
-                .any(|(_, ids)| r.layers.iter().all(|l| ids.contains(&l.diff_id)));
-            images.total += 1;
-            images.size += r.size;
-            if used {
-                images.active += 1;
-            } else {
-                images.reclaimable += r.size;
-            }
+                .filter(|(_, ids)| r.layers.iter().all(|l| ids.contains(&l.diff_id)))
+                .count() as u64;
+            let mut seen = HashSet::new();
+            let shared_size = r
+                .layers
+                .iter()
+                .filter(|l| seen.insert(&l.digest) && users[&l.digest] > 1)
+                .map(|l| l.size)
+                .sum();
+            images.push(ImageUsage {
+                size: r.size,
+                shared_size,
+                containers,
+                image: img,
+            });
         }
         let c = self.containers()?;
-        let mut containers = DfRow {
-            kind: "Containers".into(),
-            ..DfRow::default()
-        };
-        for r in c.list() {
-            let size = tree_size(&c.container_dir(&r.id).join("upper"));
-            containers.total += 1;
-            containers.size += size;
-            if r.is_running() {
-                containers.active += 1;
-            } else {
-                containers.reclaimable += size;
-            }
-        }
-        let cache = self.root().join("build-cache");
-        let entries = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0) as u64;
-        let cache_size = tree_size(&cache);
-        Ok(vec![
+        let containers = c
+            .list()
+            .into_iter()
+            .map(|r| ContainerUsage {
+                size_rw: tree_size(&c.container_dir(&r.id).join("upper")),
+                record: r,
+            })
+            .collect();
+        // Build cache: each entry's layer blobs no image uses, each counted once (entries
+        // with fewer layers — the earlier steps — first).
+        let in_images: HashSet<Digest> = records
+            .iter()
+            .flat_map(|r| r.layers.iter().map(|l| l.digest.clone()))
+            .collect();
+        let mut entries = crate::build::cache::Cache::open(self.root()).entries();
+        entries.sort_by(|a, b| a.layers.len().cmp(&b.layers.len()).then(a.key.cmp(&b.key)));
+        let mut counted: HashSet<Digest> = HashSet::new();
+        let build_cache = entries
+            .into_iter()
+            .map(|e| {
+                let size = e
+                    .layers
+                    .iter()
+                    .filter(|l| !in_images.contains(&l.digest) && store.has_blob(&l.digest))
+                    .filter(|l| counted.insert(l.digest.clone()))
+                    .map(|l| l.size)
+                    .sum();
+                BuildCacheUsage {
+                    id: e.key,
+                    size,
+                    shared: e.layers.iter().any(|l| in_images.contains(&l.digest)),
+                    created: e.created,
+                }
+            })
+            .collect();
+        Ok(DiskUsage {
+            layers_size: layer_size.values().sum::<u64>() + own_blobs,
             images,
             containers,
-            DfRow {
-                kind: "Local Volumes".into(),
-                ..DfRow::default()
-            },
-            DfRow {
-                kind: "Build Cache".into(),
-                total: entries,
-                active: 0,
-                size: cache_size,
-                reclaimable: cache_size,
-            },
-        ])
+            build_cache,
+        })
+    }
+
+    /// `system df`: images, containers, local volumes (none: xrun has bind mounts only),
+    /// build cache — Docker's rows, from [`Engine::disk_usage`].
+    pub fn system_df(&self) -> Result<Vec<DfRow>, EngineError> {
+        Ok(self.disk_usage()?.rows())
     }
 
     /// `system prune [-a]`: stopped containers, unused networks, dangling images (every

@@ -33,6 +33,7 @@ pub mod defs;
 pub mod dns;
 pub mod etcfiles;
 pub mod firewall;
+pub mod leftovers;
 pub mod names;
 pub mod netns;
 pub mod ports;

@@ -243,6 +243,11 @@ pub fn reserve(id: &str, specs: &[PortSpec]) -> Result<Vec<Published>, NetworkEr
     Ok(mine)
 }
 
+/// The containers that hold host port reservations.
+pub fn holders() -> std::collections::BTreeSet<String> {
+    load().into_iter().map(|r| r.container).collect()
+}
+
 /// Releases container `id`'s reservations.
 pub fn release(id: &str) -> Result<(), NetworkError> {
     if !file().exists() {

@@ -532,6 +532,7 @@ fn finish(c: &Containers, id: &str, mut session: Session) -> Result<i32, Runtime
 /// the layers it no longer needs.
 fn remove_dir(c: &Containers, id: &str) -> Result<(), RuntimeError> {
     c.remove_dir(id)?;
+    crate::fault::point("rm.before-release");
     if let Some(root) = c.dir().parent()
         && let Ok(store) = crate::store::Store::open(root)
         && let Err(e) = store.release_snapshots(id)

@@ -10,8 +10,9 @@ use std::io::Read;
 
 use serde::Serialize;
 
-use super::fsutil::remove_any;
-use super::{Store, StoreError};
+use super::extract::Mode;
+use super::fsutil::{remove_any, unique_name};
+use super::{LayerRef, Store, StoreError};
 use crate::digest::{Digest, Hasher};
 
 /// One thing `system check` found.
@@ -90,6 +91,75 @@ fn abandoned(store: &Store, dir: &str, e: &fs::DirEntry) -> bool {
 }
 
 impl Store {
+    /// Each snapshot some record uses, whose layer blob is here, against a fresh extraction
+    /// of that blob (which verifies the diff_id on the way): a snapshot changed after it was
+    /// made is `corrupt-snapshot`. `repair` deletes it unless a container leases it (the next
+    /// run unpacks it again).
+    fn check_snapshots(&self, repair: bool) -> Result<Vec<Finding>, StoreError> {
+        let mut out = Vec::new();
+        let mut seen: HashSet<Digest> = HashSet::new();
+        let leases = self.snapshot_leases()?;
+        for r in self.list_images()? {
+            for layer in &r.layers {
+                let snap = self.snapshot_path(&layer.diff_id);
+                if !seen.insert(layer.diff_id.clone())
+                    || !snap.is_dir()
+                    || !self.has_blob(&layer.digest)
+                {
+                    continue;
+                }
+                let Some(why) = self.snapshot_difference(layer)? else {
+                    continue;
+                };
+                let mut f = Finding::new(
+                    "corrupt-snapshot",
+                    format!("{} ({why})", layer.diff_id),
+                    true,
+                );
+                let users: Vec<&str> = leases
+                    .iter()
+                    .filter(|(_, ids)| ids.contains(&layer.diff_id))
+                    .map(|(h, _)| h.as_str())
+                    .collect();
+                if !users.is_empty() {
+                    f.subject.push_str(&format!(
+                        "; used by container(s) {}: remove them, then repair again",
+                        users.join(", ")
+                    ));
+                } else if repair {
+                    let _lock = super::locks::exclusive(&self.snapshot_lock(&layer.diff_id))?;
+                    let aside = self.root.join("tmp").join(unique_name("gc-snap"));
+                    f.repaired = fs::rename(&snap, &aside).is_ok() && remove_any(&aside).is_ok();
+                }
+                out.push(f);
+            }
+        }
+        Ok(out)
+    }
+
+    /// How snapshot `layer` differs from its blob extracted afresh (`None`: not at all).
+    fn snapshot_difference(&self, layer: &LayerRef) -> Result<Option<String>, StoreError> {
+        // Named as a snapshot build and under its lock, so no other process takes it for
+        // a dead writer's.
+        let _lock = super::locks::exclusive(&self.snapshot_lock(&layer.diff_id))?;
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(unique_name(&format!("snap-{}", layer.diff_id.hex())));
+        fs::create_dir(&tmp).map_err(super::fsutil::io_err(&tmp))?;
+        let result = match self.extract_layer(layer, &tmp, Mode::Overlay) {
+            Ok(()) => super::treecmp::first_difference(&self.snapshot_path(&layer.diff_id), &tmp)
+                .map_err(super::fsutil::io_err(&tmp)),
+            Err(StoreError::DigestMismatch { actual, .. }) => Ok(Some(format!(
+                "its blob {} unpacks to {actual}",
+                layer.digest
+            ))),
+            Err(e) => Err(e),
+        };
+        let _ = remove_any(&tmp);
+        result
+    }
+
     /// Checks the store (see the module doc); with `repair`, fixes what it can. Garbage
     /// (unused blobs and snapshots) is only collected when no pull or load runs.
     pub fn check(&self, repair: bool) -> Result<Vec<Finding>, StoreError> {
@@ -134,6 +204,8 @@ impl Store {
                 f.repaired = true;
             }
         }
+        // Snapshots against their layers (after the blobs: a corrupt blob is gone by now).
+        out.extend(self.check_snapshots(repair)?);
         // Leftovers: temp files of dead writers, then what no record or lease uses.
         for dir in ["ingest", "tmp"] {
             let p = self.root.join(dir);

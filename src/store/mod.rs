@@ -33,6 +33,7 @@ mod snapshots;
 mod sources;
 #[cfg(test)]
 mod tests;
+mod treecmp;
 
 pub use archive_write::ArchiveFormat;
 pub use blobs::BlobWriter;

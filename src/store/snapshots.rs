@@ -103,7 +103,12 @@ impl Store {
 
     /// Decompresses, extracts and verifies one layer into `dest` (existing, empty or a
     /// tree being flattened).
-    fn extract_layer(&self, layer: &LayerRef, dest: &Path, mode: Mode) -> Result<(), StoreError> {
+    pub(super) fn extract_layer(
+        &self,
+        layer: &LayerRef,
+        dest: &Path,
+        mode: Mode,
+    ) -> Result<(), StoreError> {
         let blob = self.open_blob(&layer.digest)?;
         let bad = |message: String| StoreError::BadLayer {
             layer: layer.digest.clone(),
