@@ -504,6 +504,99 @@ fn disk_full_load_is_one_line_and_leaves_nothing() {
     assert!(left.is_empty(), "{left:?}");
 }
 
+/// A tmpfs of `size` mounted on the environment's store root; unmounted on drop.
+struct SmallRoot(PathBuf);
+
+impl SmallRoot {
+    fn mount(env: &TestEnv, size: &str) -> Option<SmallRoot> {
+        let root = env.root();
+        let mounted = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "xrun-faults-full",
+            ])
+            .arg(&root)
+            .status()
+            .unwrap();
+        mounted.success().then_some(SmallRoot(root))
+    }
+}
+
+impl Drop for SmallRoot {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// One line on stderr, exit 125, about space.
+fn assert_disk_full_line(o: &Output, what: &str) {
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{what}: {}", out_text(o));
+    assert_eq!(stderr.trim().lines().count(), 1, "{what}: {stderr}");
+    assert!(stderr.contains("No space left"), "{what}: {stderr}");
+    eprintln!("{what}: {}", stderr.trim());
+}
+
+/// Disk full while pulling (the blob download), and while committing a container (the new
+/// layer): one line each, no image recorded, a clean check, no temp file.
+#[test]
+fn disk_full_pull_and_commit_are_one_line_and_leave_nothing() {
+    if !is_root() {
+        return skip("mounting a tmpfs needs root");
+    }
+    let reg = TestRegistry::start();
+    reg.push("busybox-amd64", "busybox:full");
+    let env = TestEnv::new();
+    let Some(_small) = SmallRoot::mount(&env, "1m") else {
+        return skip("cannot mount a tmpfs");
+    };
+    let o = xrun(&env, &["pull", &reg.image("busybox:full")]);
+    assert_disk_full_line(&o, "pull");
+    assert!(ok(&env, &["images", "-q"]).is_empty());
+    assert_consistent(&env, "disk full pull");
+    let left = leftovers(&env, &BTreeSet::new());
+    assert!(left.is_empty(), "{left:?}");
+
+    // Room for the image and a container, not for a commit of what the container wrote.
+    let env = TestEnv::new();
+    let Some(_small) = SmallRoot::mount(&env, "8m") else {
+        return skip("cannot mount a tmpfs");
+    };
+    let _c = Cleanup(&env);
+    ok(&env, &["pull", &reg.image("busybox:full")]);
+    let free = || nix::sys::statvfs::statvfs(&env.root()).unwrap();
+    let avail = free().blocks_available() * free().fragment_size();
+    // Incompressible bytes: most of what is free, so the layer cannot be written too.
+    let kib = (avail / 1024) * 6 / 10;
+    ok(
+        &env,
+        &[
+            "run",
+            "--name",
+            "full",
+            "--network",
+            "none",
+            &reg.image("busybox:full"),
+            "sh",
+            "-c",
+            &format!("head -c {}k /dev/urandom > /big", kib),
+        ],
+    );
+    let o = xrun(&env, &["commit", "full", "committed:big"]);
+    assert_disk_full_line(&o, "commit");
+    assert_eq!(ok(&env, &["images", "-q"]).lines().count(), 1);
+    ok(&env, &["rm", "full"]);
+    assert_consistent(&env, "disk full commit");
+    let left = leftovers(&env, &BTreeSet::new());
+    assert!(left.is_empty(), "{left:?}");
+}
+
 #[test]
 fn parallel_runs_pulls_and_races_stay_consistent() {
     if !is_root() {

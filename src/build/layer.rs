@@ -67,9 +67,15 @@ fn walk<W: Write>(
     n: &mut usize,
 ) -> Result<(), BuildError> {
     let dir = base.join(rel);
+    // A full disk is the layer's writing failing, whichever file was being added.
     let io = |what: &Path| {
         let what = what.display().to_string();
-        move |e: std::io::Error| BuildError::io(what, e)
+        move |e: std::io::Error| match e.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT) => {
+                BuildError::io(format!("writing the layer (adding {what})"), e)
+            }
+            _ => BuildError::io(what, e),
+        }
     };
     let mut names: Vec<std::ffi::OsString> = fs::read_dir(&dir)
         .map_err(io(&dir))?

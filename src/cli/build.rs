@@ -192,7 +192,7 @@ pub fn build(g: &Global, a: BuildArgs) -> anyhow::Result<u8> {
             Ok(0)
         }
         Err(e) => {
-            eprintln!("xrun: {e}");
+            eprintln!("xrun: {}", super::hints::with_hint(e.to_string()));
             Ok(e.exit_code())
         }
     }
@@ -233,7 +233,7 @@ pub fn commit(g: &Global, a: CommitArgs) -> anyhow::Result<u8> {
             Ok(0)
         }
         Err(e) => {
-            eprintln!("xrun: {e}");
+            eprintln!("xrun: {}", super::hints::with_hint(e.to_string()));
             Ok(e.exit_code())
         }
     }
@@ -270,7 +270,7 @@ pub fn builder(g: &Global, c: BuilderCommand) -> anyhow::Result<u8> {
             Ok(0)
         }
         Err(e) => {
-            eprintln!("xrun: {e}");
+            eprintln!("xrun: {}", super::hints::with_hint(e.to_string()));
             Ok(e.exit_code())
         }
     }

@@ -214,7 +214,7 @@ pub fn rmi(g: &Global, a: RmiArgs) -> anyhow::Result<u8> {
         let records = match engine.remove_image(input, a.force, a.platform.as_ref()) {
             Ok(r) => r,
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Conflict) => {
-                eprintln!("xrun: {e}");
+                eprintln!("xrun: {}", super::hints::with_hint(e.to_string()));
                 failed = true;
                 continue;
             }

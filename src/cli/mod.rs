@@ -14,6 +14,7 @@ mod binfmt;
 mod build;
 mod check;
 mod containers;
+mod hints;
 mod host;
 mod images;
 mod network;
@@ -198,7 +199,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("xrun: {}", one_line(&e));
+            eprintln!("xrun: {}", hints::with_hint(one_line(&e)));
             ExitCode::from(EXIT_XRUN_ERROR)
         }
     }

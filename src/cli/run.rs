@@ -165,7 +165,10 @@ pub struct CreateArgs {
 
 /// Prints a runtime error as one line and gives its exit code (125/126/127).
 pub fn fail(e: RuntimeError) -> anyhow::Result<u8> {
-    eprintln!("xrun: {}", e.to_string().replace('\n', " "));
+    eprintln!(
+        "xrun: {}",
+        super::hints::with_hint(e.to_string().replace('\n', " "))
+    );
     Ok(e.exit_code())
 }
 
