@@ -669,6 +669,38 @@ fn parallel_runs_pulls_and_races_stay_consistent() {
     });
     assert_consistent(&env, "rmi racing run");
 
+    // image prune -a racing starting runs: each run works or fails with one line; the store
+    // stays consistent and a run that worked had its layers to the end.
+    for _ in 0..3 {
+        if ok(&env, &["images", "-q"]).is_empty() {
+            let layout = fixture("busybox-amd64");
+            ok(&env, &["load", "-i", layout.to_str().unwrap()]);
+        }
+        std::thread::scope(|s| {
+            let a = s.spawn(|| {
+                xrun(
+                    &env,
+                    &["run", "--rm", "--network", "none", IMAGE, "echo", "ran"],
+                )
+            });
+            let b = s.spawn(|| xrun(&env, &["image", "prune", "-a", "-f"]));
+            let ra = a.join().unwrap();
+            let rb = b.join().unwrap();
+            assert!(rb.status.success(), "{}", out_text(&rb));
+            if ra.status.success() {
+                assert_eq!(String::from_utf8_lossy(&ra.stdout).trim(), "ran");
+            } else {
+                let e = String::from_utf8_lossy(&ra.stderr);
+                assert_eq!(e.trim().lines().count(), 1, "{}", out_text(&ra));
+            }
+        });
+        assert_consistent(&env, "image prune racing run");
+    }
+    if ok(&env, &["images", "-q"]).is_empty() {
+        let layout = fixture("busybox-amd64");
+        ok(&env, &["load", "-i", layout.to_str().unwrap()]);
+    }
+
     // 5 parallel pulls of images sharing their layers.
     let reg = TestRegistry::start();
     let images: Vec<String> = (0..5)
