@@ -50,7 +50,9 @@ exitport=
 errport=
 finish() { # STATUS
   if [ -n "$exitport" ]; then echo "$1" > "$exitport"; fi
-  sync
+  # Only the writable layer disk has anything to flush (the rest is tmpfs, read-only erofs
+  # and uncached 9p).
+  [ -e /xrun/writable ] && sync
   reboot -f
   sleep 5
 }
@@ -63,8 +65,11 @@ readval() { # FILE -> $v, exact bytes
   v="$(cat "$1"; echo x)"; v="${v%x}"
 }
 
-for m in $(cat /etc/xrun/modules.base) $(cat /xrun/modules 2>/dev/null); do
-  insmod "/lib/modules/$m.ko" 2>/dev/console || fail "cannot load module $m"
+for f in /etc/xrun/modules.base /xrun/modules; do
+  [ -s $f ] || continue
+  while read -r l; do
+    for m in $l; do insmod "/lib/modules/$m.ko" 2>/dev/console || fail "cannot load module $m"; done
+  done < $f
 done
 
 # Named virtio ports and disks appear asynchronously: wait for them (bounded).
@@ -192,7 +197,8 @@ ln /bin/busybox /helper/busybox
 if [ -d /xrun ]; then cp -a /xrun /helper/run; else mkdir /helper/run; fi
 mount --bind /helper /newroot/.xrun
 cat > /helper/stage2 <<'STAGE2'
-readval() { v="$(cat "$1"; echo x)"; v="${v%x}"; }
+# (Shell built-ins where possible: every fork and exec is expensive under TCG.)
+readval() { v=; IFS= read -r -d '' v < "$1"; }
 wd=/; [ -s /.xrun/run/workdir ] && { readval /.xrun/run/workdir; wd=$v; }
 ug=; [ -s /.xrun/run/user ] && { readval /.xrun/run/user; ug=$v; }
 set --
@@ -200,18 +206,45 @@ for f in /.xrun/run/env/*; do [ -e "$f" ] || continue; readval "$f"; set -- "$@"
 nenv=$#
 for f in /.xrun/run/argv/*; do [ -e "$f" ] || continue; readval "$f"; set -- "$@" "$v"; done
 [ $# -gt $nenv ] || { echo "xrun: no command given" >&2; exit 125; }
-# Find the program the way execvp would, with the container's PATH.
+# Find the program the way execvp would, with the container's PATH. The environment can be
+# set by this shell itself (no `env -i`) when every entry is NAME=VALUE with a plain name.
 cpath=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-i=0; for e in "$@"; do i=$((i + 1)); [ $i -gt $nenv ] && break; case "$e" in PATH=*) cpath=${e#PATH=} ;; esac; done
+plain=1
+i=0; for e in "$@"; do
+  i=$((i + 1)); [ $i -gt $nenv ] && break
+  case "$e" in PATH=*) cpath=${e#PATH=} ;; esac
+  case "$e" in
+    *=*) case "${e%%=*}" in ''|[0-9]*|*[!A-Za-z0-9_]*|LINENO|RANDOM|SECONDS|PPID|OPTIND|IFS) plain= ;; esac ;;
+    *) plain= ;;
+  esac
+done
 i=0; for a in "$@"; do i=$((i + 1)); [ $i -gt $nenv ] && { prog=$a; break; }; done
-mkdir -p "$wd" 2>/dev/null; cd "$wd" || { echo "xrun: cannot enter working directory $wd" >&2; exit 126; }
+[ "$wd" = / ] || mkdir -p "$wd" 2>/dev/null
+cd "$wd" || { echo "xrun: cannot enter working directory $wd" >&2; exit 126; }
 case "$prog" in
   */*) path=$prog ;;
   *) path=; IFS=:; for d in $cpath; do [ -z "$d" ] && d=.; if [ -f "$d/$prog" ] && [ -x "$d/$prog" ]; then path=$d/$prog; break; fi; done; unset IFS ;;
 esac
 if [ -z "$path" ] || [ ! -e "$path" ]; then echo "xrun: exec: \"$prog\": executable file not found in \$PATH" >&2; exit 127; fi
 if [ -d "$path" ] || [ ! -x "$path" ]; then echo "xrun: exec: \"$prog\": permission denied" >&2; exit 126; fi
-# Build: env -i ENV… start-stop-daemon -S -p NONE -x PATH -a ARGV0 [-c UID:GID] -- ARGS…
+# This shell's pid is the command's (exec all the way): once written, the init delivers the
+# host's signals to it (until then they wait, so none hits this script instead).
+echo $$ > /.xrun/run/pid
+# (ash would run a file without "#!" or ELF header as a script itself: that goes through
+# start-stop-daemon, which fails on it like execve.)
+h=; read -r -n 2 h < "$path" 2>/dev/null; [ "$h" = '#!' ] || [ "$h" = $'\177E' ] || plain=
+if [ -n "$plain" ] && [ -z "$ug" ] && [ ! -e /.xrun/run/tty ]; then
+  # The common case: this shell clears its environment (what it exports itself and what it
+  # inherited: HOME, TERM, PATH, PWD, OLDPWD, SHLVL, XRUN_CG), exports the container's, and
+  # executes the program with its argv[0].
+  umount -l /.xrun 2>/dev/null
+  unset HOME TERM PATH PWD OLDPWD SHLVL XRUN_CG
+  i=0; for e in "$@"; do i=$((i + 1)); [ $i -gt $nenv ] && break; export "$e"; done
+  shift $nenv
+  a0=$1; shift
+  exec -a "$a0" "$path" "$@"
+fi
+# Otherwise: env -i ENV… [setsid -c] start-stop-daemon -S -p NONE -x PATH -a ARGV0 [-c UID:GID] -- ARGS…
 n=$#; i=0
 for a in "$@"; do
   i=$((i + 1))
@@ -228,9 +261,6 @@ for a in "$@"; do
   set -- "$@" "$a"
 done
 shift $n
-# This shell's pid is the command's (exec all the way): once written, the init delivers the
-# host's signals to it (until then they wait, so none hits this script instead).
-echo $$ > /.xrun/run/pid
 umount -l /.xrun 2>/dev/null
 exec "$@"
 STAGE2
@@ -355,5 +385,7 @@ control() {
 control &
 
 echo S > "$exitport"
-sh /helper/enter chroot /newroot /.xrun/busybox sh /.xrun/stage2 < "$in" > "$out" 2> "$err" 9<&-
+# (Through /helper/enter only when there is a cgroup to join: one exec less.)
+if [ -n "$cg" ]; then set -- sh /helper/enter chroot; else set -- chroot; fi
+"$@" /newroot /.xrun/busybox sh /.xrun/stage2 < "$in" > "$out" 2> "$err" 9<&-
 finish $?

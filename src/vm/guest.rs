@@ -61,7 +61,7 @@ pub struct Guest {
     pub boot: BootKind,
     /// The kernel image.
     pub kernel: PathBuf,
-    /// The base initramfs (gzip newc cpio).
+    /// The base initramfs (newc cpio, uncompressed or gzip).
     pub initrd: PathBuf,
     /// The kernel config file.
     pub config: PathBuf,
