@@ -1,7 +1,7 @@
 //! xrun's own guest kernel (ci/guest-kernel, built by `ci/guest-image`): its `guest.json` says
 //! what the `.config` it was built with says, the booted kernel is that one (`uname -r`,
 //! `/proc/config.gz` byte for byte), and `--vm-kernel debian` still boots the Debian cloud
-//! kernel guest. Real qemu-system (TCG here); three boots, serialized.
+//! kernel guest. Real qemu-system (TCG here), amd64 and arm64; four boots, serialized.
 mod common;
 
 use std::collections::BTreeMap;
@@ -42,7 +42,7 @@ fn xrun_guest(arch: &str) -> Option<Guest> {
         .status()
         .expect("run ci/guest-image");
     assert!(st.success(), "ci/guest-image --arch {arch} failed");
-    let built = std::env::var("XRUN_GUEST_KERNEL_ARCHES").unwrap_or_else(|_| "amd64".into());
+    let built = std::env::var("XRUN_GUEST_KERNEL_ARCHES").unwrap_or_else(|_| "amd64 arm64".into());
     if !built.split_whitespace().any(|a| a == arch) {
         common::skip(&format!(
             "xrun's own {arch} kernel is not built (XRUN_GUEST_KERNEL_ARCHES={built:?}; see ci/guest-image)"
@@ -148,6 +148,22 @@ fn guest_json_matches_config(arch: &str) {
         ] {
             assert!(on(o), "{arch}: {o}");
         }
+        // What `-M virt` needs on arm64: the PL011 console, the generic PCI host (virtio-pci),
+        // both GICs, PSCI (power-off ends qemu), and the PL031 read at boot (the time of day).
+        if arch == "arm64" {
+            for o in [
+                "CONFIG_SERIAL_AMBA_PL011_CONSOLE",
+                "CONFIG_PCI_HOST_GENERIC",
+                "CONFIG_ARM_GIC",
+                "CONFIG_ARM_GIC_V3",
+                "CONFIG_ARM_ARCH_TIMER",
+                "CONFIG_ARM_PSCI_FW",
+                "CONFIG_RTC_DRV_PL031",
+                "CONFIG_RTC_HCTOSYS",
+            ] {
+                assert!(on(o), "{arch}: {o}");
+            }
+        }
         // The plan sees the guest as it is: no module loading, a complete built-in list.
         let p = g.profile(3).unwrap();
         assert!(!p.kernel.modules_supported, "{arch}");
@@ -171,14 +187,26 @@ fn guest_json_matches_config(arch: &str) {
 }
 
 /// The booted kernel is the one described: `uname -r` is guest.json's release and the
-/// running kernel's `/proc/config.gz` is the shipped config, byte for byte.
+/// running kernel's `/proc/config.gz` is the shipped config, byte for byte; and the guest has
+/// the host's time of day.
 #[test]
 fn the_default_guest_is_xrun_kernel_and_boots_its_config() {
+    boots_its_config("amd64");
+}
+
+/// The same on arm64 (`-M virt`, PL011 console, PSCI power-off): the default arm64 guest is
+/// xrun's own kernel wherever `ci/guest-image` built it.
+#[test]
+fn the_default_arm64_guest_is_xrun_kernel_and_boots_its_config() {
+    boots_its_config("arm64");
+}
+
+fn boots_its_config(arch: &str) {
     let _l = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(env) = common::vm_env("busybox-amd64") else {
+    let Some(env) = common::vm_env_for(arch, &format!("busybox-{arch}")) else {
         return;
     };
-    let g = Guest::from_dir(&vm::guest::ci_guest_dir().join("amd64")).unwrap();
+    let Some(g) = xrun_guest(arch) else { return };
     let sum = {
         let o = Command::new("sha256sum").arg(&g.config).output().unwrap();
         String::from_utf8_lossy(&o.stdout)
@@ -187,6 +215,8 @@ fn the_default_guest_is_xrun_kernel_and_boots_its_config() {
             .unwrap()
             .to_string()
     };
+    let image = format!("localhost/busybox-{arch}:latest");
+    let platform = format!("linux/{arch}");
     let o = env
         .cmd()
         .args([
@@ -196,16 +226,24 @@ fn the_default_guest_is_xrun_kernel_and_boots_its_config() {
             "vm",
             "--network",
             "none",
-            IMAGE,
+            "--platform",
+            &platform,
+            &image,
             "sh",
             "-c",
-            "uname -r; zcat /proc/config.gz | sha256sum",
+            "uname -m; uname -r; zcat /proc/config.gz | sha256sum; date +%s",
         ])
         .output()
         .unwrap();
+    let host_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     let mut lines = out.lines();
+    let machine = if arch == "arm64" { "aarch64" } else { "x86_64" };
+    assert_eq!(lines.next(), Some(machine), "{}", text(&o));
     assert_eq!(
         lines.next(),
         Some(g.kernel_release.as_str()),
@@ -216,6 +254,13 @@ fn the_default_guest_is_xrun_kernel_and_boots_its_config() {
         lines.next().and_then(|l| l.split_whitespace().next()),
         Some(sum.as_str()),
         "{}",
+        text(&o)
+    );
+    // The guest has the time of day (amd64: the CMOS clock; arm64: the PL031 at boot), not 1970.
+    let guest_now: i64 = lines.next().unwrap_or_default().parse().unwrap_or(0);
+    assert!(
+        (guest_now - host_now).abs() < 3600,
+        "guest clock {guest_now}, host {host_now}: {}",
         text(&o)
     );
 }

@@ -280,6 +280,76 @@ fn exec_into_a_running_vm_container_cli_and_api() {
     assert!(o.status.success(), "{}", text(&o));
 }
 
+/// Removes a container when dropped (a failed assertion leaves no VM running).
+struct RmOnDrop<'a>(&'a Path, String);
+
+impl Drop for RmOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = xrun_in(self.0, &["rm", "-f", &self.1], b"");
+    }
+}
+
+/// `exec` into a running arm64 VM container (`-M virt`; the exec slots' ports on
+/// virtio-serial-pci): streams, the exit code, `-i` to the end, 127, on the default arm64
+/// guest (xrun's own kernel where `ci/guest-image` built it).
+#[test]
+fn exec_into_a_running_arm64_vm_container() {
+    let _b = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(env) = common::vm_env_for("arm64", "busybox-arm64") else {
+        return;
+    };
+    let root = env.root();
+    let name = format!("vmx-arm64-{}", std::process::id());
+    let o = xrun_in(
+        &root,
+        &[
+            "run",
+            "-d",
+            "--route",
+            "vm",
+            "--network",
+            "none",
+            "--platform",
+            "linux/arm64",
+            "--name",
+            &name,
+            "localhost/busybox-arm64:latest",
+            "sh",
+            "-c",
+            "echo main > /main-was-here; exec sleep 600",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let _rm = RmOnDrop(&root, name.clone());
+    let o = xrun_in(
+        &root,
+        &[
+            "exec",
+            &name,
+            "sh",
+            "-c",
+            "uname -m; cat /main-was-here; echo to-err >&2; pidof sleep >/dev/null && echo beside; exit 3",
+        ],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert_eq!(stdout(&o), "aarch64\nmain\nbeside\n", "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("to-err"),
+        "{}",
+        text(&o)
+    );
+    let input: Vec<u8> = (0..100_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let o = xrun_in(&root, &["exec", "-i", &name, "sh", "-c", "wc -c"], &input);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(stdout(&o).trim(), "100000", "{}", text(&o));
+    let o = xrun_in(&root, &["exec", &name, "no-such-command"], b"");
+    assert_eq!(o.status.code(), Some(127), "{}", text(&o));
+    let o = xrun_in(&root, &["rm", "-f", &name], b"");
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 #[test]
 fn read_only_tmpfs_and_limits_in_the_guest_and_on_qemu() {
     let _b = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
@@ -392,8 +462,19 @@ fn read_only_tmpfs_and_limits_in_the_guest_and_on_qemu() {
 
 #[test]
 fn volumes_over_9p_or_a_clear_refusal() {
+    volumes_over_9p("amd64");
+}
+
+/// `-v` on arm64 (`virtio-9p-pci` on `-M virt`): xrun's own arm64 kernel has 9p; the Debian
+/// arm64 guest (the fallback where it is not built) refuses with one line.
+#[test]
+fn arm64_volumes_over_9p_or_a_clear_refusal() {
+    volumes_over_9p("arm64");
+}
+
+fn volumes_over_9p(arch: &str) {
     let _b = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(env) = common::vm_env("busybox-amd64") else {
+    let Some(env) = common::vm_env_for(arch, &format!("busybox-{arch}")) else {
         return;
     };
     let rw = tempfile::tempdir().unwrap();
@@ -409,13 +490,15 @@ fn volumes_over_9p_or_a_clear_refusal() {
         vol(&rw, "/data"),
         "-v".into(),
         vol(&ro, "/in:ro"),
-        "localhost/busybox-amd64:latest".into(),
+        "--platform".into(),
+        format!("linux/{arch}"),
+        format!("localhost/busybox-{arch}:latest"),
         "sh".into(),
         "-c".into(),
-        "echo from-guest > /data/made; cat /in/given; echo x > /in/nope 2>&1; echo ro-rc=$?".into(),
+        "echo from-guest > /data/made; cat /in/given; echo x > /in/nope 2>&1; echo ro-rc=$?; uname -m".into(),
     ];
     let o = env.cmd().args(&args).output().unwrap();
-    let guest = xrun::vm::Guest::locate("amd64", &env.root().join("cache"));
+    let guest = xrun::vm::Guest::locate(arch, &env.root().join("cache"));
     if !guest.as_ref().is_ok_and(|g| g.has_9p()) {
         // The refusal is one clear line, before any boot.
         assert_eq!(o.status.code(), Some(125), "{}", text(&o));
@@ -424,12 +507,20 @@ fn volumes_over_9p_or_a_clear_refusal() {
             "{}",
             text(&o)
         );
-        skip("the guest kernel has no 9p: -v refused as expected, mounts not exercised");
+        skip(&format!(
+            "the {arch} guest kernel has no 9p: -v refused as expected, mounts not exercised"
+        ));
         return;
     }
     assert!(o.status.success(), "{}", text(&o));
     let out = stdout(&o);
     assert!(out.contains("from-host\n"), "{}", text(&o));
+    let machine = if arch == "arm64" {
+        "aarch64\n"
+    } else {
+        "x86_64\n"
+    };
+    assert!(out.ends_with(machine), "{}", text(&o));
     assert!(out.contains("ro-rc=1"), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("Read-only file system"),

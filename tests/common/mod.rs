@@ -763,19 +763,29 @@ fn try_launch(
 /// `None` (the reason printed) when the route cannot work here: not root, or no
 /// qemu-system-x86_64. Builds (or finds cached) the guest with `ci/guest-image`.
 pub fn vm_env(fixture_name: &str) -> Option<TestEnv> {
+    vm_env_for("amd64", fixture_name)
+}
+
+/// Like [`vm_env`] for guests of `arch` (`amd64`, `arm64`): its qemu-system binary, its guest
+/// built (or found cached) by `ci/guest-image --arch ARCH`.
+pub fn vm_env_for(arch: &str, fixture_name: &str) -> Option<TestEnv> {
     if !is_root() {
         skip("the VM route needs root");
         return None;
     }
-    if xrun::vm::qemu::find_binary("qemu-system-x86_64", None).is_err() {
-        skip("qemu-system-x86_64 is not installed");
+    let qemu = match arch {
+        "arm64" => "qemu-system-aarch64",
+        _ => "qemu-system-x86_64",
+    };
+    if xrun::vm::qemu::find_binary(qemu, None).is_err() {
+        skip(&format!("{qemu} is not installed"));
         return None;
     }
     let st = Command::new(repo_root().join("ci/guest-image"))
-        .args(["--arch", "amd64"])
+        .args(["--arch", arch])
         .status()
         .expect("run ci/guest-image");
-    assert!(st.success(), "ci/guest-image --arch amd64 failed");
+    assert!(st.success(), "ci/guest-image --arch {arch} failed");
     let env = TestEnv::new();
     let layout = fixture(fixture_name);
     env.cmd()
