@@ -726,6 +726,7 @@ pub fn monitor(
         unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
     }
     let mut ready = ready.map(std::fs::File::from);
+    super::monitor::private_mounts();
     let rec = c.load(id)?;
     let (hub, listener) = attach_hub(c, &rec)?;
     let attach = Attach::Log(hub.clone());
@@ -821,7 +822,23 @@ fn attach_hub(
 /// Cleans up containers whose owner died without recording an exit: the runtime state,
 /// cgroups and mount go; the record stays as `Exited (unknown)` (or goes, for `--rm`).
 pub fn cleanup_stale(c: &Containers) {
-    for rec in c.list() {
+    cleanup_stale_of(c, c.list());
+}
+
+/// Every container (newest first) after [`cleanup_stale`], reading the records once when
+/// none is stale (`ps` at scale: one record read and one liveness check per container).
+pub fn list_current(c: &Containers) -> Vec<ContainerRecord> {
+    let list = c.list();
+    let stale: Vec<ContainerRecord> = list.iter().filter(|r| r.is_stale()).cloned().collect();
+    if stale.is_empty() {
+        return list;
+    }
+    cleanup_stale_of(c, stale);
+    c.list()
+}
+
+fn cleanup_stale_of(c: &Containers, recs: Vec<ContainerRecord>) {
+    for rec in recs {
         if !rec.is_stale() {
             continue;
         }
@@ -862,7 +879,7 @@ fn wait_settled(c: &Containers, id: &str) {
     if let Ok(r) = c.load(id)
         && r.is_stale()
     {
-        cleanup_stale(c);
+        cleanup_stale_of(c, vec![r]);
     }
 }
 
@@ -904,7 +921,7 @@ pub fn stop(c: &Containers, key: &str, timeout: Duration) -> Result<ContainerRec
     let rec = c.find(key)?;
     if !rec.is_running() {
         if rec.is_stale() {
-            cleanup_stale(c);
+            cleanup_stale_of(c, vec![rec.clone()]);
         }
         return Ok(rec);
     }
@@ -953,6 +970,16 @@ pub fn remove(c: &Containers, key: &str, force: bool) -> Result<ContainerRecord,
     Ok(rec)
 }
 
+/// The running container's root file system as this process can read it: its PID 1's root
+/// (`/proc/PID/root`: the overlay is mounted in its monitor's namespace, not the host's; see
+/// [`super::monitor::private_mounts`]), else the bundle's mount point.
+fn container_root(rec: &ContainerRecord, bundle: &super::Bundle) -> std::path::PathBuf {
+    match rec.pid {
+        Some(p) if p.alive() => std::path::PathBuf::from(format!("/proc/{}/root", p.pid)),
+        _ => bundle.rootfs(),
+    }
+}
+
 /// `exec`: runs `args` in the running container; returns its exit code.
 #[allow(clippy::too_many_arguments)]
 pub fn exec(
@@ -996,7 +1023,7 @@ pub fn exec(
     // clear line here, not the runtime's "failed to unix syscall".
     let cwd = match cwd {
         Some(w) => {
-            let root = super::inroot::Root::open(&bundle.rootfs())
+            let root = super::inroot::Root::open(&container_root(&rec, &bundle))
                 .map_err(|e| RuntimeError::Runtime(format!("opening the root file system: {e}")))?;
             let binds: Vec<String> = spec
                 .mounts()
@@ -1012,7 +1039,7 @@ pub fn exec(
     let wd = cwd
         .clone()
         .unwrap_or_else(|| process.cwd().display().to_string());
-    super::resolve::check_command(&bundle.rootfs(), &args[0], path, &wd)?;
+    super::resolve::check_command(&container_root(&rec, &bundle), &args[0], path, &wd)?;
     let engine = Engine::from_option(rec.options.runtime.as_ref());
     let mut pump = None;
     let mut raw = None;

@@ -16,6 +16,16 @@
 //! in the background. The spare is double-forked and `setsid` like any monitor, so the
 //! container it then owns survives the service; a spare whose fd 4 reaches its end (the
 //! service went) exits without doing anything.
+//!
+//! # Its own mount namespace
+//!
+//! The monitor moves into a mount namespace of its own ([`private_mounts`], a slave of the
+//! host's: host mounts still reach it, its mounts do not reach the host) before it mounts the
+//! container's root file system. The host's mount table then does not grow by one overlay per
+//! running container (each new container's namespace is a copy of its monitor's, and the
+//! runtime reads it many times per start: a host table growing with the number of containers
+//! made every start slower), and the mount goes with the namespace when the monitor ends,
+//! killed or not. From the host, the container's root is `/proc/<pid>/root`.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -29,6 +39,32 @@ use super::RuntimeError;
 
 /// The id argument of a spare monitor (it reads the real id from fd 4).
 pub const SPARE_ID: &str = "-";
+
+/// Moves this process (the calling thread: call it before any other thread exists) into a new
+/// mount namespace in which every mount is a slave of the host's (see the module doc).
+/// `false` when it cannot (no `CAP_SYS_ADMIN`): the mounts then go to the host's table.
+pub fn private_mounts() -> bool {
+    use nix::mount::MsFlags;
+    if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS) {
+        tracing::debug!("monitor: no mount namespace of its own: {e}");
+        return false;
+    }
+    match nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    ) {
+        Ok(()) => true,
+        Err(e) => {
+            // Still peers of the host's mounts: mounts would propagate back. Rare (the host's
+            // root is not a mount point); the namespace stays, as the host's copy.
+            tracing::warn!("monitor: making its mounts slaves of the host's: {e}");
+            false
+        }
+    }
+}
 
 /// The readiness pipe inherited as fd 3, if open.
 pub fn ready_fd() -> Option<OwnedFd> {
