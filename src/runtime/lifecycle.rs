@@ -691,6 +691,7 @@ pub fn monitor(
     ready: Option<OwnedFd>,
     machines: &dyn Machines,
 ) -> Result<u8, RuntimeError> {
+    super::monitor::lean_allocator();
     for s in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE] {
         unsafe { nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigIgn) }?;
     }
@@ -718,6 +719,7 @@ pub fn monitor(
             _raw: None,
         };
         session.pump_logs(c, id)?;
+        super::monitor::shrink();
         return finish(c, id, session).map(|_| 0);
     }
     // Not inherited by what the monitor starts (a VM's qemu): `start_detached` reads the
@@ -778,6 +780,7 @@ pub fn monitor(
         hub.serve_socket(l, &path);
     }
     session.pump_logs(c, id)?;
+    super::monitor::shrink();
     finish(c, id, session).map(|_| 0)
 }
 

@@ -66,6 +66,60 @@ pub fn private_mounts() -> bool {
     }
 }
 
+/// One malloc arena for the whole monitor (its threads only copy output and serve the attach
+/// socket: a per-thread arena would keep its own pages for nothing). Call it first.
+pub fn lean_allocator() {
+    // SAFETY: a plain setting of the C allocator.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+}
+
+/// Gives back the memory the start needed and the idle monitor does not: freed heap pages
+/// (`malloc_trim`) and the main thread's stack pages below what it uses now (the runtime's
+/// deep calls touched them once). Call it once the container runs, from the main thread.
+pub fn shrink() {
+    // SAFETY: returns free heap memory to the kernel; no pointer is involved.
+    unsafe { libc::malloc_trim(0) };
+    trim_main_stack();
+}
+
+/// `MADV_DONTNEED` on the main thread's stack below the current frame (less a margin for the
+/// calls still to come from here and for signal frames): those pages are free, and the kernel
+/// hands out zeroed ones again if the stack grows back.
+fn trim_main_stack() {
+    const MARGIN: usize = 64 * 1024;
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    let Some(line) = maps.lines().find(|l| l.ends_with("[stack]")) else {
+        return;
+    };
+    let Some((lo, hi)) = line
+        .split(' ')
+        .next()
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| {
+            Some((
+                usize::from_str_radix(a, 16).ok()?,
+                usize::from_str_radix(b, 16).ok()?,
+            ))
+        })
+    else {
+        return;
+    };
+    let here = 0u8;
+    let sp = std::ptr::addr_of!(here) as usize;
+    if sp < lo || sp >= hi {
+        return; // Not on the main thread's stack.
+    }
+    let page = 4096;
+    let end = sp.saturating_sub(MARGIN) & !(page - 1);
+    if end > lo {
+        // SAFETY: [lo, end) is the unused part of this thread's own stack mapping, below the
+        // current frame and its margin: nothing lives there.
+        unsafe { libc::madvise(lo as *mut libc::c_void, end - lo, libc::MADV_DONTNEED) };
+    }
+}
+
 /// The readiness pipe inherited as fd 3, if open.
 pub fn ready_fd() -> Option<OwnedFd> {
     (unsafe { libc::fcntl(3, libc::F_GETFD) } >= 0).then(|| unsafe { OwnedFd::from_raw_fd(3) })

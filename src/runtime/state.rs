@@ -624,14 +624,24 @@ fn valid_index_name(name: &str) -> bool {
 /// Where bundles live on tmpfs: `/run/xrun/roots` (see [`super::rundir`]).
 pub const RUN_BASE: &str = "/run/xrun/roots";
 
-/// `RUN_BASE/<16 hex digits of sha256(canonical containers dir)>`, created; `None` when
-/// `/run/xrun` is not (and cannot be made) a tmpfs.
+/// Overrides [`RUN_BASE`]: a directory (an existing one; a tmpfs of a size of one's choice)
+/// for the bundles and runtime state of running containers.
+pub const RUN_BASE_ENV: &str = "XRUN_RUNTIME_DIR";
+
+/// `RUN_BASE/<16 hex digits of sha256(canonical containers dir)>` (or under
+/// [`RUN_BASE_ENV`]), created; `None` when `/run/xrun` is not (and cannot be made) a tmpfs.
 fn run_dir_of(containers: &Path) -> Option<PathBuf> {
     use sha2::Digest as _;
     let canon = std::fs::canonicalize(containers).ok()?;
-    super::rundir::ensure()?;
+    let base = match std::env::var_os(RUN_BASE_ENV).filter(|v| !v.is_empty()) {
+        Some(b) if Path::new(&b).is_dir() => PathBuf::from(b),
+        _ => {
+            super::rundir::ensure()?;
+            PathBuf::from(RUN_BASE)
+        }
+    };
     let hash = hex::encode(sha2::Sha256::digest(canon.as_os_str().as_encoded_bytes()));
-    let dir = Path::new(RUN_BASE).join(&hash[..16]);
+    let dir = base.join(&hash[..16]);
     std::fs::create_dir_all(&dir).ok()?;
     Some(dir)
 }
