@@ -124,10 +124,12 @@ fn launch(
     let mut extras = extras.clone();
     extras.network = super::net::join(c, rec)?;
     tracing::debug!("phase: network set up");
+    // In the monitor: the root file system goes into a mount namespace of its own.
+    super::monitor::private_mounts();
     let spec = match bundle.prepare(id, &rec.image, opts, &extras) {
         Ok(s) => s,
         Err(e) => {
-            super::net::leave(c, id);
+            net_leave(c, id);
             return Err(e);
         }
     };
@@ -284,10 +286,16 @@ fn launch(
         }
         Err(e) => {
             let _ = bundle.unmount_rootfs();
-            super::net::leave(c, id);
+            net_leave(c, id);
             Err(e)
         }
     }
+}
+
+/// Tears container `id`'s network down in the host's mount table (its namespace's bind mount
+/// is there, see [`super::monitor::in_host_mounts`]).
+fn net_leave(c: &Containers, id: &str) {
+    super::monitor::in_host_mounts(|| super::net::leave(c, id));
 }
 
 fn record_running(c: &Containers, id: &str, pid: i32) -> Result<(), RuntimeError> {
@@ -486,7 +494,7 @@ fn finish(c: &Containers, id: &str, mut session: Session) -> Result<i32, Runtime
     drop(session);
     // Its PID 1 is reaped: the network goes before the exit is recorded, so whoever waits
     // for the exit (`stop`, `rm -f`) finds it gone.
-    super::net::leave(c, id);
+    net_leave(c, id);
     let exited = |r: &mut ContainerRecord| {
         r.phase = Phase::Exited;
         r.exit_code = code.as_ref().ok().copied();
@@ -728,7 +736,7 @@ pub fn monitor(
         unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
     }
     let mut ready = ready.map(std::fs::File::from);
-    super::monitor::private_mounts();
+    super::monitor::want_private_mounts();
     let rec = c.load(id)?;
     let (hub, listener) = attach_hub(c, &rec)?;
     let attach = Attach::Log(hub.clone());

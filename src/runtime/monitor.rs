@@ -40,15 +40,40 @@ use super::RuntimeError;
 /// The id argument of a spare monitor (it reads the real id from fd 4).
 pub const SPARE_ID: &str = "-";
 
-/// Moves this process (the calling thread: call it before any other thread exists) into a new
-/// mount namespace in which every mount is a slave of the host's (see the module doc).
-/// `false` when it cannot (no `CAP_SYS_ADMIN`): the mounts then go to the host's table.
+/// Set by the monitor: its container's root goes into a mount namespace of its own.
+static WANT_PRIVATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The mount namespace this process started in, once the calling thread left it.
+static HOST_MOUNTS: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+
+/// In the monitor: asks for [`private_mounts`] at the start of the native route's launch
+/// (after the network namespace is made and mounted in the host's table, before the root
+/// file system is mounted).
+pub fn want_private_mounts() {
+    WANT_PRIVATE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// If [`want_private_mounts`] was called: moves the calling thread (the monitor's main
+/// thread, which starts the container and cleans up after it) into a new mount namespace in
+/// which every mount is a slave of the host's (see the module doc). `false` when it did not
+/// (not wanted, or no `CAP_SYS_ADMIN`: the mounts then go to the host's table).
 pub fn private_mounts() -> bool {
     use nix::mount::MsFlags;
+    if !WANT_PRIVATE.load(std::sync::atomic::Ordering::Relaxed) || HOST_MOUNTS.get().is_some() {
+        return false;
+    }
+    let host = match std::fs::File::open("/proc/thread-self/ns/mnt") {
+        Ok(f) => OwnedFd::from(f),
+        Err(e) => {
+            tracing::debug!("monitor: no mount namespace of its own: {e}");
+            return false;
+        }
+    };
     if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS) {
         tracing::debug!("monitor: no mount namespace of its own: {e}");
         return false;
     }
+    let _ = HOST_MOUNTS.set(host);
     match nix::mount::mount(
         None::<&str>,
         "/",
@@ -58,12 +83,35 @@ pub fn private_mounts() -> bool {
     ) {
         Ok(()) => true,
         Err(e) => {
-            // Still peers of the host's mounts: mounts would propagate back. Rare (the host's
-            // root is not a mount point); the namespace stays, as the host's copy.
+            // Shared mounts would stay peers of the host's: mounts would propagate back.
             tracing::warn!("monitor: making its mounts slaves of the host's: {e}");
             false
         }
     }
+}
+
+/// Runs `f` in the host's mount namespace (on a short-lived thread of its own) when the
+/// caller left it through [`private_mounts`], else right here: the network namespace's bind
+/// mount is made and removed in the host's table, where the other xrun commands find it.
+pub fn in_host_mounts<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let Some(host) = HOST_MOUNTS.get() else {
+        return f();
+    };
+    std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            // A thread may only change its mount namespace with its own file system state.
+            let entered = nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
+                .and_then(|()| nix::sched::setns(host, nix::sched::CloneFlags::CLONE_NEWNS));
+            if let Err(e) = entered {
+                tracing::warn!("monitor: entering the host's mount namespace: {e}");
+            }
+            f()
+        });
+        match t.join() {
+            Ok(v) => v,
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    })
 }
 
 /// One malloc arena for the whole monitor (its threads only copy output and serve the attach
