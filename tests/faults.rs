@@ -408,6 +408,32 @@ fn killed_networked_run_and_rm_leave_state_that_check_repairs() {
     );
 }
 
+/// A container directory `rm` renamed aside (`.removing-<id>`) and did not delete (killed
+/// in between) is found once it is a few seconds old and removed by `--repair`.
+#[test]
+fn a_removal_left_halfway_is_found_and_finished() {
+    let env = TestEnv::new();
+    ok(&env, &["ps", "-a"]);
+    let aside = env
+        .root()
+        .join("containers")
+        .join(format!(".removing-{}", "ab".repeat(32)));
+    std::fs::create_dir_all(aside.join("upper/etc")).unwrap();
+    std::fs::write(aside.join("container.json"), "{}").unwrap();
+    assert!(
+        check(&env, false).is_empty(),
+        "a young one may be an rm at work"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(5500));
+    let found = check(&env, false);
+    assert!(
+        found.iter().any(|f| f.0 == "orphan-removal" && !f.2),
+        "{found:?}"
+    );
+    assert_consistent(&env, "removal left halfway");
+    assert!(!aside.exists());
+}
+
 /// A snapshot changed after it was made (a file added, a file's bytes changed) is found by
 /// re-extracting its layer; `--repair` deletes it and the next run unpacks it again.
 #[test]
@@ -595,6 +621,65 @@ fn disk_full_pull_and_commit_are_one_line_and_leave_nothing() {
     assert_consistent(&env, "disk full commit");
     let left = leftovers(&env, &BTreeSet::new());
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// The run directory (`XRUN_RUNTIME_DIR`, here a 64 KiB tmpfs) full: `run -d` fails with one
+/// line that says what to do (exit 125), leaves no container, and runs once there is room.
+#[test]
+fn full_run_directory_is_one_line_with_what_to_do() {
+    if !is_root() {
+        return skip("mounting a tmpfs needs root");
+    }
+    let env = loaded_env();
+    let _c = Cleanup(&env);
+    let dir = tempfile::Builder::new()
+        .prefix("xrun-faults-rundir-")
+        .tempdir()
+        .unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "xrun-faults-rundir"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    if !mounted.success() {
+        return skip("cannot mount a tmpfs");
+    }
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _u = Umount(dir.path().to_path_buf());
+    // Fill it up.
+    let fill = dir.path().join("fill");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&fill).unwrap();
+        while f.write_all(&[0u8; 4096]).is_ok() {}
+    }
+    let run = |args: &[&str]| {
+        env.cmd()
+            .env("XRUN_RUNTIME_DIR", dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["run", "-d", "--network", "none", IMAGE, "sleep", "60"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{}", out_text(&o));
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(stderr.contains("the file system is full"), "{stderr}");
+    assert!(ok(&env, &["ps", "-aq"]).is_empty(), "a container was left");
+    std::fs::remove_file(&fill).unwrap();
+    let o = run(&["run", "--rm", "--network", "none", IMAGE, "echo", "room"]);
+    assert!(o.status.success(), "{}", out_text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "room");
+    assert_consistent(&env, "full run directory");
 }
 
 #[test]

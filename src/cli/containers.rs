@@ -182,10 +182,7 @@ fn truncate(s: &str, n: usize) -> String {
 pub fn ps(g: &Global, a: PsArgs) -> anyhow::Result<u8> {
     let engine = Engine::open(&g.root);
     // Containers whose owner died: their leftovers (network included) go now.
-    if let Err(e) = engine.cleanup_stale() {
-        return engine_failure(e);
-    }
-    let list = match engine.list() {
+    let list = match engine.list_current() {
         Ok(l) => l,
         Err(e) => return engine_failure(e),
     };
@@ -308,8 +305,12 @@ pub fn kill(g: &Global, a: KillArgs) -> anyhow::Result<u8> {
 pub fn rm(g: &Global, a: RmArgs) -> anyhow::Result<u8> {
     let engine = Engine::open(&g.root);
     let mut code = 0;
-    for key in &a.containers {
-        match engine.remove(key, a.force) {
+    for (key, r) in a
+        .containers
+        .iter()
+        .zip(engine.remove_many(&a.containers, a.force))
+    {
+        match r {
             Ok(_) => println!("{key}"),
             Err(e) => code = engine_failure(e)?,
         }

@@ -23,7 +23,10 @@ pub fn for_line(line: &str) -> Option<&'static str> {
 /// `line`, with its advice appended when there is one.
 pub fn with_hint(line: String) -> String {
     match for_line(&line) {
-        Some(h) if !line.contains(h) => format!("{line}; {h}"),
+        // The runtime's own advice for a full run directory already says what to do.
+        Some(h) if !line.contains(h) && !line.contains("; the file system is full") => {
+            format!("{line}; {h}")
+        }
         _ => line,
     }
 }

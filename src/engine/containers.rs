@@ -38,6 +38,9 @@ pub struct ExecSpec {
     pub user: Option<String>,
 }
 
+/// How many containers `rm` removes at a time.
+const REMOVE_WORKERS: usize = 16;
+
 impl Engine {
     /// Protects this process's binary before it creates or joins a container (CVE-2019-5736):
     /// call it first in a process that runs containers in the foreground or execs into them.
@@ -59,6 +62,12 @@ impl Engine {
     /// Every container, oldest first.
     pub fn list(&self) -> Result<Vec<ContainerRecord>, EngineError> {
         Ok(self.containers()?.list())
+    }
+
+    /// Every container, after cleaning up those whose owner died (`ps`; one read of each
+    /// record when none did).
+    pub fn list_current(&self) -> Result<Vec<ContainerRecord>, EngineError> {
+        Ok(lifecycle::list_current(&self.containers()?))
     }
 
     /// Starts container `id` detached, under its monitor; returns once it runs.
@@ -109,6 +118,53 @@ impl Engine {
     /// Removes container `key`; a running one only with `force` (killed first).
     pub fn remove(&self, key: &str, force: bool) -> Result<ContainerRecord, EngineError> {
         Ok(lifecycle::remove(&self.containers()?, key, force)?)
+    }
+
+    /// Removes the containers `keys` (as [`Engine::remove`]) several at a time: a removal
+    /// mostly waits (for the process to die, for its monitor to record the exit and clean
+    /// up), so `rm -f` of many overlaps those waits. The results are in the order of `keys`.
+    pub fn remove_many(
+        &self,
+        keys: &[String],
+        force: bool,
+    ) -> Vec<Result<ContainerRecord, EngineError>> {
+        let c = match self.containers() {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = e.to_string();
+                return keys
+                    .iter()
+                    .map(|_| Err(EngineError::Invalid(msg.clone())))
+                    .collect();
+            }
+        };
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<std::sync::Mutex<Option<Result<ContainerRecord, EngineError>>>> =
+            keys.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        let workers = keys.len().clamp(1, REMOVE_WORKERS);
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(key) = keys.get(i) else { break };
+                        let r = lifecycle::remove(&c, key, force).map_err(EngineError::from);
+                        if let Ok(mut slot) = results[i].lock() {
+                            *slot = Some(r);
+                        }
+                    }
+                });
+            }
+        });
+        results
+            .into_iter()
+            .map(|m| {
+                m.into_inner()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| Err(EngineError::Invalid("removal did not finish".into())))
+            })
+            .collect()
     }
 
     /// Runs a command in running container `key` attached to this process's terminal;

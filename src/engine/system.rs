@@ -263,6 +263,19 @@ fn runtime_check(c: &Containers, repair: bool) -> Vec<Finding> {
             out.push(f);
         }
     }
+    // Directories `rm` renamed aside and was killed before deleting (`.removing-<id>`);
+    // young ones may be an `rm` at work.
+    for e in std::fs::read_dir(c.dir()).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(".removing-") || !changed_before(&e.path(), 5) {
+            continue;
+        }
+        let mut f = Finding::new("orphan-removal", e.path().display().to_string(), false);
+        if repair {
+            f.repaired = std::fs::remove_dir_all(e.path()).is_ok();
+        }
+        out.push(f);
+    }
     for (name, id) in c.stale_names() {
         let mut f = Finding::new("stale-name", format!("{name} -> {id}"), false);
         if repair {
@@ -346,6 +359,15 @@ fn network_check(root: &Path, c: &Containers, repair: bool) -> Vec<Finding> {
 
 fn cgroup_empty(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|s| s.trim().is_empty())
+}
+
+/// Whether `p`'s inode last changed (a rename counts) at least `secs` ago.
+fn changed_before(p: &Path, secs: i64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    std::fs::symlink_metadata(p).is_ok_and(|m| now - m.ctime() >= secs)
 }
 
 fn older_than(p: &Path, secs: u64) -> bool {

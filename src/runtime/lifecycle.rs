@@ -124,10 +124,12 @@ fn launch(
     let mut extras = extras.clone();
     extras.network = super::net::join(c, rec)?;
     tracing::debug!("phase: network set up");
+    // In the monitor: the root file system goes into a mount namespace of its own.
+    super::monitor::private_mounts();
     let spec = match bundle.prepare(id, &rec.image, opts, &extras) {
         Ok(s) => s,
         Err(e) => {
-            super::net::leave(c, id);
+            net_leave(c, id);
             return Err(e);
         }
     };
@@ -284,10 +286,16 @@ fn launch(
         }
         Err(e) => {
             let _ = bundle.unmount_rootfs();
-            super::net::leave(c, id);
+            net_leave(c, id);
             Err(e)
         }
     }
+}
+
+/// Tears container `id`'s network down in the host's mount table (its namespace's bind mount
+/// is there, see [`super::monitor::in_host_mounts`]).
+fn net_leave(c: &Containers, id: &str) {
+    super::monitor::in_host_mounts(|| super::net::leave(c, id));
 }
 
 fn record_running(c: &Containers, id: &str, pid: i32) -> Result<(), RuntimeError> {
@@ -486,7 +494,7 @@ fn finish(c: &Containers, id: &str, mut session: Session) -> Result<i32, Runtime
     drop(session);
     // Its PID 1 is reaped: the network goes before the exit is recorded, so whoever waits
     // for the exit (`stop`, `rm -f`) finds it gone.
-    super::net::leave(c, id);
+    net_leave(c, id);
     let exited = |r: &mut ContainerRecord| {
         r.phase = Phase::Exited;
         r.exit_code = code.as_ref().ok().copied();
@@ -692,6 +700,7 @@ pub fn monitor(
     ready: Option<OwnedFd>,
     machines: &dyn Machines,
 ) -> Result<u8, RuntimeError> {
+    super::monitor::lean_allocator();
     for s in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE] {
         unsafe { nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigIgn) }?;
     }
@@ -719,6 +728,7 @@ pub fn monitor(
             _raw: None,
         };
         session.pump_logs(c, id)?;
+        super::monitor::shrink();
         return finish(c, id, session).map(|_| 0);
     }
     // Not inherited by what the monitor starts (a VM's qemu): `start_detached` reads the
@@ -727,6 +737,7 @@ pub fn monitor(
         unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
     }
     let mut ready = ready.map(std::fs::File::from);
+    super::monitor::want_private_mounts();
     let rec = c.load(id)?;
     let (hub, listener) = attach_hub(c, &rec)?;
     let attach = Attach::Log(hub.clone());
@@ -778,6 +789,7 @@ pub fn monitor(
         hub.serve_socket(l, &path);
     }
     session.pump_logs(c, id)?;
+    super::monitor::shrink();
     finish(c, id, session).map(|_| 0)
 }
 
@@ -822,7 +834,23 @@ fn attach_hub(
 /// Cleans up containers whose owner died without recording an exit: the runtime state,
 /// cgroups and mount go; the record stays as `Exited (unknown)` (or goes, for `--rm`).
 pub fn cleanup_stale(c: &Containers) {
-    for rec in c.list() {
+    cleanup_stale_of(c, c.list());
+}
+
+/// Every container (newest first) after [`cleanup_stale`], reading the records once when
+/// none is stale (`ps` at scale: one record read and one liveness check per container).
+pub fn list_current(c: &Containers) -> Vec<ContainerRecord> {
+    let list = c.list();
+    let stale: Vec<ContainerRecord> = list.iter().filter(|r| r.is_stale()).cloned().collect();
+    if stale.is_empty() {
+        return list;
+    }
+    cleanup_stale_of(c, stale);
+    c.list()
+}
+
+fn cleanup_stale_of(c: &Containers, recs: Vec<ContainerRecord>) {
+    for rec in recs {
         if !rec.is_stale() {
             continue;
         }
@@ -863,7 +891,7 @@ fn wait_settled(c: &Containers, id: &str) {
     if let Ok(r) = c.load(id)
         && r.is_stale()
     {
-        cleanup_stale(c);
+        cleanup_stale_of(c, vec![r]);
     }
 }
 
@@ -905,7 +933,7 @@ pub fn stop(c: &Containers, key: &str, timeout: Duration) -> Result<ContainerRec
     let rec = c.find(key)?;
     if !rec.is_running() {
         if rec.is_stale() {
-            cleanup_stale(c);
+            cleanup_stale_of(c, vec![rec.clone()]);
         }
         return Ok(rec);
     }
@@ -954,6 +982,16 @@ pub fn remove(c: &Containers, key: &str, force: bool) -> Result<ContainerRecord,
     Ok(rec)
 }
 
+/// The running container's root file system as this process can read it: its PID 1's root
+/// (`/proc/PID/root`: the overlay is mounted in its monitor's namespace, not the host's; see
+/// [`super::monitor::private_mounts`]), else the bundle's mount point.
+fn container_root(rec: &ContainerRecord, bundle: &super::Bundle) -> std::path::PathBuf {
+    match rec.pid {
+        Some(p) if p.alive() => std::path::PathBuf::from(format!("/proc/{}/root", p.pid)),
+        _ => bundle.rootfs(),
+    }
+}
+
 /// `exec`: runs `args` in the running container; returns its exit code.
 #[allow(clippy::too_many_arguments)]
 pub fn exec(
@@ -997,7 +1035,7 @@ pub fn exec(
     // clear line here, not the runtime's "failed to unix syscall".
     let cwd = match cwd {
         Some(w) => {
-            let root = super::inroot::Root::open(&bundle.rootfs())
+            let root = super::inroot::Root::open(&container_root(&rec, &bundle))
                 .map_err(|e| RuntimeError::Runtime(format!("opening the root file system: {e}")))?;
             let binds: Vec<String> = spec
                 .mounts()
@@ -1013,7 +1051,7 @@ pub fn exec(
     let wd = cwd
         .clone()
         .unwrap_or_else(|| process.cwd().display().to_string());
-    super::resolve::check_command(&bundle.rootfs(), &args[0], path, &wd)?;
+    super::resolve::check_command(&container_root(&rec, &bundle), &args[0], path, &wd)?;
     let engine = Engine::from_option(rec.options.runtime.as_ref());
     let mut pump = None;
     let mut raw = None;

@@ -61,6 +61,7 @@ pub mod attach;
 pub mod bundle;
 pub mod cgroups;
 pub mod executor;
+pub mod hints;
 pub mod init;
 pub mod inroot;
 pub mod lifecycle;
@@ -145,15 +146,17 @@ pub enum RuntimeError {
     #[error("{0}")]
     WrongState(String),
     /// A file-system or system-call failure, with what was being done.
-    #[error("{what}: {source}")]
+    /// A limit that bites at scale (a full run directory, open files, processes) gets what to
+    /// do appended ([`hints`]); the error is part of the message, not a separate cause.
+    #[error("{what}: {error}{}", hints::for_io(.error))]
     Io {
         /// What was being done.
         what: String,
         /// The error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The OCI runtime (libcontainer or the external one) failed.
-    #[error("runtime: {0}")]
+    #[error("runtime: {msg}{hint}", msg = .0, hint = hints::for_text(.0))]
     Runtime(String),
     /// The container's record is unreadable.
     #[error("{0}")]
@@ -174,7 +177,7 @@ impl RuntimeError {
     pub fn io(what: impl Into<String>, source: std::io::Error) -> RuntimeError {
         RuntimeError::Io {
             what: what.into(),
-            source,
+            error: source,
         }
     }
 }

@@ -16,6 +16,16 @@
 //! in the background. The spare is double-forked and `setsid` like any monitor, so the
 //! container it then owns survives the service; a spare whose fd 4 reaches its end (the
 //! service went) exits without doing anything.
+//!
+//! # Its own mount namespace
+//!
+//! The monitor moves into a mount namespace of its own ([`private_mounts`], a slave of the
+//! host's: host mounts still reach it, its mounts do not reach the host) before it mounts the
+//! container's root file system. The host's mount table then does not grow by one overlay per
+//! running container (each new container's namespace is a copy of its monitor's, and the
+//! runtime reads it many times per start: a host table growing with the number of containers
+//! made every start slower), and the mount goes with the namespace when the monitor ends,
+//! killed or not. From the host, the container's root is `/proc/<pid>/root`.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -29,6 +39,134 @@ use super::RuntimeError;
 
 /// The id argument of a spare monitor (it reads the real id from fd 4).
 pub const SPARE_ID: &str = "-";
+
+/// Set by the monitor: its container's root goes into a mount namespace of its own.
+static WANT_PRIVATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The mount namespace this process started in, once the calling thread left it.
+static HOST_MOUNTS: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+
+/// In the monitor: asks for [`private_mounts`] at the start of the native route's launch
+/// (after the network namespace is made and mounted in the host's table, before the root
+/// file system is mounted).
+pub fn want_private_mounts() {
+    WANT_PRIVATE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// If [`want_private_mounts`] was called: moves the calling thread (the monitor's main
+/// thread, which starts the container and cleans up after it) into a new mount namespace in
+/// which every mount is a slave of the host's (see the module doc). `false` when it did not
+/// (not wanted, or no `CAP_SYS_ADMIN`: the mounts then go to the host's table).
+pub fn private_mounts() -> bool {
+    use nix::mount::MsFlags;
+    if !WANT_PRIVATE.load(std::sync::atomic::Ordering::Relaxed) || HOST_MOUNTS.get().is_some() {
+        return false;
+    }
+    let host = match std::fs::File::open("/proc/thread-self/ns/mnt") {
+        Ok(f) => OwnedFd::from(f),
+        Err(e) => {
+            tracing::debug!("monitor: no mount namespace of its own: {e}");
+            return false;
+        }
+    };
+    if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS) {
+        tracing::debug!("monitor: no mount namespace of its own: {e}");
+        return false;
+    }
+    let _ = HOST_MOUNTS.set(host);
+    match nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    ) {
+        Ok(()) => true,
+        Err(e) => {
+            // Shared mounts would stay peers of the host's: mounts would propagate back.
+            tracing::warn!("monitor: making its mounts slaves of the host's: {e}");
+            false
+        }
+    }
+}
+
+/// Runs `f` in the host's mount namespace (on a short-lived thread of its own) when the
+/// caller left it through [`private_mounts`], else right here: the network namespace's bind
+/// mount is made and removed in the host's table, where the other xrun commands find it.
+pub fn in_host_mounts<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let Some(host) = HOST_MOUNTS.get() else {
+        return f();
+    };
+    std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            // A thread may only change its mount namespace with its own file system state.
+            let entered = nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
+                .and_then(|()| nix::sched::setns(host, nix::sched::CloneFlags::CLONE_NEWNS));
+            if let Err(e) = entered {
+                tracing::warn!("monitor: entering the host's mount namespace: {e}");
+            }
+            f()
+        });
+        match t.join() {
+            Ok(v) => v,
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    })
+}
+
+/// One malloc arena for the whole monitor (its threads only copy output and serve the attach
+/// socket: a per-thread arena would keep its own pages for nothing). Call it first.
+pub fn lean_allocator() {
+    // SAFETY: a plain setting of the C allocator.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+}
+
+/// Gives back the memory the start needed and the idle monitor does not: freed heap pages
+/// (`malloc_trim`) and the main thread's stack pages below what it uses now (the runtime's
+/// deep calls touched them once). Call it once the container runs, from the main thread.
+pub fn shrink() {
+    // SAFETY: returns free heap memory to the kernel; no pointer is involved.
+    unsafe { libc::malloc_trim(0) };
+    trim_main_stack();
+}
+
+/// `MADV_DONTNEED` on the main thread's stack below the current frame (less a margin for the
+/// calls still to come from here and for signal frames): those pages are free, and the kernel
+/// hands out zeroed ones again if the stack grows back.
+fn trim_main_stack() {
+    const MARGIN: usize = 64 * 1024;
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    let Some(line) = maps.lines().find(|l| l.ends_with("[stack]")) else {
+        return;
+    };
+    let Some((lo, hi)) = line
+        .split(' ')
+        .next()
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| {
+            Some((
+                usize::from_str_radix(a, 16).ok()?,
+                usize::from_str_radix(b, 16).ok()?,
+            ))
+        })
+    else {
+        return;
+    };
+    let here = 0u8;
+    let sp = std::ptr::addr_of!(here) as usize;
+    if sp < lo || sp >= hi {
+        return; // Not on the main thread's stack.
+    }
+    let page = 4096;
+    let end = sp.saturating_sub(MARGIN) & !(page - 1);
+    if end > lo {
+        // SAFETY: [lo, end) is the unused part of this thread's own stack mapping, below the
+        // current frame and its margin: nothing lives there.
+        unsafe { libc::madvise(lo as *mut libc::c_void, end - lo, libc::MADV_DONTNEED) };
+    }
+}
 
 /// The readiness pipe inherited as fd 3, if open.
 pub fn ready_fd() -> Option<OwnedFd> {

@@ -354,13 +354,38 @@ impl Containers {
 
     /// Every record (unreadable ones skipped), newest first.
     pub fn list(&self) -> Vec<ContainerRecord> {
-        let mut out: Vec<ContainerRecord> = std::fs::read_dir(&self.dir)
+        let ids: Vec<String> = std::fs::read_dir(&self.dir)
             .into_iter()
             .flatten()
             .flatten()
             .filter(|e| e.file_name().len() == 64)
-            .filter_map(|e| self.load(&e.file_name().to_string_lossy()).ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
+        // Many records: read and parse them on every core (`ps` of 1,000 containers).
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(ids.len() / LIST_CHUNK + 1);
+        let mut out: Vec<ContainerRecord> = if threads > 1 {
+            let per = ids.len().div_ceil(threads);
+            std::thread::scope(|s| {
+                let parts: Vec<_> = ids
+                    .chunks(per)
+                    .map(|part| {
+                        s.spawn(move || {
+                            part.iter()
+                                .filter_map(|id| self.load(id).ok())
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                parts
+                    .into_iter()
+                    .flat_map(|p| p.join().unwrap_or_default())
+                    .collect()
+            })
+        } else {
+            ids.iter().filter_map(|id| self.load(id).ok()).collect()
+        };
         out.sort_by(|a, b| b.created.cmp(&a.created));
         out
     }
@@ -585,28 +610,36 @@ impl Containers {
     }
 
     /// Removes the container's directory (the caller has stopped it and unmounted its root).
+    ///
+    /// Under the global lock the directory is only renamed out of the way (`.removing-<id>`,
+    /// which no listing takes for a container); the files go after the lock is released, so
+    /// removals of many containers do not queue behind each other's deletions.
     pub fn remove_dir(&self, id: &str) -> Result<(), RuntimeError> {
-        let _g = self.global_lock()?;
         let dir = self.container_dir(id);
-        if self.bundle(id).is_mounted() {
-            return Err(RuntimeError::WrongState(format!(
-                "container {id} still has its root file system mounted"
-            )));
-        }
         let run = self.run_dir.join(id);
+        let trash = self.dir.join(format!(".removing-{id}"));
+        {
+            let _g = self.global_lock()?;
+            if self.bundle(id).is_mounted() {
+                return Err(RuntimeError::WrongState(format!(
+                    "container {id} still has its root file system mounted"
+                )));
+            }
+            let name = self.load(id).map(|r| r.name).ok();
+            std::fs::rename(&dir, &trash)
+                .map_err(|e| RuntimeError::io(format!("removing {}", dir.display()), e))?;
+            // After the record: a crash in between leaves a stale entry, taken over by the
+            // next claim of the name, never a record without its entry.
+            if let Some(n) = name {
+                self.release_name(&n, id);
+            }
+        }
         if run != dir && run.exists() {
             std::fs::remove_dir_all(&run)
                 .map_err(|e| RuntimeError::io(format!("removing {}", run.display()), e))?;
         }
-        let name = self.load(id).map(|r| r.name).ok();
-        std::fs::remove_dir_all(&dir)
-            .map_err(|e| RuntimeError::io(format!("removing {}", dir.display()), e))?;
-        // After the record: a crash in between leaves a stale entry, taken over by the next
-        // claim of the name, never a record without its entry.
-        if let Some(n) = name {
-            self.release_name(&n, id);
-        }
-        Ok(())
+        std::fs::remove_dir_all(&trash)
+            .map_err(|e| RuntimeError::io(format!("removing {}", trash.display()), e))
     }
 }
 
@@ -621,17 +654,30 @@ fn valid_index_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
+/// Records per thread below which [`Containers::list`] reads them on one thread.
+const LIST_CHUNK: usize = 64;
+
 /// Where bundles live on tmpfs: `/run/xrun/roots` (see [`super::rundir`]).
 pub const RUN_BASE: &str = "/run/xrun/roots";
 
-/// `RUN_BASE/<16 hex digits of sha256(canonical containers dir)>`, created; `None` when
-/// `/run/xrun` is not (and cannot be made) a tmpfs.
+/// Overrides [`RUN_BASE`]: a directory (an existing one; a tmpfs of a size of one's choice)
+/// for the bundles and runtime state of running containers.
+pub const RUN_BASE_ENV: &str = "XRUN_RUNTIME_DIR";
+
+/// `RUN_BASE/<16 hex digits of sha256(canonical containers dir)>` (or under
+/// [`RUN_BASE_ENV`]), created; `None` when `/run/xrun` is not (and cannot be made) a tmpfs.
 fn run_dir_of(containers: &Path) -> Option<PathBuf> {
     use sha2::Digest as _;
     let canon = std::fs::canonicalize(containers).ok()?;
-    super::rundir::ensure()?;
+    let base = match std::env::var_os(RUN_BASE_ENV).filter(|v| !v.is_empty()) {
+        Some(b) if Path::new(&b).is_dir() => PathBuf::from(b),
+        _ => {
+            super::rundir::ensure()?;
+            PathBuf::from(RUN_BASE)
+        }
+    };
     let hash = hex::encode(sha2::Sha256::digest(canon.as_os_str().as_encoded_bytes()));
-    let dir = Path::new(RUN_BASE).join(&hash[..16]);
+    let dir = base.join(&hash[..16]);
     std::fs::create_dir_all(&dir).ok()?;
     Some(dir)
 }
