@@ -195,8 +195,7 @@ pub fn ps(g: &Global, a: PsArgs) -> anyhow::Result<u8> {
         "ROUTE".into(),
         "NAMES".into(),
     ]];
-    for r in list {
-        let status = r.status();
+    for (r, status) in list {
         if !a.all && status != Status::Running {
             continue;
         }

@@ -64,9 +64,11 @@ impl Engine {
         Ok(self.containers()?.list())
     }
 
-    /// Every container, after cleaning up those whose owner died (`ps`; one read of each
-    /// record when none did).
-    pub fn list_current(&self) -> Result<Vec<ContainerRecord>, EngineError> {
+    /// Every container with its status, after cleaning up those whose owner died (`ps`;
+    /// one read of each record and one process check each when none did).
+    pub fn list_current(
+        &self,
+    ) -> Result<Vec<(ContainerRecord, crate::runtime::state::Status)>, EngineError> {
         Ok(lifecycle::list_current(&self.containers()?))
     }
 

@@ -837,16 +837,37 @@ pub fn cleanup_stale(c: &Containers) {
     cleanup_stale_of(c, c.list());
 }
 
-/// Every container (newest first) after [`cleanup_stale`], reading the records once when
-/// none is stale (`ps` at scale: one record read and one liveness check per container).
-pub fn list_current(c: &Containers) -> Vec<ContainerRecord> {
-    let list = c.list();
-    let stale: Vec<ContainerRecord> = list.iter().filter(|r| r.is_stale()).cloned().collect();
+/// Every container (newest first) with its status, after [`cleanup_stale`]: `ps` at scale
+/// reads each record once and checks each process once when none is stale (a record whose
+/// status is `Unknown` while it says running is exactly a stale one). The checks run on
+/// every core.
+pub fn list_current(c: &Containers) -> Vec<(ContainerRecord, super::state::Status)> {
+    let with_status = |list: Vec<ContainerRecord>| {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = list.len().div_ceil(workers).max(64);
+        let statuses: Vec<super::state::Status> = std::thread::scope(|s| {
+            let parts: Vec<_> = list
+                .chunks(chunk)
+                .map(|part| s.spawn(move || part.iter().map(|r| r.status()).collect::<Vec<_>>()))
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        list.into_iter().zip(statuses).collect::<Vec<_>>()
+    };
+    let listed = with_status(c.list());
+    let stale: Vec<ContainerRecord> = listed
+        .iter()
+        .filter(|(r, st)| r.phase == Phase::Running && *st == super::state::Status::Unknown)
+        .map(|(r, _)| r.clone())
+        .collect();
     if stale.is_empty() {
-        return list;
+        return listed;
     }
     cleanup_stale_of(c, stale);
-    c.list()
+    with_status(c.list())
 }
 
 fn cleanup_stale_of(c: &Containers, recs: Vec<ContainerRecord>) {
