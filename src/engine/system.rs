@@ -246,17 +246,29 @@ fn runtime_check(c: &Containers, repair: bool) -> Vec<Finding> {
         }
     }
     // Cgroups, in every hierarchy: this root's stopped containers', and any empty one of
-    // a container no root runs (another root's running container has processes in its).
+    // a container no root here has (another root's containers are that root's to judge).
+    // Repair first removes what else a stopped container of this root left (its runtime
+    // state, a container init waiting for a start that never came), then any process still
+    // in the cgroup.
+    let mut cleaned: HashSet<String> = HashSet::new();
     for (id, dir) in cgroups::all_container_dirs() {
         let ours = records.contains_key(&id);
         let orphan = if ours {
             stopped(&id)
         } else {
-            cgroup_empty(&dir) && older_than(&dir, 2)
+            // (The age is from the first look at it: cgroup file systems stamp a
+            // directory's times when its inode is first looked up.)
+            cgroup_empty(&dir) && older_than(&dir, 2) && !c.other_root_holds(&id)
         };
         if orphan {
             let mut f = Finding::new("orphan-cgroup", dir.display().to_string(), false);
             if repair {
+                if ours && cleaned.insert(id.clone()) {
+                    lifecycle::clean_up_unowned(c, &id);
+                }
+                if ours && dir.exists() {
+                    cgroups::kill_all(&dir);
+                }
                 cgroups::remove_tree(&dir);
                 f.repaired = !dir.exists();
             }
@@ -310,8 +322,8 @@ fn lease_check(store: &Store, c: &Containers, repair: bool) -> Result<Vec<Findin
 const FOREIGN_NETWORK_GRACE_SECS: u64 = 10;
 
 /// Network state (namespaces, address leases, port reservations; host-wide) that no running
-/// container owns: this root's containers that do not run, and unknown containers with
-/// nothing left in their namespace.
+/// container owns: this root's containers that do not run, and containers no root here has
+/// with nothing left in their namespace.
 fn network_check(root: &Path, c: &Containers, repair: bool) -> Vec<Finding> {
     let mut out = Vec::new();
     for (id, held) in network::leftovers::find() {
@@ -324,9 +336,11 @@ fn network_check(root: &Path, c: &Containers, repair: bool) -> Vec<Finding> {
                     || r.owner.is_some_and(|o| o.alive());
                 !busy
             }
-            Err(_) => held
-                .age_secs
-                .is_none_or(|a| a >= FOREIGN_NETWORK_GRACE_SECS),
+            Err(_) => {
+                held.age_secs
+                    .is_none_or(|a| a >= FOREIGN_NETWORK_GRACE_SECS)
+                    && !c.other_root_holds(&id)
+            }
         };
         if !orphan {
             continue;

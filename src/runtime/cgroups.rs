@@ -99,6 +99,41 @@ pub fn remove_leftovers(id: &str) {
     }
 }
 
+/// Kills (SIGKILL) every process in cgroup `dir` and its children, and waits up to a second
+/// for them to leave it (an exiting task leaves its cgroup before its parent reaps it). For
+/// the cgroups of containers nothing owns any more.
+pub fn kill_all(dir: &Path) {
+    let procs = |d: &Path| -> Vec<i32> {
+        let mut out = Vec::new();
+        let mut stack = vec![d.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            if let Ok(text) = std::fs::read_to_string(d.join("cgroup.procs")) {
+                out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+        out
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let left = procs(dir);
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            return;
+        }
+        for pid in left {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Removes an (empty) cgroup directory and its children, deepest first.
 pub fn remove_tree(dir: &Path) {
     if let Ok(rd) = std::fs::read_dir(dir) {

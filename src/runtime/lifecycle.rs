@@ -831,6 +831,23 @@ fn attach_hub(
     Ok((hub, listener))
 }
 
+/// Removes the runtime leftovers of container `id` if nothing owns it (it does not run and
+/// no xrun process is starting or watching it): the runtime's state (deleting a container
+/// init left waiting for its start), cgroups and the root file system mount. For
+/// `system check --repair`, after a crash between the runtime's create and the record of
+/// the run. Returns whether it cleaned up.
+pub fn clean_up_unowned(c: &Containers, id: &str) -> bool {
+    let Ok(rec) = c.load(id) else {
+        return false;
+    };
+    let running = rec.phase == Phase::Running && rec.pid.is_some_and(|p| p.alive());
+    if running || rec.owner.is_some_and(|o| o.alive()) {
+        return false;
+    }
+    let _ = cleanup(c, &rec);
+    true
+}
+
 /// Cleans up containers whose owner died without recording an exit: the runtime state,
 /// cgroups and mount go; the record stays as `Exited (unknown)` (or goes, for `--rm`).
 pub fn cleanup_stale(c: &Containers) {

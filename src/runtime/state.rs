@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStringExt;
 use time::OffsetDateTime;
 
 use super::{Bundle, ImageInput, RunOptions, RuntimeError};
@@ -255,6 +256,29 @@ impl Containers {
             .map_err(|e| RuntimeError::io(format!("creating {}", dir.display()), e))?;
         let run_dir = run_dir_of(&dir).unwrap_or_else(|| dir.clone());
         Ok(Containers { dir, run_dir })
+    }
+
+    /// Whether another store root on this host (one whose run directory sits beside this
+    /// one's and whose containers directory still exists) has a container `id`: its
+    /// host-wide state (cgroups, network) is that root's to judge, not this one's.
+    pub fn other_root_holds(&self, id: &str) -> bool {
+        let mut bases = vec![PathBuf::from(RUN_BASE)];
+        if let Some(b) = std::env::var_os(RUN_BASE_ENV).filter(|v| !v.is_empty()) {
+            bases.push(PathBuf::from(b));
+        }
+        if let Some(parent) = self.run_dir.parent() {
+            bases.push(parent.to_path_buf());
+        }
+        bases.sort();
+        bases.dedup();
+        bases
+            .iter()
+            .flat_map(|b| std::fs::read_dir(b).into_iter().flatten().flatten())
+            .filter(|e| e.path() != self.run_dir)
+            .filter_map(|e| std::fs::read(e.path().join(OWNER_FILE)).ok())
+            .map(|owner| PathBuf::from(std::ffi::OsString::from_vec(owner)))
+            .filter(|containers| containers != &self.dir)
+            .any(|containers| containers.join(id).join("container.json").exists())
     }
 
     /// `<root>/containers`.
@@ -679,7 +703,25 @@ fn run_dir_of(containers: &Path) -> Option<PathBuf> {
     let hash = hex::encode(sha2::Sha256::digest(canon.as_os_str().as_encoded_bytes()));
     let dir = base.join(&hash[..16]);
     std::fs::create_dir_all(&dir).ok()?;
+    note_owner(&dir, &canon);
     Some(dir)
+}
+
+/// The file in a root's run directory naming the containers directory it belongs to, so a
+/// check in one root can tell another root's containers from leftovers (see
+/// [`Containers::other_root_holds`]).
+const OWNER_FILE: &str = "root";
+
+fn note_owner(run_dir: &Path, containers: &Path) {
+    let file = run_dir.join(OWNER_FILE);
+    let want = containers.as_os_str().as_encoded_bytes();
+    if std::fs::read(&file).is_ok_and(|have| have == want) {
+        return;
+    }
+    let tmp = run_dir.join(format!(".{OWNER_FILE}.{}", std::process::id()));
+    if std::fs::write(&tmp, want).is_ok() && std::fs::rename(&tmp, &file).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
 }
 
 fn new_id() -> String {
