@@ -22,6 +22,7 @@ pub mod kernelcheck;
 pub mod limits;
 pub mod network;
 pub mod ociruntime;
+pub mod par;
 pub mod plan;
 pub mod platform;
 pub mod reference;

@@ -140,33 +140,10 @@ impl Engine {
                     .collect();
             }
         };
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let results: Vec<std::sync::Mutex<Option<Result<ContainerRecord, EngineError>>>> =
-            keys.iter().map(|_| std::sync::Mutex::new(None)).collect();
-        let workers = keys.len().clamp(1, REMOVE_WORKERS);
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(key) = keys.get(i) else { break };
-                        let r = lifecycle::remove(&c, key, force).map_err(EngineError::from);
-                        if let Ok(mut slot) = results[i].lock() {
-                            *slot = Some(r);
-                        }
-                    }
-                });
-            }
-        });
-        results
-            .into_iter()
-            .map(|m| {
-                m.into_inner()
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| Err(EngineError::Invalid("removal did not finish".into())))
-            })
-            .collect()
+        // (More threads than cores: a removal mostly waits.)
+        crate::par::map(keys, REMOVE_WORKERS, |key| {
+            lifecycle::remove(&c, key, force).map_err(EngineError::from)
+        })
     }
 
     /// Runs a command in running container `key` attached to this process's terminal;

@@ -200,40 +200,20 @@ struct FileFacts {
 /// Looks at the head of every regular file, on a few threads.
 pub fn scan_elf(fs: &Rootfs) -> ElfFacts {
     let files = fs.files();
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 8);
-    let chunk = files.len().div_ceil(threads).max(1);
+    let threads = crate::par::threads_for(files.len(), 1).min(8);
+    let heads = crate::par::map(&files, threads, |(_, host)| elf::read_head(host));
     let mut found: Vec<FileFacts> = Vec::new();
     let mut unreadable = 0u64;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = files
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    let mut out = Vec::new();
-                    let mut bad = 0u64;
-                    for (path, host) in part {
-                        match elf::read_head(host) {
-                            Ok(Head::Elf(info)) if info.is_loadable() => out.push(FileFacts {
-                                path: format!("/{path}"),
-                                info: *info,
-                            }),
-                            Ok(_) => {}
-                            Err(_) => bad += 1,
-                        }
-                    }
-                    (out, bad)
-                })
-            })
-            .collect();
-        for h in handles {
-            let (out, bad) = h.join().expect("scan thread panicked");
-            found.extend(out);
-            unreadable += bad;
+    for ((path, _), head) in files.iter().zip(heads) {
+        match head {
+            Ok(Head::Elf(info)) if info.is_loadable() => found.push(FileFacts {
+                path: format!("/{path}"),
+                info: *info,
+            }),
+            Ok(_) => {}
+            Err(_) => unreadable += 1,
         }
-    });
+    }
     found.sort_by(|a, b| a.path.cmp(&b.path));
 
     let mut facts = ElfFacts {

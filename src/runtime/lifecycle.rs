@@ -860,18 +860,8 @@ pub fn cleanup_stale(c: &Containers) {
 /// every core.
 pub fn list_current(c: &Containers) -> Vec<(ContainerRecord, super::state::Status)> {
     let with_status = |list: Vec<ContainerRecord>| {
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let chunk = list.len().div_ceil(workers).max(64);
-        let statuses: Vec<super::state::Status> = std::thread::scope(|s| {
-            let parts: Vec<_> = list
-                .chunks(chunk)
-                .map(|part| s.spawn(move || part.iter().map(|r| r.status()).collect::<Vec<_>>()))
-                .collect();
-            parts
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        });
+        let threads = crate::par::threads_for(list.len(), 64);
+        let statuses = crate::par::map(&list, threads, |r| r.status());
         list.into_iter().zip(statuses).collect::<Vec<_>>()
     };
     let listed = with_status(c.list());

@@ -386,30 +386,11 @@ impl Containers {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         // Many records: read and parse them on every core (`ps` of 1,000 containers).
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(ids.len() / LIST_CHUNK + 1);
-        let mut out: Vec<ContainerRecord> = if threads > 1 {
-            let per = ids.len().div_ceil(threads);
-            std::thread::scope(|s| {
-                let parts: Vec<_> = ids
-                    .chunks(per)
-                    .map(|part| {
-                        s.spawn(move || {
-                            part.iter()
-                                .filter_map(|id| self.load(id).ok())
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                parts
-                    .into_iter()
-                    .flat_map(|p| p.join().unwrap_or_default())
-                    .collect()
-            })
-        } else {
-            ids.iter().filter_map(|id| self.load(id).ok()).collect()
-        };
+        let threads = crate::par::threads_for(ids.len(), LIST_CHUNK);
+        let mut out: Vec<ContainerRecord> = crate::par::map(&ids, threads, |id| self.load(id).ok())
+            .into_iter()
+            .flatten()
+            .collect();
         out.sort_by(|a, b| b.created.cmp(&a.created));
         out
     }

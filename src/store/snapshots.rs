@@ -37,35 +37,9 @@ impl Store {
     /// each is complete and verified, and unreferenced ones go at the next prune.
     pub fn unpack(&self, record: &ImageRecord) -> Result<Vec<PathBuf>, StoreError> {
         let layers = &record.layers;
-        let workers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(4)
-            .min(layers.len());
-        if workers <= 1 {
-            return layers.iter().map(|l| self.unpack_layer(l)).collect();
-        }
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let results: Vec<std::sync::Mutex<Option<Result<PathBuf, StoreError>>>> =
-            layers.iter().map(|_| std::sync::Mutex::new(None)).collect();
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                scope.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(layer) = layers.get(i) else { break };
-                        let r = self.unpack_layer(layer);
-                        *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-                    }
-                });
-            }
-        });
-        results
+        let workers = crate::par::threads_for(layers.len(), 1).min(4);
+        crate::par::map(layers, workers, |l| self.unpack_layer(l))
             .into_iter()
-            .map(|m| {
-                m.into_inner()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .expect("every layer was visited")
-            })
             .collect()
     }
 
