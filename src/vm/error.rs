@@ -40,6 +40,16 @@ pub enum VmError {
         /// The registry's (or the store's) error (shown in the message, so not a `source`).
         cause: Box<crate::registry::RegistryError>,
     },
+    /// qemu's monitor refused a command (plugging an exec slot into a running VM).
+    #[error("the VM's monitor refused {command}: {desc} ({class})")]
+    Monitor {
+        /// The QMP command.
+        command: String,
+        /// QMP's error class.
+        class: String,
+        /// QMP's description.
+        desc: String,
+    },
     /// The file system holding the rootfs image cache is full.
     #[error(
         "no space left on device in {dir} while building the VM root file system image (the \

@@ -1,10 +1,12 @@
 //! `exec` into a running VM, from any process on the host (the VM's owner need not help).
 //!
 //! Every VM offers [`EXEC_SLOTS`](super::runner::EXEC_SLOTS) exec slots, each four virtio
-//! serial ports (`org.xrun.xI.ctl`, `.in`, `.out`, `.err`) whose sockets qemu itself listens on
-//! in the VM's run directory ([`super::qemu::exec_socket`]). An exec takes a free slot (an
+//! serial ports (`org.xrun.xI.ctl`, `.in`, `.out`, `.err`) and a console (`.tty`) whose
+//! sockets qemu itself listens on in the VM's run directory ([`super::qemu::exec_socket`]).
+//! A VM boots without them (they cost boot time under TCG); an exec takes a free slot (an
 //! exclusive `flock` on `exec-I.lock` there, released when the process ends however it
-//! ends), connects the slot's sockets, and writes one request line on `ctl`: `R` and the
+//! ends), plugs it through qemu's monitor if it is the slot's first use ([`plug_up_to`]),
+//! connects the slot's sockets, and writes one request line on `ctl`: `R` and the
 //! base64 of a small cpio ([`super::runcpio::build_exec`]). The guest init's dispatcher
 //! starts the process in the container's root and cgroup and answers `S`, then the exit
 //! status once it ended; `K SIGNUM` lines signal it meanwhile. A write on a virtio port
@@ -24,7 +26,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 
 use super::VmError;
-use super::qemu::exec_socket;
+use super::qemu::{QMP_SOCKET, exec_socket};
+use super::qmp::{Qmp, plug_exec_slot};
 use super::runcpio::{ExecConfig, build_exec};
 use super::runner::{EXEC_SLOTS, VmIo};
 
@@ -47,6 +50,40 @@ impl ExecControl {
     pub fn resize(&self, rows: u16, cols: u16) {
         let _ = self.0.send(format!("W {rows} {cols}\n"));
     }
+}
+
+/// Makes sure exec slots `0..=index` are plugged into the VM: each is plugged through qemu's
+/// monitor on first use, in slot order (the guest numbers the slots' consoles in the order
+/// they come), under `plug.lock` in the run directory, and marked with `exec-I.plugged`. A
+/// VM without a monitor socket had its slots from the start (an older xrun started it).
+fn plug_up_to(dir: &std::fs::File, run_dir: &Path, index: u32) -> Result<(), VmError> {
+    let marker = |i: u32| run_dir.join(format!("exec-{i}.plugged"));
+    if marker(index).exists() || !run_dir.join(QMP_SOCKET).exists() {
+        return Ok(());
+    }
+    let p = run_dir.join("plug.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(VmError::io(p.display().to_string()))?;
+    // SAFETY: flock on an open descriptor; released when `lock` is closed.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(VmError::io("locking the VM's exec slots")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let missing: Vec<u32> = (0..=index).filter(|i| !marker(*i).exists()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut q = Qmp::connect(dir, QMP_SOCKET)?;
+    for i in missing {
+        plug_exec_slot(&mut q, i)?;
+        std::fs::write(marker(i), b"").map_err(VmError::io("marking an exec slot plugged"))?;
+    }
+    Ok(())
 }
 
 /// Holds an exec slot: the locked file (the lock goes with it).
@@ -132,6 +169,7 @@ pub fn exec(
         run_dir.display()
     )))?;
     let slot = take_slot(run_dir)?;
+    plug_up_to(&dir, run_dir, slot.index)?;
     let sock = |s: &str| connect(&dir, &exec_socket(slot.index, s));
     let cfg = ExecConfig {
         stdin: cfg.stdin && io.stdin.is_some(),

@@ -25,7 +25,8 @@
 #   /xrun/pids          --pids-limit: pids.max of the container's cgroup (cgroup2, mounted at
 #                       the container's /sys/fs/cgroup); the command and every exec join it
 #   /xrun/execslots     N: exec slots 0..N-1, each four ports org.xrun.xI.{ctl,in,out,err}
-#                       and a virtio console org.xrun.xI.tty (hvcI, hvc(I+1) with -t)
+#                       and a virtio console org.xrun.xI.tty (hvcI, hvc(I+1) with -t),
+#                       plugged by the host on first use (in slot order, console first)
 # Disks are found by virtio serial (xrun-rootfs: erofs, xrun-rw: ext4); ports by name
 # (org.xrun.stdout, org.xrun.stderr, org.xrun.exit). The exit status is written to the exit port
 # as decimal text, after a line "S" once the command starts (the host bounds the boot until
@@ -274,8 +275,8 @@ ENTER
 export XRUN_CG=$cg
 [ -e /xrun/readonly ] && { mount -o remount,ro /newroot || fail "cannot make the root read-only"; }
 
-# exec slots: one dispatcher polls every slot's ctl port (a read there returns at once while
-# no host is connected) and starts each request in the background.
+# exec slots: one dispatcher polls every plugged slot's ctl port (a read there returns at
+# once while no host is connected) and starts each request in the background.
 xexec() { # SLOT REQUEST (fd 3: the slot's ctl port; $xi/$xo/$xe its other ports)
   h=/helper-x$1
   rm -rf $h; mkdir -p $h/run
@@ -324,17 +325,18 @@ xexec() { # SLOT REQUEST (fd 3: the slot's ctl port; $xi/$xo/$xe its other ports
 xdispatch() { # SLOTS (port() sets $n, $p, $r: other names here)
   xn=$1
   mkfifo /xsleep; exec 8<> /xsleep
-  i=0; fds=
-  while [ $i -lt $xn ]; do
-    j=0
-    until port org.xrun.x$i.ctl; do j=$((j + 1)); [ $j -gt 300 ] && return; usleep 10000; done
-    eval "exec $((i + 10))<> $r"
-    i=$((i + 1))
-  done
+  # The host plugs a slot's devices on its first use, in slot order and the control port
+  # last: slot I is served once its control port appears (looked for only once slot I-1
+  # is, so an idle VM reads a handful of sysfs names per round).
   while :; do
-    i=0
+    i=0; xprev=1
     while [ $i -lt $xn ]; do
-      if [ ! -e /xbusy$i ]; then
+      eval "xup=\$xup$i"
+      if [ -z "$xup" ] && [ -n "$xprev" ] && port org.xrun.x$i.ctl; then
+        eval "exec $((i + 10))<> $r; xup$i=1"; xup=1
+      fi
+      xprev=$xup
+      if [ -n "$xup" ] && [ ! -e /xbusy$i ]; then
         op=
         if [ -e /xpend$i ]; then read -r req < /xpend$i; rm -f /xpend$i; op=R
         else eval "read -r op req <&$((i + 10))"; fi

@@ -40,6 +40,7 @@ pub mod guest_image;
 pub mod launch;
 pub mod net;
 pub mod qemu;
+pub mod qmp;
 pub mod rootfs;
 pub mod runcpio;
 mod runner;
