@@ -110,6 +110,15 @@ fn exec_into_a_running_vm_container_cli_and_api() {
         "echo main > /main-was-here; exec sleep 600",
     ]);
     assert!(o.status.success(), "{}", text(&o));
+    // The VM booted without its exec slots' devices (they cost boot time under TCG): the
+    // first exec plugs them through qemu's monitor.
+    let vm_run = root
+        .join("containers")
+        .join(stdout(&o).trim())
+        .join("vm-run");
+    assert!(vm_run.join("qmp.sock").exists(), "{}", vm_run.display());
+    let plugged = |i: u32| vm_run.join(format!("exec-{i}.plugged")).exists();
+    assert!(!plugged(0));
 
     // Streams and the exit code come back; the process sees the container's root.
     let o = s.xrun(&[
@@ -117,10 +126,13 @@ fn exec_into_a_running_vm_container_cli_and_api() {
         "vmx",
         "sh",
         "-c",
-        "cat /main-was-here; echo to-err >&2; ls -a /.xrun | wc -l; exit 3",
+        "cat /main-was-here; echo to-err >&2; ls -a /.xrun | wc -l; \
+         ls /sys/class/virtio-ports | wc -l; exit 3",
     ]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
-    assert_eq!(stdout(&o), "main\n2\n", "{}", text(&o));
+    // The main command's four ports (stdout, stderr, exit, control) and slot 0's five.
+    assert_eq!(stdout(&o), "main\n2\n9\n", "{}", text(&o));
+    assert!(plugged(0) && !plugged(1));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("to-err"),
         "{}",
@@ -232,6 +244,7 @@ fn exec_into_a_running_vm_container_cli_and_api() {
         assert!(o.status.success(), "exec {i}: {}", text(&o));
         assert_eq!(stdout(&o), format!("exec-{i}\n"));
     }
+    assert!((0..xrun::vm::EXEC_SLOTS).all(plugged));
 
     // A client that goes away takes its process with it (the slot is free again).
     let mut k = Command::new(support::XRUN)
