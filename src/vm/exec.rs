@@ -61,19 +61,8 @@ fn plug_up_to(dir: &std::fs::File, run_dir: &Path, index: u32) -> Result<(), VmE
     if marker(index).exists() || !run_dir.join(QMP_SOCKET).exists() {
         return Ok(());
     }
-    let p = run_dir.join("plug.lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .map_err(VmError::io(p.display().to_string()))?;
-    // SAFETY: flock on an open descriptor; released when `lock` is closed.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(VmError::io("locking the VM's exec slots")(
-            std::io::Error::last_os_error(),
-        ));
-    }
+    let _lock = lock_file(&run_dir.join("plug.lock"), true)?
+        .ok_or_else(|| VmError::BadSpec("the VM's exec slots could not be locked".into()))?;
     let missing: Vec<u32> = (0..=index).filter(|i| !marker(*i).exists()).collect();
     if missing.is_empty() {
         return Ok(());
@@ -86,6 +75,34 @@ fn plug_up_to(dir: &std::fs::File, run_dir: &Path, index: u32) -> Result<(), VmE
     Ok(())
 }
 
+/// Opens (creating) lock file `p` and takes an exclusive `flock` on it, waiting for it when
+/// `wait`; `None` when it is held elsewhere and `wait` is false. The lock goes with the file.
+fn lock_file(p: &Path, wait: bool) -> Result<Option<std::fs::File>, VmError> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(p)
+        .map_err(VmError::io(p.display().to_string()))?;
+    let op = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    loop {
+        // SAFETY: flock on an open descriptor.
+        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+            return Ok(Some(f));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            std::io::ErrorKind::Interrupted => continue,
+            std::io::ErrorKind::WouldBlock if !wait => return Ok(None),
+            _ => return Err(VmError::io(format!("locking {}", p.display()))(e)),
+        }
+    }
+}
+
 /// Holds an exec slot: the locked file (the lock goes with it).
 struct Slot {
     index: u32,
@@ -96,15 +113,7 @@ fn take_slot(run_dir: &Path) -> Result<Slot, VmError> {
     let end = Instant::now() + SLOT_WAIT;
     loop {
         for index in 0..EXEC_SLOTS {
-            let p = run_dir.join(format!("exec-{index}.lock"));
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&p)
-                .map_err(VmError::io(p.display().to_string()))?;
-            // SAFETY: flock on an open descriptor.
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            if let Some(f) = lock_file(&run_dir.join(format!("exec-{index}.lock")), false)? {
                 return Ok(Slot { index, _lock: f });
             }
         }
