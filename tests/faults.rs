@@ -434,9 +434,8 @@ fn another_roots_leftovers_are_left_to_it() {
     // A foreground run killed after its cgroups were made: the container's init, made by
     // the runtime and waiting for a start that never comes, keeps the output pipes open, so
     // this waits for the xrun process only.
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_xrun"))
-        .env("XRUN_ROOT", other.root())
-        .env("XRUN_CONFIG", other.config_path())
+    let status = other
+        .std_cmd()
         .env("XRUN_FAULT", "run.after-cgroups")
         .args(["run", "--network", "none", IMAGE, "sleep", "600"])
         .stdin(std::process::Stdio::null())

@@ -10,7 +10,6 @@ use serde::Serialize;
 
 use crate::digest::Digest;
 use crate::network;
-use crate::runtime::state::Phase;
 use crate::runtime::{Containers, cgroups, lifecycle};
 use crate::store::{Finding, PruneReport, Store, tree_size};
 
@@ -184,13 +183,8 @@ fn runtime_check(c: &Containers, repair: bool) -> Vec<Finding> {
                 c.load(&f.subject).is_ok_and(|r| !r.is_stale()) || c.load(&f.subject).is_err();
         }
     }
-    // A container "owns" its runtime leftovers while it runs or is being started.
-    let busy = |id: &str| {
-        records.get(id).is_some_and(|r| {
-            r.phase == Phase::Running && !r.is_stale() || r.owner.is_some_and(|o| o.alive())
-        })
-    };
-    let stopped = |id: &str| !busy(id);
+    // A container owns its runtime state while it runs or is being started.
+    let stopped = |id: &str| !records.get(id).is_some_and(|r| r.is_owned());
     // Root file system mounts of containers that do not run (or do not exist).
     let mut roots: Vec<PathBuf> = vec![c.dir().to_path_buf()];
     if c.run_dir() != c.dir() {
@@ -331,11 +325,7 @@ fn network_check(root: &Path, c: &Containers, repair: bool) -> Vec<Finding> {
             continue;
         }
         let orphan = match c.load(&id) {
-            Ok(r) => {
-                let busy = r.phase == Phase::Running && !r.is_stale()
-                    || r.owner.is_some_and(|o| o.alive());
-                !busy
-            }
+            Ok(r) => !r.is_owned(),
             Err(_) => {
                 held.age_secs
                     .is_none_or(|a| a >= FOREIGN_NETWORK_GRACE_SECS)

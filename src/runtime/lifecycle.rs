@@ -840,8 +840,7 @@ pub fn clean_up_unowned(c: &Containers, id: &str) -> bool {
     let Ok(rec) = c.load(id) else {
         return false;
     };
-    let running = rec.phase == Phase::Running && rec.pid.is_some_and(|p| p.alive());
-    if running || rec.owner.is_some_and(|o| o.alive()) {
+    if rec.is_owned() {
         return false;
     }
     let _ = cleanup(c, &rec);

@@ -169,6 +169,14 @@ impl ContainerRecord {
         self.phase == Phase::Running && self.status() == Status::Running
     }
 
+    /// Whether something still owns the container's runtime state (its rootfs mount,
+    /// cgroups, network): its process runs, or an xrun process is starting or watching it.
+    /// What a container that is not owned left behind is a leftover.
+    pub fn is_owned(&self) -> bool {
+        self.phase == Phase::Running && self.pid.is_some_and(|p| p.alive())
+            || self.owner.is_some_and(|o| o.alive())
+    }
+
     /// Whether the record says running but nobody is there any more (leftovers to clean).
     pub fn is_stale(&self) -> bool {
         self.phase == Phase::Running

@@ -6,7 +6,7 @@
 //! `qmp_capabilities`, then each `{"execute": NAME, "arguments": …}` gets one `{"return": …}`
 //! or `{"error": {"class", "desc"}}`; `{"event": …}` lines may come in between.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -21,6 +21,10 @@ pub struct Qmp {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
 }
+
+/// The longest message read from the monitor (replies to the commands used here are a few
+/// bytes; a longer line is refused, not buffered).
+const MAX_MESSAGE: u64 = 1 << 20;
 
 /// How long one QMP reply may take (a TCG guest keeps qemu's main loop busy).
 const REPLY_WAIT: Duration = Duration::from_secs(30);
@@ -87,14 +91,19 @@ impl Qmp {
 
     fn read_message(&mut self) -> Result<Value, VmError> {
         let mut line = String::new();
-        let n = self
-            .reader
+        let n = (&mut self.reader)
+            .take(MAX_MESSAGE)
             .read_line(&mut line)
             .map_err(VmError::io("reading from the VM's monitor"))?;
         if n == 0 {
             return Err(VmError::BadSpec(
                 "the VM's monitor closed the connection".into(),
             ));
+        }
+        if !line.ends_with('\n') {
+            return Err(VmError::BadSpec(format!(
+                "the VM's monitor sent a message over {MAX_MESSAGE} bytes"
+            )));
         }
         serde_json::from_str(&line).map_err(|e| {
             VmError::BadSpec(format!("the VM's monitor sent {}: {e}", line.trim_end()))

@@ -121,12 +121,20 @@ impl TestEnv {
     /// The built `xrun` binary with `XRUN_ROOT`/`XRUN_CONFIG` set to this environment and the
     /// default-platform variables cleared, so tests do not depend on the caller's shell.
     pub fn cmd(&self) -> assert_cmd::Command {
-        let mut c = assert_cmd::Command::new(env!("CARGO_BIN_EXE_xrun"));
+        let mut c = assert_cmd::Command::from_std(self.std_cmd());
+        c.timeout(Duration::from_secs(300));
+        c
+    }
+
+    /// The real binary on this environment's store as a plain `std::process::Command` (for
+    /// a test that sets its stdio or spawns it itself); [`TestEnv::cmd`] is this plus a
+    /// timeout.
+    pub fn std_cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xrun"));
         c.env("XRUN_ROOT", self.root())
             .env("XRUN_CONFIG", self.config_path())
             .env_remove("XRUN_DEFAULT_PLATFORM")
-            .env_remove("DOCKER_DEFAULT_PLATFORM")
-            .timeout(Duration::from_secs(300));
+            .env_remove("DOCKER_DEFAULT_PLATFORM");
         c
     }
 }
